@@ -1,0 +1,3 @@
+from scenescribe.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""The base every model backend shares: its registry entry, options, device and weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from scenescribe.registry import ModelEntry, resolve_weights
+
+log = logging.getLogger("scenescribe.backend")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; others pass through."""
+    if device != "auto":
+        return device
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Backend:
+    """A loadable model. Subclasses implement ``_load`` and may override ``unload``.
+
+    ``load`` is idempotent; ``unload`` frees the model (stage-major lifetimes: load, run over
+    every video, free, load the next).
+    """
+
+    def __init__(self, entry: ModelEntry, options: Any, device: str = "cpu",
+                 model_dir: Path | None = None) -> None:
+        self.entry = entry
+        self.options = options
+        self.device = device
+        self.model_dir = model_dir
+        self.model: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    def weights(self) -> Path | str:
+        """Local weights path (or hub id) following the registry's resolution order."""
+        explicit = getattr(self.options, "weights", None)
+        return resolve_weights(self.entry, path=explicit, model_dir=self.model_dir)
+
+    def cache_key(self) -> dict[str, Any]:
+        """What determines this backend's output: name, checkpoint, revision, options."""
+        from scenescribe.options import to_dict
+
+        return {"backend": self.entry.name, "checkpoint": self.entry.checkpoint,
+                "revision": self.entry.revision, "options": to_dict(self.options)}
+
+    def facts(self) -> dict[str, Any]:
+        """Model facts for the run file."""
+        return {"name": self.entry.name, "checkpoint": self.entry.checkpoint,
+                "revision": self.entry.revision, "device": self.device}
+
+    @property
+    def loaded(self) -> bool:
+        return self.model is not None
+
+    def load(self) -> None:
+        if self.model is None:
+            self.model = self._load()
+
+    def _load(self) -> Any:
+        return True
+
+    def unload(self) -> None:
+        self.model = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> Backend:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()

@@ -1,0 +1,1 @@
+"""Captions backends; see base.py for the interface."""

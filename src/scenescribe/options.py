@@ -1,0 +1,176 @@
+"""One options dataclass per component; a run's options gather them.
+
+Precedence: CLI > config file (TOML) > defaults. Unknown keys are rejected with the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from scenescribe.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ShotOptions:
+    """Shot detection. Lengths in seconds; 0 disables the limit."""
+
+    backend: str = "adaptive"
+    min_scene_len: float = 0.6
+    max_scene_len: float = 0.0
+    threshold: float | None = None  # backend-specific; None keeps the backend's tuned default
+    downscale_width: int = 256  # frames are shrunk to this width before detection
+    threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+
+
+@dataclass(frozen=True, slots=True)
+class FrameOptions:
+    """Frames sampled per scene, saved once as JPEG for every later model."""
+
+    positions: tuple[float, ...] = (0.0, 0.5)  # fractions of the scene: start and middle
+    short_side: int = 336
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechOptions:
+    backend: str = "faster-whisper-tiny.en"
+    weights: str | None = None
+    language: str | None = None  # None: detect
+    batch_size: int = 8
+    vad: bool = True
+    beam_size: int = 1
+    compute_type: str = "default"
+    api_base: str | None = None
+    api_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class SoundOptions:
+    backend: str = "yamnet"
+    weights: str | None = None
+    top_k: int = 5
+    min_score: float = 0.1
+    min_context: float = 3.0  # seconds of audio given to the tagger for scenes shorter than this
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectOptions:
+    backend: str = "yolov8n"
+    weights: str | None = None
+    sample_fps: float = 2.0
+    confidence: float = 0.25
+    imgsz: int = 640
+    tracker: str = "bytetrack"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionOptions:
+    models: tuple[str, ...] = ()
+    max_new_tokens: int = 256
+    min_new_tokens: int = 0
+    prompt: str | None = None  # None: the reference's caption instruction
+    batch_size: int = 0  # 0: chosen from free GPU memory
+    dtype: str = "auto"  # auto, bfloat16, float16, float32
+    quantization: str | None = None  # "nf4" for 4-bit through bitsandbytes
+    attention: str = "auto"  # auto, sdpa, flash_attention_2, eager
+    grounding: bool = False  # add transcript, objects and sounds to the prompt
+    random_weights: bool = False  # benchmark mode: full-size architecture, random weights
+    api_base: str | None = None
+    api_concurrency: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything one ``run`` needs. ``stages`` selects the Stage 1 components to compute."""
+
+    shots: ShotOptions = field(default_factory=ShotOptions)
+    frames: FrameOptions = field(default_factory=FrameOptions)
+    speech: SpeechOptions = field(default_factory=SpeechOptions)
+    sounds: SoundOptions = field(default_factory=SoundOptions)
+    objects: ObjectOptions = field(default_factory=ObjectOptions)
+    captions: CaptionOptions = field(default_factory=CaptionOptions)
+    stages: tuple[str, ...] = ("speech", "sounds", "objects")
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    model_dir: str | None = None
+
+
+STAGE1_COMPONENTS = ("speech", "sounds", "objects")
+_SECTIONS = ("shots", "frames", "speech", "sounds", "objects", "captions")
+
+
+def build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """Create ``cls`` from a mapping, rejecting unknown keys and coercing lists to tuples."""
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(sorted(names))}")
+    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**clean)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def merge(base: T, overrides: Mapping[str, Any], where: str) -> T:
+    """``base`` with ``overrides`` applied; ``None`` values mean "not given" and are skipped."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    current = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}  # type: ignore[arg-type]
+    return build(type(base), {**current, **given}, where)
+
+
+def run_options_from_mapping(data: Mapping[str, Any], where: str = "config") -> RunOptions:
+    """Parse ``{"shots": {...}, "speech": {...}, "stages": [...], ...}`` into ``RunOptions``."""
+    top = {f.name for f in dataclasses.fields(RunOptions)}
+    unknown = sorted(set(data) - top)
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(sorted(top))}")
+    kwargs: dict[str, Any] = {}
+    defaults = RunOptions()
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            kwargs[key] = merge(getattr(defaults, key), value, f"{where} [{key}]")
+        else:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    options = build(RunOptions, kwargs, where)
+    validate(options)
+    return options
+
+
+def load_config(path: str | Path) -> RunOptions:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: config file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+    return run_options_from_mapping(data, where=str(p))
+
+
+def validate(options: RunOptions) -> None:
+    bad = sorted(set(options.stages) - set(STAGE1_COMPONENTS))
+    if bad:
+        raise ConfigError(f"unknown stage(s) {', '.join(bad)}; valid: "
+                          f"{', '.join(STAGE1_COMPONENTS)}")
+    if not options.frames.positions or any(not 0 <= p < 1 for p in options.frames.positions):
+        raise ConfigError("frames.positions must be fractions in [0, 1)")
+    if options.shots.min_scene_len < 0 or options.shots.max_scene_len < 0:
+        raise ConfigError("shots.min_scene_len and max_scene_len must be >= 0")
+    if options.objects.sample_fps <= 0:
+        raise ConfigError("objects.sample_fps must be > 0")
+
+
+def to_dict(options: Any) -> dict[str, Any]:
+    """Plain dict of an options dataclass (tuples as lists), for fingerprints and run facts."""
+    return dataclasses.asdict(options)

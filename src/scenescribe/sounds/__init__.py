@@ -1,0 +1,1 @@
+"""Sounds backends; see base.py for the interface."""

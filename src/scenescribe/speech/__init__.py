@@ -1,0 +1,1 @@
+"""Speech backends; see base.py for the interface."""

@@ -1,0 +1,82 @@
+"""Shared fixtures. Every test runs with the Hugging Face hub offline and the network blocked:
+a connection to anything but this machine fails the test that made it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SCENESCRIBE_SHARED", ROOT.parent / "shared")).resolve()
+MEDIA = SHARED / "media"
+MODELS = SHARED / "models"
+
+for _var, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                     "HF_DATASETS_OFFLINE": "1", "YOLO_OFFLINE": "1",
+                     "SCENESCRIBE_MODEL_DIR": str(MODELS)}.items():
+    os.environ[_var] = _value  # set before any backend import reads them
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+_LOCAL_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
+
+
+class NetworkAttempt(AssertionError):
+    pass
+
+
+def _is_local(address: object) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = str(address[0]) if isinstance(address, tuple) and address else ""
+    return host.startswith(_LOCAL_PREFIXES)
+
+
+@pytest.fixture(autouse=True)
+def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail any test that tries to reach a non-local address."""
+    attempts: list[str] = []
+
+    def guarded(self: socket.socket, address: object) -> object:
+        if not _is_local(address):
+            attempts.append(repr(address))
+            raise NetworkAttempt(f"network access attempted in a test: {address!r}")
+        return _real_connect(self, address)
+
+    def guarded_ex(self: socket.socket, address: object) -> object:
+        if not _is_local(address):
+            attempts.append(repr(address))
+            raise NetworkAttempt(f"network access attempted in a test: {address!r}")
+        return _real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
+    yield attempts
+    if attempts:
+        pytest.fail(f"test attempted network access: {attempts}")
+
+
+def media(rel: str) -> Path:
+    path = MEDIA / rel
+    if not path.exists():  # fail, never skip: CI always has ../shared beside the checkout
+        raise FileNotFoundError(f"shared media missing: {path} (set SCENESCRIBE_SHARED)")
+    return path
+
+
+def ground_truth(rel: str) -> dict:
+    return json.loads(media(rel).read_text())
+
+
+@pytest.fixture
+def synthetic_clip() -> Path:
+    return media("synthetic/synthetic_cuts_speech.mp4")
+
+
+@pytest.fixture
+def bbb_clip() -> Path:
+    return media("real/big_buck_bunny_0_30.webm")
