@@ -17,6 +17,7 @@ logging.getLogger("scenescribe").addHandler(logging.NullHandler())
 _EXPORTS = {
     "run": "scenescribe.pipeline",
     "VideoResult": "scenescribe.pipeline",
+    "RunResult": "scenescribe.pipeline",
     "detect_scenes": "scenescribe.pipeline",
     "probe": "scenescribe.media",
     "RunOptions": "scenescribe.options",
@@ -57,5 +58,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from scenescribe.options import (
         CaptionOptions, FrameOptions, ObjectOptions, RunOptions, ShotOptions, SoundOptions,
         SpeechOptions, load_config)
-    from scenescribe.pipeline import VideoResult, detect_scenes, run
+    from scenescribe.pipeline import RunResult, VideoResult, detect_scenes, run
     from scenescribe.records import Scene, SceneRecord, VideoInfo

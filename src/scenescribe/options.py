@@ -40,7 +40,7 @@ class FrameOptions:
 
 @dataclass(frozen=True, slots=True)
 class SpeechOptions:
-    backend: str = "faster-whisper-tiny.en"
+    backend: str = "auto"  # auto: faster-whisper-tiny.en on CPU, whisper-large-v3 on GPU
     weights: str | None = None
     language: str | None = None  # None: detect
     batch_size: int = 8
@@ -53,7 +53,7 @@ class SpeechOptions:
 
 @dataclass(frozen=True, slots=True)
 class SoundOptions:
-    backend: str = "yamnet"
+    backend: str = "auto"  # auto: yamnet on CPU, ast-audioset on GPU
     weights: str | None = None
     top_k: int = 5
     min_score: float = 0.1
@@ -72,7 +72,8 @@ class ObjectOptions:
 
 @dataclass(frozen=True, slots=True)
 class CaptionOptions:
-    models: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()  # registry names; "name=/local/path" gives a model its weights
+    weights: str | None = None  # set per model from "name=path" when the captioner is created
     max_new_tokens: int = 256
     min_new_tokens: int = 0
     prompt: str | None = None  # None: the reference's caption instruction

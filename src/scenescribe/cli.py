@@ -1,0 +1,209 @@
+"""The command line: parses, calls the library, shows progress and maps errors to exit codes.
+
+Exit codes: 0 success, 1 a user error or a failed input (one line naming the file and the
+reason), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scenescribe.errors import ScenescribeError
+
+app = typer.Typer(help="Turn videos into scene-by-scene structured text.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+out = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Report ``ScenescribeError`` as one line on stderr with exit code 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ScenescribeError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: finished work is kept; rerun the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv).")]
+ModelDir = Annotated[Path | None, typer.Option(
+    "--model-dir", help="Folder of local model weights (default: $SCENESCRIBE_MODEL_DIR).")]
+
+
+@app.command()
+@user_errors
+def run(
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("out"),
+    config: Annotated[Path | None, typer.Option(help="TOML config file (CLI options win).")] = None,
+    shots: Annotated[str | None, typer.Option(help="Shot detector backend.")] = None,
+    min_scene_len: Annotated[float | None, typer.Option(help="Shortest scene, seconds.")] = None,
+    max_scene_len: Annotated[float | None, typer.Option(
+        help="Split scenes longer than this, seconds (0: never).")] = None,
+    frame_size: Annotated[int | None, typer.Option(help="Short side of saved frames, px.")] = None,
+    speech: Annotated[str | None, typer.Option(help="Speech backend (auto picks by device).")] = None,
+    sounds: Annotated[str | None, typer.Option(help="Sound tagger backend.")] = None,
+    objects: Annotated[str | None, typer.Option(help="Object tracker backend.")] = None,
+    object_fps: Annotated[float | None, typer.Option(help="Frames per second for YOLO.")] = None,
+    stages: Annotated[str | None, typer.Option(
+        help="Stage 1 components, comma-separated: speech,sounds,objects ('none' for shots only).")
+    ] = None,
+    vlm: Annotated[list[str] | None, typer.Option(
+        "--vlm", help="Captioning model (repeatable); NAME or NAME=/path/to/weights.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Caption length limit.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Caption instruction.")] = None,
+    grounding: Annotated[bool | None, typer.Option(
+        "--grounding/--no-grounding", help="Add transcript, objects and sounds to the prompt.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="VLM scenes per batch (0: auto).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="VLM dtype: auto, bfloat16, float16, float32.")
+                     ] = None,
+    quantization: Annotated[str | None, typer.Option(help="'nf4' for 4-bit (CUDA).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    model_dir: ModelDir = None,
+    force: Annotated[bool, typer.Option(help="Recompute everything, ignoring cached results.")
+                     ] = False,
+    verbose: Verbose = 0,
+) -> None:
+    """Cut videos into scenes and describe each one; writes OUT/<video>/scenes.jsonl."""
+    from scenescribe.cli_progress import RichProgress
+    from scenescribe.options import RunOptions, load_config, merge, validate
+    from scenescribe.pipeline import run as run_pipeline
+
+    _logging(verbose)
+    base = load_config(config) if config else RunOptions()
+    stage_list = None if stages is None else tuple(
+        s for s in (x.strip() for x in stages.split(",")) if s and s != "none")
+    options = merge(base, {
+        "shots": merge(base.shots, {"backend": shots, "min_scene_len": min_scene_len,
+                                    "max_scene_len": max_scene_len}, "--shots"),
+        "frames": merge(base.frames, {"short_side": frame_size}, "--frame-size"),
+        "speech": merge(base.speech, {"backend": speech}, "--speech"),
+        "sounds": merge(base.sounds, {"backend": sounds}, "--sounds"),
+        "objects": merge(base.objects, {"backend": objects, "sample_fps": object_fps},
+                         "--objects"),
+        "captions": merge(base.captions, {
+            "models": tuple(vlm) if vlm else None, "max_new_tokens": max_new_tokens,
+            "prompt": prompt, "grounding": grounding, "batch_size": batch_size, "dtype": dtype,
+            "quantization": quantization}, "--vlm"),
+        "stages": stage_list, "device": device,
+        "model_dir": str(model_dir) if model_dir else None,
+    }, "command line")
+    validate(options)
+    with RichProgress(err) as progress:
+        result = run_pipeline(videos, out, options, progress=progress, force=force)
+    _print_summary(result)
+    if result.failed or result.warnings:
+        raise typer.Exit(1)
+
+
+def _print_summary(result: Any) -> None:
+    for v in result.videos:
+        if v.ok:
+            total = sum(t.get("compute_s", 0.0) for t in v.timings.values())
+            rtf = total / v.duration if v.duration else 0.0
+            out.print(f"[green]ok[/green] {v.path}: {v.scenes} scenes, {v.duration:.1f} s of media "
+                      f"in {total:.1f} s (RTF {rtf:.3f}) -> {v.out_dir}", highlight=False)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+    for v in result.failed:
+        err.print(f"[red]failed:[/red] {v.error}", highlight=False, soft_wrap=True)
+    if result.failed:
+        err.print(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
+                  + ", ".join(v.path for v in result.failed), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def scenes(
+    video: Annotated[Path, typer.Argument(help="A video file.")],
+    shots: Annotated[str, typer.Option(help="Shot detector backend.")] = "adaptive",
+    min_scene_len: Annotated[float, typer.Option(help="Shortest scene, seconds.")] = 0.6,
+    max_scene_len: Annotated[float, typer.Option(help="Split longer scenes, seconds.")] = 0.0,
+    verbose: Verbose = 0,
+) -> None:
+    """Detect shots only and print them as a table."""
+    from scenescribe.cli_progress import RichProgress
+    from scenescribe.options import ShotOptions
+    from scenescribe.pipeline import detect_scenes
+
+    _logging(verbose)
+    options = ShotOptions(backend=shots, min_scene_len=min_scene_len, max_scene_len=max_scene_len)
+    with RichProgress(err) as progress:
+        found = detect_scenes(video, options, progress=progress)
+    table = Table(title=f"{video.name}: {len(found)} scenes")
+    for col in ("#", "start", "end", "length", "frames"):
+        table.add_column(col, justify="right")
+    for s in found:
+        table.add_row(str(s.index), f"{s.start:.3f}", f"{s.end:.3f}", f"{s.duration:.2f}",
+                      f"{s.start_frame}-{s.end_frame - 1}")
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def models(model_dir: ModelDir = None) -> None:
+    """List the registry: name, kind, checkpoint, and whether it can run here."""
+    from scenescribe import registry
+
+    table = Table(title="scenescribe models")
+    for col in ("name", "kind", "checkpoint", "installed", "where / how"):
+        table.add_column(col)
+    for entry in registry.entries():
+        ok, where = registry.is_available(entry, model_dir)
+        table.add_row(entry.name, entry.kind, entry.checkpoint or "-",
+                      "[green]yes[/green]" if ok else "[red]no[/red]", where)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A video's output folder, or a run's --out.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, jsonl, srt, vtt or html.")
+                   ] = "json",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="File to write (one video only).")] = None,
+    model: Annotated[str | None, typer.Option(help="Whose captions to use in SRT/VTT.")] = None,
+) -> None:
+    """Export records as one JSON document, JSONL, SRT, WebVTT or an HTML report."""
+    from scenescribe.errors import ConfigError
+    from scenescribe.exports import FORMATS, export as do_export, find_runs
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    runs = find_runs(run_dir)
+    if output is not None and len(runs) > 1:
+        raise ConfigError(f"{run_dir}: holds {len(runs)} videos; --output needs a single one")
+    for r in runs:
+        out.print(str(do_export(r, fmt, output, model)), highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
