@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import media
 from typer.testing import CliRunner
 
+from conftest import media
 from scenescribe.cli import app
 
 runner = CliRunner()
@@ -40,7 +40,7 @@ def test_bad_input_is_one_line_error_exit_1(rel: str, tmp_path: Path) -> None:
 def test_one_bad_file_does_not_stop_the_others(tmp_path: Path) -> None:
     good = media("bad_inputs/no_audio.mp4")
     bad = media("bad_inputs/not_a_video.mp4")
-    code, stdout, stderr = invoke("run", str(bad), str(good), "--out", str(tmp_path),
+    code, _, stderr = invoke("run", str(bad), str(good), "--out", str(tmp_path),
                                   "--stages", "none")
     assert code == 1
     assert "1 of 2 input(s) failed" in stderr and str(bad) in stderr
@@ -94,7 +94,7 @@ def test_exports_without_vlm_show_labelled_summaries(tmp_path: Path, synthetic_c
     records = scenes_of(folder)
     assert all(r["summary"]["source"] == "stage1-facts" and r["captions"] == {} for r in records)
     for fmt in ("json", "jsonl", "srt", "vtt", "html"):
-        code, stdout, stderr = invoke("export", str(tmp_path), "--format", fmt)
+        code, _, stderr = invoke("export", str(tmp_path), "--format", fmt)
         assert code == 0, stderr
     srt = (folder / "synthetic_cuts_speech.srt").read_text()
     assert srt.count(" --> ") == len(records) and "[summary" in srt

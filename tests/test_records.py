@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from scenescribe.records import (
-    SCHEMA_VERSION, Caption, FrameRef, ObjectSummary, Scene, SceneRecord, SoundTag, Transcript,
-    VideoInfo, Word)
+    SCHEMA_VERSION,
+    Caption,
+    FrameRef,
+    ObjectSummary,
+    Scene,
+    SceneRecord,
+    SoundTag,
+    Transcript,
+    VideoInfo,
+    Word,
+)
 
 
 def make_record() -> SceneRecord:

@@ -56,7 +56,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from scenescribe.exports import export, load_records
     from scenescribe.media import probe
     from scenescribe.options import (
-        CaptionOptions, FrameOptions, ObjectOptions, RunOptions, ShotOptions, SoundOptions,
-        SpeechOptions, load_config)
+        CaptionOptions,
+        FrameOptions,
+        ObjectOptions,
+        RunOptions,
+        ShotOptions,
+        SoundOptions,
+        SpeechOptions,
+        load_config,
+    )
     from scenescribe.pipeline import RunResult, VideoResult, detect_scenes, run
     from scenescribe.records import Scene, SceneRecord, VideoInfo

@@ -13,8 +13,7 @@ from typing import Any
 
 from scenescribe import __version__
 from scenescribe.options import RunOptions, to_dict
-from scenescribe.records import (
-    Caption, FrameRef, ObjectSummary, SceneRecord, SoundTag, Transcript)
+from scenescribe.records import Caption, FrameRef, ObjectSummary, SceneRecord, SoundTag, Transcript
 from scenescribe.store import JsonlCheckpoint, atomic_open, atomic_write_json
 from scenescribe.summary import summarize
 from scenescribe.workspace import VideoJob

@@ -191,7 +191,8 @@ def export(
 ) -> None:
     """Export records as one JSON document, JSONL, SRT, WebVTT or an HTML report."""
     from scenescribe.errors import ConfigError
-    from scenescribe.exports import FORMATS, export as do_export, find_runs
+    from scenescribe.exports import FORMATS, find_runs
+    from scenescribe.exports import export as do_export
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -200,6 +201,60 @@ def export(
         raise ConfigError(f"{run_dir}: holds {len(runs)} videos; --output needs a single one")
     for r in runs:
         out.print(str(do_export(r, fmt, output, model)), highlight=False)
+
+
+@app.command()
+@user_errors
+def bench(
+    videos: Annotated[list[Path], typer.Argument(help="Videos or folders (e.g. the W1 suite).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("bench"),
+    vlm: Annotated[list[str] | None, typer.Option(
+        "--vlm", help="Model to benchmark (repeatable); NAME or NAME=/path.")] = None,
+    mode: Annotated[list[str] | None, typer.Option(
+        help="scenescribe (batched) and/or reference (one scene per call).")] = None,
+    baseline: Annotated[str | None, typer.Option(help="Model the others are compared with.")
+                        ] = None,
+    max_scenes: Annotated[int, typer.Option(help="Scenes timed per video (0: all).")] = 0,
+    random_weights: Annotated[bool, typer.Option(
+        help="Full-size architectures with random weights and a fixed output length.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Caption length limit.")] = 256,
+    batch_size: Annotated[int, typer.Option(help="Scenes per batch (0: auto).")] = 0,
+    reference_speech: Annotated[bool, typer.Option(
+        help="Also time speech transcribed scene by scene, as the reference did.")] = False,
+    config: Annotated[Path | None, typer.Option(help="TOML config for Stage 1 and VLMs.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    model_dir: ModelDir = None,
+    verbose: Verbose = 0,
+) -> None:
+    """Measure RTF and s/scene per VLM and Stage 1 component; writes bench.json/.md/.png."""
+    from scenescribe.bench import MODES, BenchOptions
+    from scenescribe.bench import bench as run_bench
+    from scenescribe.cli_progress import RichProgress
+    from scenescribe.errors import ConfigError
+    from scenescribe.options import RunOptions, load_config, merge
+
+    _logging(verbose)
+    modes = tuple(mode) if mode else MODES
+    if set(modes) - set(MODES):
+        raise ConfigError(f"--mode: choose from {', '.join(MODES)}")
+    base = load_config(config) if config else RunOptions()
+    fixed = max_new_tokens if random_weights else None
+    captions = merge(base.captions, {
+        "models": tuple(vlm or ()), "random_weights": random_weights,
+        "max_new_tokens": max_new_tokens, "min_new_tokens": fixed, "batch_size": batch_size},
+        "bench")
+    options = merge(base, {"captions": captions, "device": device,
+                           "model_dir": str(model_dir) if model_dir else None}, "bench")
+    bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
+                                 max_scenes=max_scenes, reference_speech=reference_speech)
+    with RichProgress(err) as progress:
+        report = run_bench(videos, out, options, bench_options, progress=progress)
+    from scenescribe.bench_report import to_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    print(to_markdown(report))
+    if report["failed_inputs"] or any(r.get("status") != "ok" for r in report["rows"]):
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -83,6 +83,7 @@ class CaptionOptions:
     attention: str = "auto"  # auto, sdpa, flash_attention_2, eager
     grounding: bool = False  # add transcript, objects and sounds to the prompt
     random_weights: bool = False  # benchmark mode: full-size architecture, random weights
+    use_cache: bool = True  # KV cache; off only to reproduce the reference's Phi-3.5 runs
     api_base: str | None = None
     api_concurrency: int = 8
 

@@ -115,7 +115,8 @@ def resolve_weights(
     local = find_local_weights(entry, model_dir)
     if local is not None:
         return local
-    searched = f"model directory {model_dir}" if model_dir else f"no model directory (set {MODEL_DIR_ENV} or --model-dir)"
+    searched = (f"model directory {model_dir}" if model_dir
+                else f"no model directory (set {MODEL_DIR_ENV} or --model-dir)")
     if entry.checkpoint is None:
         raise ModelNotFoundError(
             f"{entry.name}: weights not found in {searched}; looked for {list(entry.local_paths)}")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from scenescribe.options import ShotOptions
 from scenescribe.records import Scene, VideoInfo
@@ -30,7 +31,7 @@ def cuts_to_scenes(video: VideoInfo, cuts: Sequence[Cut], options: ShotOptions) 
     # A final shot shorter than the minimum joins the one before it.
     if len(bounds) > 1 and end.time - bounds[-1].time < options.min_scene_len:
         bounds.pop()
-    spans = list(zip(bounds, [*bounds[1:], end], strict=True))
+    spans = list(pairwise([*bounds, end]))
     if options.max_scene_len > 0:
         spans = [piece for span in spans for piece in _split(span, options.max_scene_len, fps)]
     return [Scene(i, a.time, b.time, a.frame, b.frame) for i, (a, b) in enumerate(spans)]
@@ -48,4 +49,4 @@ def _split(span: tuple[Cut, Cut], max_len: float, fps: float) -> list[tuple[Cut,
         t = start.time + length * k / parts
         points.append(Cut(start.frame + round((t - start.time) * fps), t))
     points.append(end)
-    return list(zip(points[:-1], points[1:], strict=True))
+    return list(pairwise(points))

@@ -68,17 +68,18 @@ def analysis_span(scene: Scene, duration: float, min_context: float) -> tuple[fl
 
 
 def span_windows(start: int, end: int, spec: WindowSpec) -> list[Window]:
-    """Windows covering samples ``[start, end)``: every ``hop`` from ``start``, the last one
-    shifted back to end exactly at ``end`` so the span's tail is heard too. A span shorter than
-    a window is one window: its own length for variable models, ``window`` for fixed ones (the
-    reader pads past the end of the audio with silence).
+    """Windows covering samples ``[start, end)``: the first starts at ``start``, the last ends at
+    ``end``, and the fewest windows at most ``hop`` apart are spread evenly between (even spacing
+    keeps the mean fair to every part of the span). A span no longer than a window is one
+    window: its own length for variable models, ``window`` for fixed ones (the reader pads past
+    the end of the audio with silence).
     """
     length = end - start
     if length <= spec.window:
         return [(start, spec.window if spec.fixed else max(length, spec.min_span, 1))]
-    count = math.ceil((length - spec.window) / spec.hop) + 1
-    starts = [start + k * spec.hop for k in range(count - 1)] + [end - spec.window]
-    return [(s, spec.window) for s in starts]
+    gaps = math.ceil((length - spec.window) / spec.hop)
+    return [(start + round(k * (length - spec.window) / gaps), spec.window)
+            for k in range(gaps + 1)]
 
 
 def plan(scenes: Sequence[Scene], duration: float, spec: WindowSpec,

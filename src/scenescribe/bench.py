@@ -1,0 +1,194 @@
+"""``scenescribe bench``: the reference report's tables, measured, with the reference method beside.
+
+Stage 1 runs once per video through the normal pipeline; then each VLM captions the cached
+records in each mode: ``scenescribe`` (batched across scenes) and ``reference`` (one scene per
+``generate`` call, as the reference pipeline did; Phi-3.5-Vision also without its KV cache).
+Load time is measured apart; a warm-up batch runs before timing; GPU clocks are synchronised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from scenescribe import registry
+from scenescribe.backend import resolve_device
+from scenescribe.captions.base import CaptionRequest
+from scenescribe.exports import load_facts, load_records
+from scenescribe.options import CaptionOptions, RunOptions
+from scenescribe.pipeline import run
+from scenescribe.progress import NullProgress, Progress
+
+log = logging.getLogger("scenescribe.bench")
+
+MODES = ("scenescribe", "reference")
+# The reference ran Phi-3.5-Vision with its cache off because the cache crashed.
+REFERENCE_NO_CACHE = frozenset({"phi-3.5-vision"})
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    models: tuple[str, ...] = ()
+    modes: tuple[str, ...] = MODES
+    baseline: str | None = None  # model others are compared with; default: the first
+    max_scenes: int = 0  # captioned scenes per video (0: all); subsets are marked in the tables
+    warmup_scenes: int = 2
+    reference_speech: bool = False  # also time speech transcribed scene by scene
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb(device: str) -> float | None:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+    return None
+
+
+def _requests(folder: Path, limit: int) -> tuple[list[CaptionRequest], int]:
+    records = [r for r in load_records(folder) if r.frames]
+    chosen = records[:limit] if limit else records
+    reqs = [CaptionRequest(r.index, tuple(str(folder / f.path) for f in r.frames)) for r in chosen]
+    return reqs, len(records)
+
+
+def caption_mode_options(base: CaptionOptions, model: str, mode: str) -> CaptionOptions:
+    if mode == "reference":
+        return replace(base, batch_size=1, use_cache=model not in REFERENCE_NO_CACHE)
+    return base
+
+
+def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunOptions,
+                   bench: BenchOptions, progress: Progress) -> list[dict[str, Any]]:
+    """Rows (one per video) for one model in one mode."""
+    device = resolve_device(options.device)
+    model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
+    name, _, weights = model.partition("=")
+    copts = replace(caption_mode_options(options.captions, name, mode), weights=weights or None)
+    captioner = registry.create(name, "captioner", options=copts, device=device,
+                                model_dir=model_dir)
+    start = time.perf_counter()
+    captioner.load()
+    _sync(device)
+    load_s = time.perf_counter() - start
+    rows = []
+    try:
+        first, _ = _requests(folders[0], bench.warmup_scenes)
+        if first and bench.warmup_scenes:
+            list(captioner.caption(first, NullProgress()))
+        for folder in folders:
+            rows.append(_time_video(captioner, name, mode, folder, bench, device, load_s,
+                                    copts, progress))
+    finally:
+        captioner.unload()
+    return rows
+
+
+def _time_video(captioner: Any, model: str, mode: str, folder: Path, bench: BenchOptions,
+                device: str, load_s: float, copts: CaptionOptions,
+                progress: Progress) -> dict[str, Any]:
+    facts = load_facts(folder)
+    duration = float(facts["video"]["duration"])
+    reqs, total = _requests(folder, bench.max_scenes)
+    frames_s = float(facts["timings"].get("frames", {}).get("compute_s", 0.0))
+    row: dict[str, Any] = {
+        "model": model, "mode": mode, "video": folder.name, "duration_s": duration,
+        "scenes": total, "scenes_timed": len(reqs), "load_s": load_s,
+        "weights": "random" if copts.random_weights else "real", "status": "ok"}
+    _reset_peak(device)
+    _sync(device)
+    start = time.perf_counter()
+    captions = dict(captioner.caption(reqs, progress))
+    _sync(device)
+    caption_s = time.perf_counter() - start
+    errors = [c.error for c in captions.values() if c.error]
+    if errors:
+        row["status"] = f"{len(errors)} scene(s) failed: {errors[0]}"
+    per_scene = (caption_s + frames_s * len(reqs) / max(total, 1)) / max(len(reqs), 1)
+    vlm_s = per_scene * total  # projected to every scene when a subset was timed
+    row.update(caption_s=caption_s, frames_s=frames_s, s_per_scene=per_scene, vlm_s=vlm_s,
+               rtf=vlm_s / duration, peak_gpu_gb=_peak_gb(device),
+               new_tokens=sum(c.new_tokens for c in captions.values()))
+    return row
+
+
+def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | None = None,
+          bench_options: BenchOptions | None = None, *,
+          progress: Progress | None = None) -> dict[str, Any]:
+    """Run the benchmark and write ``bench.json``, ``bench.md`` and ``bench.png`` into ``out``."""
+    from scenescribe.bench_report import build_report, write_report
+
+    options = options or RunOptions()
+    bench_options = bench_options or BenchOptions(models=options.captions.models)
+    progress = progress or NullProgress()
+    out = Path(out)
+    stage1 = run(videos, out / "runs", replace(options, captions=replace(options.captions,
+                                                                          models=())),
+                 progress=progress)
+    folders = [Path(v.out_dir) for v in stage1.videos if v.ok and v.out_dir]
+    failed = [{"video": v.path, "error": v.error} for v in stage1.failed]
+    reference_speech = (_reference_speech(folders, options, progress)
+                        if bench_options.reference_speech else {})
+    rows: list[dict[str, Any]] = []
+    for model in bench_options.models:
+        for mode in bench_options.modes:
+            try:
+                rows.extend(time_captioner(model, mode, folders, options, bench_options, progress))
+            except Exception as exc:  # one model failing (OOM, missing weights) keeps the others
+                log.warning("bench %s/%s failed: %s", model, mode, exc)
+                rows.append({"model": model.partition("=")[0], "mode": mode, "video": "*",
+                             "status": f"failed: {type(exc).__name__}: {exc}"})
+    report = build_report(folders, rows, bench_options, options, reference_speech, failed)
+    write_report(report, out)
+    return report
+
+
+def _reference_speech(folders: Sequence[Path], options: RunOptions,
+                      progress: Progress) -> dict[str, float]:
+    """Seconds to transcribe each video scene by scene (the reference's per-scene calls)."""
+    import tempfile
+
+    from scenescribe.media import decode_audio, probe
+    from scenescribe.pipeline import create_backend
+    from scenescribe.store import atomic_write_bytes
+    from scenescribe.wav import wav_bytes
+
+    device = resolve_device(options.device)
+    model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
+    recognizer = create_backend("speech", options.speech, device, model_dir)
+    recognizer.load()
+    seconds = {}
+    try:
+        for folder in folders:
+            facts = load_facts(folder)
+            source = facts["video"]["path"]
+            start = time.perf_counter()
+            with tempfile.TemporaryDirectory() as tmp:
+                for record in load_records(folder):
+                    audio = decode_audio(source, start=record.scene.start, end=record.scene.end)
+                    if len(audio) < 1600:
+                        continue
+                    clip = Path(tmp) / f"scene{record.index}.wav"
+                    atomic_write_bytes(clip, wav_bytes(audio))
+                    recognizer.transcribe(probe(clip), NullProgress())
+            seconds[folder.name] = time.perf_counter() - start
+    finally:
+        recognizer.unload()
+    return seconds

@@ -1,0 +1,183 @@
+"""Benchmark tables: per model and video, per model summary, Stage 1 breakdown, whole pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scenescribe.assemble import versions
+from scenescribe.exports import load_facts
+from scenescribe.options import RunOptions, to_dict
+from scenescribe.store import atomic_open, atomic_write_json
+
+STAGE1 = ("shots", "speech", "sounds", "objects")
+
+
+def system_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                            "versions": versions()}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1),
+                        gpus=torch.cuda.device_count(), cuda=torch.version.cuda)
+    except ImportError:
+        pass
+    try:
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        if smi.returncode == 0:
+            info["driver"] = smi.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> list[dict]:
+    rows = []
+    for folder in folders:
+        facts = load_facts(folder)
+        duration = float(facts["video"]["duration"])
+        timings = facts["timings"]
+        row: dict[str, Any] = {"video": folder.name, "duration_s": duration,
+                               "scenes": facts["scenes"]}
+        for stage in (*STAGE1, "frames"):
+            t = timings.get(stage, {})
+            row[f"{stage}_s"] = float(t.get("compute_s", 0.0))
+            row[f"{stage}_load_s"] = float(t.get("load_s", 0.0))
+        row["stage1_s"] = sum(row[f"{s}_s"] for s in STAGE1)
+        row["stage1_rtf"] = row["stage1_s"] / duration
+        if folder.name in reference_speech:
+            row["reference_speech_s"] = reference_speech[folder.name]
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
+    """Per (model, mode): mean RTF, mean s/scene, range, speed relative to the baseline."""
+    ok = [r for r in rows if r.get("status") == "ok" and "rtf" in r]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in ok:
+        groups.setdefault((r["model"], r["mode"]), []).append(r)
+    out = []
+    for (model, mode), rs in groups.items():
+        out.append({"model": model, "mode": mode, "videos": len(rs),
+                    "mean_rtf": statistics.fmean(r["rtf"] for r in rs),
+                    "min_rtf": min(r["rtf"] for r in rs), "max_rtf": max(r["rtf"] for r in rs),
+                    "mean_s_per_scene": statistics.fmean(r["s_per_scene"] for r in rs),
+                    "vlm_s": sum(r["vlm_s"] for r in rs),
+                    "weights": rs[0]["weights"],
+                    "subset": any(r["scenes_timed"] < r["scenes"] for r in rs)})
+    for mode in {s["mode"] for s in out}:
+        same = [s for s in out if s["mode"] == mode]
+        base = next((s for s in same if s["model"] == baseline), same[0] if same else None)
+        for s in same:
+            s["relative_speed"] = base["mean_s_per_scene"] / s["mean_s_per_scene"] if base else None
+    by_key = {(s["model"], s["mode"]): s for s in out}
+    for s in out:
+        ref = by_key.get((s["model"], "reference"))
+        if s["mode"] == "scenescribe" and ref:
+            s["speedup_vs_reference"] = ref["mean_s_per_scene"] / s["mean_s_per_scene"]
+    return out
+
+
+def totals(stage1: Sequence[dict], summary: Sequence[dict]) -> list[dict[str, Any]]:
+    """Whole pipeline per model and mode: Stage 1 plus VLM over all videos."""
+    duration = sum(r["duration_s"] for r in stage1)
+    s1 = sum(r["stage1_s"] for r in stage1)
+    return [{"model": s["model"], "mode": s["mode"], "video_s": duration, "stage1_s": s1,
+             "vlm_s": s["vlm_s"], "total_s": s1 + s["vlm_s"],
+             "rtf": (s1 + s["vlm_s"]) / duration if duration else None} for s in summary]
+
+
+def build_report(folders: Sequence[Path], rows: list[dict], bench: Any, options: RunOptions,
+                 reference_speech: dict[str, float], failed: list[dict]) -> dict[str, Any]:
+    stage1 = stage1_rows(folders, reference_speech)
+    baseline = (bench.baseline or (bench.models[0] if bench.models else None))
+    summary = summarize(rows, baseline.partition("=")[0] if baseline else None)
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "system": system_info(), "options": to_dict(options),
+            "bench": to_dict(bench), "baseline": baseline, "rows": rows, "summary": summary,
+            "stage1": stage1, "totals": totals(stage1, summary), "failed_inputs": failed}
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    sys_ = report["system"]
+    head = (f"# scenescribe bench\n\n{report['created']} on {sys_.get('gpu', 'CPU')} "
+            f"({sys_.get('cpus')} CPUs); torch {sys_['versions'].get('torch', '-')}, "
+            f"transformers {sys_['versions'].get('transformers', '-')}.\n")
+    parts = [head, "## VLM stage per model and video\n", _table(report["rows"], (
+        "model", "mode", "weights", "video", "duration_s", "scenes", "scenes_timed", "vlm_s",
+        "rtf", "s_per_scene", "peak_gpu_gb", "load_s", "status")),
+        "\n## Per-model summary\n", _table(report["summary"], (
+            "model", "mode", "weights", "videos", "mean_rtf", "min_rtf", "max_rtf",
+            "mean_s_per_scene", "relative_speed", "speedup_vs_reference", "subset")),
+        "\n## Stage 1 per video (compute seconds; load apart)\n", _table(report["stage1"], (
+            "video", "duration_s", "scenes", "shots_s", "speech_s", "sounds_s", "objects_s",
+            "stage1_s", "stage1_rtf", "reference_speech_s")),
+        "\n## Whole pipeline\n", _table(report["totals"], (
+            "model", "mode", "video_s", "stage1_s", "vlm_s", "total_s", "rtf"))]
+    return "\n".join(parts) + "\n"
+
+
+def write_chart(report: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    summary = report["summary"]
+    models = sorted({s["model"] for s in summary})
+    modes = sorted({s["mode"] for s in summary})
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models)), 3.5))
+    width = 0.8 / max(len(modes), 1)
+    for k, mode in enumerate(modes):
+        values = [next((s["mean_s_per_scene"] for s in summary
+                        if s["model"] == m and s["mode"] == mode), 0.0) for m in models]
+        ax.bar([i + k * width for i in range(len(models))], values, width, label=mode)
+    ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(models))], models,
+                  rotation=15)
+    ax.set_ylabel("seconds per scene")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    atomic_write_json(out / "bench.json", report)
+    with atomic_open(out / "bench.md") as f:
+        f.write(to_markdown(report))
+    write_chart(report, out / "bench.png")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
