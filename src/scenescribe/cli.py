@@ -171,11 +171,12 @@ def models(model_dir: ModelDir = None) -> None:
 
     table = Table(title="scenescribe models")
     for col in ("name", "kind", "checkpoint", "installed", "where / how"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
+    colour = {"yes": "green", "hub": "yellow", "no": "red"}
     for entry in registry.entries():
-        ok, where = registry.is_available(entry, model_dir)
+        status, where = registry.is_available(entry, model_dir)
         table.add_row(entry.name, entry.kind, entry.checkpoint or "-",
-                      "[green]yes[/green]" if ok else "[red]no[/red]", where)
+                      f"[{colour[status]}]{status}[/{colour[status]}]", where)
     out.print(table)
 
 

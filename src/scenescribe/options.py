@@ -101,6 +101,7 @@ class RunOptions:
     stages: tuple[str, ...] = ("speech", "sounds", "objects")
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     model_dir: str | None = None
+    parallel: bool | None = None  # Stage 1 components side by side; None: on GPU hosts only
 
 
 STAGE1_COMPONENTS = ("speech", "sounds", "objects")

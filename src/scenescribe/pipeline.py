@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,17 +145,36 @@ def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOpti
     detector = backends["shots"]
     run_shots(jobs, detector, timed_load(detector), progress)
     detector.unload()
-    run_frames(jobs, options, progress)
-    for stage in options.stages:
-        backend = backends[stage]
-        if not any(j.ok for j in jobs):
-            break
-        load_s = timed_load(backend)
-        try:
-            run_component(stage, backend, load_s, jobs, PRODUCERS[stage], progress)
-        finally:
-            backend.unload()
+    tasks = [functools.partial(run_frames, jobs, options, progress)]
+    tasks += [functools.partial(_run_one_component, stage, backends[stage], jobs, progress)
+              for stage in options.stages]
+    if _side_by_side(options):
+        # GPU ASR, GPU/CPU tagging, detection and JPEG writing overlap: each waits on a
+        # different resource, and the small Stage 1 models fit on one GPU together.
+        with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="stage1") as pool:
+            for future in [pool.submit(task) for task in tasks]:
+                future.result()
+    else:
+        for task in tasks:
+            task()
     return _run_captions(jobs, options, progress) if options.captions.models else []
+
+
+def _side_by_side(options: RunOptions) -> bool:
+    """Run Stage 1 components concurrently unless they would only fight over a few cores."""
+    if options.parallel is not None:
+        return options.parallel
+    return resolve_device(options.device).startswith("cuda") and (os.cpu_count() or 1) >= 4
+
+
+def _run_one_component(stage: str, backend: Any, jobs: list[VideoJob], progress: Progress) -> None:
+    if not any(j.ok for j in jobs):
+        return
+    load_s = timed_load(backend)
+    try:
+        run_component(stage, backend, load_s, jobs, PRODUCERS[stage], progress)
+    finally:
+        backend.unload()
 
 
 def _run_captions(jobs: list[VideoJob], options: RunOptions, progress: Progress) -> list[str]:

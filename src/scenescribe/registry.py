@@ -146,19 +146,23 @@ def download_from_hub(entry: ModelEntry) -> Path:
         ) from exc
 
 
-def is_available(entry: ModelEntry, model_dir: Path | None = None) -> tuple[bool, str]:
-    """Whether the backend can run here, and why not: for ``scenescribe models``."""
+def is_available(entry: ModelEntry, model_dir: Path | None = None) -> tuple[str, str]:
+    """``("yes" | "hub" | "no", where or how)`` for ``scenescribe models``.
+
+    "yes": dependencies installed and weights local (or none needed); "hub": would download
+    from the Hugging Face hub on first use; "no": something is missing, and the text says what.
+    """
     missing = [m for m in entry.requires if importlib.util.find_spec(m) is None]
     if missing:
-        return False, f"pip install 'scenescribe[{entry.extra}]' ({', '.join(missing)} missing)"
+        return "no", f"pip install 'scenescribe[{entry.extra}]' ({', '.join(missing)} missing)"
     if not entry.local_paths and entry.checkpoint is None:
-        return True, "built in"
+        return "yes", "no weights needed" if entry.kind != "shots" else "weights in its package"
     local = find_local_weights(entry, model_dir or model_dir_from_env())
     if local is not None:
-        return True, str(local)
+        return "yes", str(local)
     if entry.checkpoint and not hub_offline():
-        return True, f"from the hub: {entry.checkpoint}"
-    return False, "weights not found locally and the hub is offline"
+        return "hub", f"downloads {entry.checkpoint} on first use"
+    return "no", "weights not in the model directory and the hub is offline"
 
 
 _BUILTIN_LOADED = False
