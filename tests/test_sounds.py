@@ -4,20 +4,23 @@ truth, and AST's real architecture built tiny with random weights through the re
 from __future__ import annotations
 
 import csv
+import itertools
+import warnings
 import wave
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import MODELS, ground_truth, media
 
+from conftest import MODELS, ground_truth, media
 from scenescribe import registry
 from scenescribe.media import probe
 from scenescribe.options import SoundOptions
 from scenescribe.progress import NullProgress
 from scenescribe.records import Scene, SoundTag, VideoInfo
 from scenescribe.sounds.windows import (
+    SceneScores,
     WindowedTagger,
     WindowSpec,
     analysis_span,
@@ -97,7 +100,7 @@ def test_span_windows_cover_the_span_evenly() -> None:
     assert len(wins) == 8  # ceil((64000 - 15600) / 7680) + 1
     starts = [s for s, _ in wins]
     assert starts[0] == 64_000 and starts[-1] + 15_600 == 128_000
-    assert all(0 < b - a <= 7_680 for a, b in zip(starts, starts[1:], strict=False))
+    assert all(0 < b - a <= 7_680 for a, b in itertools.pairwise(starts))
     assert {n for _, n in wins} == {15_600}
     assert span_windows(0, 15_600, fixed) == [(0, 15_600)]
     assert span_windows(0, 8_000, fixed) == [(0, 15_600)]  # fixed input: padded later
@@ -133,6 +136,40 @@ def test_top_tags_sorted_limited_and_thresholded() -> None:
                                                 SoundTag("a", 0.2)]
     assert [t.label for t in top_tags(scores, labels, 1, 0.0)] == ["b"]
     assert top_tags(scores, labels, 0, 0.0) == []
+
+
+def test_top_tags_skips_labels_that_rename_a_chosen_one() -> None:
+    labels = ["Telephone", "Dial tone", "Speech", "Silence"]
+    scores = np.array([0.71, 0.70, 0.61, 0.62])
+    same = {frozenset((0, 1)): 0.999}
+    similar = lambda i, j: same.get(frozenset((i, j)), 0.0)  # noqa: E731
+    got = top_tags(scores, labels, 3, 0.1, similar, threshold=0.95)
+    assert [t.label for t in got] == ["Telephone", "Silence", "Speech"]
+    assert len(top_tags(scores, labels, 3, 0.1, similar, threshold=1.01)) == 3
+
+
+def test_scene_scores_match_numpy_over_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.random((10, 6))
+    rows[:, 5] = 0.5  # a flat label correlates with nothing
+    acc = SceneScores(pending=10)
+    for part in (rows[:3], rows[3:4], rows[4:]):
+        acc.add(part)
+    assert acc.pending == 0 and acc.count == 10
+    np.testing.assert_allclose(acc.pooled(), (rows.mean(0) + rows.max(0)) / 2)
+    got = acc.correlations(range(6))
+    np.testing.assert_allclose(got[:5, :5], np.corrcoef(rows[:, :5].T), atol=1e-6)
+    assert not got[5].any() and not got[:, 5].any()
+    few = SceneScores(pending=3)
+    few.add(rows[:3])  # three windows: too few for a correlation to mean anything
+    assert not few.correlations(range(5)).any()
+    # A long scene: the profile is halved whenever it fills, so memory stays bounded.
+    monkeypatch.setattr("scenescribe.sounds.windows.MAX_BINS", 4)
+    long = SceneScores(pending=10)
+    long.add(rows)
+    assert long.bin_size == 4 and len(long.bins) == 2 and long._partial_n == 2
+    np.testing.assert_allclose(long.bins[0], rows[:4].mean(0), atol=1e-6)
+    np.testing.assert_allclose(long.pooled(), acc.pooled())  # mean and max stay exact
 
 
 def test_read_windows_streams_exact_samples(tmp_path: Path) -> None:
@@ -240,13 +277,17 @@ def test_yamnet_hears_the_beep_noise_and_tone(synthetic_tags) -> None:
 @pytest.mark.slow
 def test_yamnet_short_scenes_hear_min_context(yamnet: object) -> None:
     video = probe(media(SYNTHETIC))
-    # 0.3 s scenes: at the beep, inside the noise burst, and at the very end of the file.
+    # 0.3 s scenes: at the beep, inside the noise burst, 0.6 s after the last word ends
+    # (26.425 s), and at the very end of the file (span shifted to [27, 30)).
     scenes = [Scene(0, 5.6, 5.9, 140, 148), Scene(1, 13.7, 14.0, 342, 350),
-              Scene(2, 29.7, 30.0, 742, 750)]
+              Scene(2, 27.0, 27.3, 675, 683), Scene(3, 29.7, 30.0, 742, 750)]
     tags = _tag(yamnet, video, scenes)
     assert "Beep, bleep" in _labels(tags[0])
     assert _labels(tags[1]) & NOISE
-    assert "Silence" in _labels(tags[2])  # the span [27, 30) is past the last word
+    assert "Speech" in _labels(tags[2])  # heard only through the 3 s span [25.65, 28.65)
+    assert _labels(tags[3]) == {"Silence"}
+    bare = registry.create("yamnet", "sounds", options=SoundOptions(min_context=0.0))
+    assert _labels(_tag(bare, video, scenes[2:3])[2]) == {"Silence"}  # one 0.975 s window
 
 
 @pytest.mark.slow
@@ -282,13 +323,28 @@ def tiny_ast(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny-ast")
     ASTForAudioClassification(config).save_pretrained(path)
-    ASTFeatureExtractor(max_length=1024, num_mel_bins=128).save_pretrained(path)
+    with warnings.catch_warnings():  # AST's lowest Kaldi mel filters are empty: expected
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero")
+        ASTFeatureExtractor(max_length=1024, num_mel_bins=128).save_pretrained(path)
     return path
 
 
 def _ast(weights: Path, **overrides: object) -> object:
     options = SoundOptions(backend="ast-audioset", weights=str(weights), **overrides)
     return registry.create("ast-audioset", "sounds", options=options, device="cpu")
+
+
+def test_ast_fbank_matches_the_feature_extractor(tiny_ast: Path) -> None:
+    from scenescribe.sounds.ast import Fbank, load_extractor
+
+    extractor = load_extractor(tiny_ast)
+    rng = np.random.default_rng(0)
+    # Shorter than a window (padded), a 3 s span, and longer than 1024 frames (truncated).
+    waves = [(rng.standard_normal(n) * 0.1).astype(np.float32) for n in (8_000, 48_000, 170_000)]
+    expected = extractor(waves, sampling_rate=16_000, return_tensors="np")["input_values"]
+    got = Fbank(extractor, "cpu")(waves).numpy()
+    assert got.shape == expected.shape == (3, 1024, 128)
+    np.testing.assert_allclose(got, expected, atol=5e-4)
 
 
 def test_ast_tiny_end_to_end_with_window_arithmetic(tiny_ast: Path) -> None:

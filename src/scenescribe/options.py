@@ -58,6 +58,7 @@ class SoundOptions:
     top_k: int = 5
     min_score: float = 0.1
     min_context: float = 3.0  # seconds of audio given to the tagger for scenes shorter than this
+    redundant_correlation: float = 0.95  # skip a tag whose scores track a chosen one (>= 1: off)
 
 
 @dataclass(frozen=True, slots=True)

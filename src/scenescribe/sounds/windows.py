@@ -3,7 +3,8 @@
 A tagger sees each scene through its *analysis span*: the scene itself, or for a scene shorter
 than ``min_context`` a span of ``min_context`` seconds centred on it and clamped to the file (AST
 and YAMNet tag a 0.5 s clip badly: they need context). A span is cut into model windows (YAMNet:
-0.975 s every 0.48 s; AST: up to 10.24 s); a window's scores are pooled into the scene's tags.
+0.975 s every 0.48 s; AST: up to 10.25 s); the windows' scores are pooled per scene (``pool``)
+and the top labels kept, less those that only rename a sound already kept (``top_tags``).
 
 Audio is read in one forward pass over the file (``iter_audio_blocks``) with a buffer that holds
 at most one window plus one block, so memory is flat in video length. Measured (2-core CPU, to
@@ -15,10 +16,11 @@ of neighbouring short scenes are scored once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +33,13 @@ from scenescribe.sounds.base import SoundTagger
 log = logging.getLogger("scenescribe.sounds")
 
 Window = tuple[int, int]  # (first sample, length in samples) on the file's clock
+# Labels whose scores rise and fall together over a scene's windows (Pearson correlation at
+# least this) are one sound under several names: YAMNet hears one 440 Hz tone as Telephone,
+# Dial tone, Alarm and Busy signal (correlations 0.99-1.00), which filled four of five tags and
+# pushed out the speech in the same scene. Only the highest-scoring of them is kept.
+REDUNDANT_CORRELATION = 0.95
+MIN_WINDOWS = 4  # below this, correlations are +-1 by chance: no label is merged
+MAX_BINS = 512  # rows of a scene's score profile kept for correlations (see SceneScores)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +93,8 @@ def span_windows(start: int, end: int, spec: WindowSpec) -> list[Window]:
 
 def plan(scenes: Sequence[Scene], duration: float, spec: WindowSpec,
          min_context: float) -> list[list[Window]]:
-    """Each scene's windows. Memory is a few integers per window, never audio."""
+    """Each scene's windows: a few integers per window, never audio (about 8 MB of plan for
+    five hours of YAMNet windows, against 1.1 GB for the audio itself)."""
     context = max(min_context, spec.min_span / spec.sample_rate)
     out = []
     for scene in scenes:
@@ -102,7 +112,12 @@ def read_windows(path: str, windows: Sequence[Window], sample_rate: int,
     The buffer is trimmed to the current window's start before each read, so it never holds
     more than one window plus one block. Samples past the end of the audio are silence.
     """
-    blocks = iter_audio_blocks(path, sample_rate, block_seconds)
+    with contextlib.closing(iter_audio_blocks(path, sample_rate, block_seconds)) as blocks:
+        yield from _cut(blocks, windows, sample_rate)
+
+
+def _cut(blocks: Iterator[tuple[float, np.ndarray]], windows: Sequence[Window],
+         sample_rate: int) -> Iterator[np.ndarray]:
     buf = np.zeros(0, np.float32)
     buf_start = 0
     exhausted = False
@@ -137,37 +152,90 @@ def pool(sums: np.ndarray, maxes: np.ndarray, count: int) -> np.ndarray:
     return 0.5 * (sums / max(count, 1) + maxes)
 
 
-def top_tags(scores: np.ndarray, labels: Sequence[str], top_k: int,
-             min_score: float) -> list[SoundTag]:
-    """The ``top_k`` labels scoring at least ``min_score``, highest first (ties by label)."""
-    if top_k <= 0:
-        return []
-    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), labels[i]))
-    return [SoundTag(labels[i], float(scores[i])) for i in order[:top_k]
-            if scores[i] >= min_score]
+def top_tags(scores: np.ndarray, labels: Sequence[str], top_k: int, min_score: float,
+             similar: Callable[[int, int], float] | None = None,
+             threshold: float = 1.0) -> list[SoundTag]:
+    """The ``top_k`` labels scoring at least ``min_score``, highest first (ties by label).
+
+    With ``similar``, a label whose similarity to a label already chosen is ``threshold`` or
+    more is skipped as another name for the same sound.
+    """
+    chosen: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: (-float(scores[i]), labels[i])):
+        if len(chosen) >= top_k or scores[i] < min_score:
+            break
+        if similar is None or all(similar(i, j) < threshold for j in chosen):
+            chosen.append(i)
+    return [SoundTag(labels[i], float(scores[i])) for i in chosen]
 
 
-class _SceneScores:
-    """Running sum and maximum of one scene's window scores."""
+class SceneScores:
+    """Running statistics of one scene's window scores, in memory flat in scene length.
+
+    Mean and maximum are exact. For label correlations the rows are kept as a profile of at
+    most ``MAX_BINS`` bins: when it fills, neighbouring bins are averaged in pairs and later bins
+    take twice as many windows (about 1 MB at 527 classes; YAMNet fills it after 4 minutes).
+    """
 
     def __init__(self, pending: int) -> None:
-        self.pending = pending
+        self.pending = pending  # windows still to come
         self.count = 0
         self.sums: np.ndarray | None = None
         self.maxes: np.ndarray | None = None
+        self.bins: list[np.ndarray] = []  # each the mean of ``bin_size`` windows
+        self.bin_size = 1
+        self._partial: np.ndarray | None = None  # the sum of the windows of an unfilled bin
+        self._partial_n = 0
 
-    def add(self, scores: np.ndarray) -> None:
+    def add(self, rows: np.ndarray) -> None:
+        """Add window score rows, shape ``(windows, classes)``."""
+        rows = np.asarray(rows, np.float32)
         if self.sums is None or self.maxes is None:
-            self.sums, self.maxes = scores.astype(np.float64), scores.astype(np.float64)
-        else:
-            self.sums += scores
-            np.maximum(self.maxes, scores, out=self.maxes)
-        self.count += 1
-        self.pending -= 1
+            self.sums, self.maxes = np.zeros(rows.shape[1]), np.zeros(rows.shape[1])
+        self.sums += rows.sum(0, dtype=np.float64)
+        np.maximum(self.maxes, rows.max(0), out=self.maxes)
+        self.count += len(rows)
+        self.pending -= len(rows)
+        for row in rows:
+            self._partial = row.copy() if self._partial is None else self._partial + row
+            self._partial_n += 1
+            if self._partial_n == self.bin_size:
+                self.bins.append(self._partial / self.bin_size)
+                self._partial, self._partial_n = None, 0
+                if len(self.bins) == MAX_BINS:
+                    self.bins = [(x + y) / 2 for x, y in zip(self.bins[::2], self.bins[1::2],
+                                                             strict=True)]
+                    self.bin_size *= 2
 
     def pooled(self) -> np.ndarray:
         assert self.sums is not None and self.maxes is not None
         return pool(self.sums, self.maxes, self.count)
+
+    def correlations(self, classes: Sequence[int]) -> np.ndarray:
+        """Pearson correlations between ``classes`` over the scene's profile; 0 for a label
+        that is flat, and all 0 with fewer than ``MIN_WINDOWS`` bins (chance gives +-1)."""
+        rows = self.bins + ([self._partial / self._partial_n] if self._partial is not None
+                            else [])
+        out = np.zeros((len(classes), len(classes)))
+        if len(rows) < MIN_WINDOWS or not len(classes):
+            return out
+        x = np.stack(rows)[:, list(classes)].astype(np.float64)
+        x -= x.mean(0)
+        norms = np.sqrt((x * x).sum(0))
+        live = norms > 1e-3 * math.sqrt(len(rows))  # std above 0.001
+        x[:, live] /= norms[live]
+        out[np.ix_(live, live)] = x[:, live].T @ x[:, live]
+        return out
+
+    def tags(self, labels: Sequence[str], top_k: int, min_score: float,
+             threshold: float) -> list[SoundTag]:
+        """Top tags, merging labels correlated at ``threshold`` or more."""
+        scores = self.pooled()
+        candidates = [int(i) for i in np.flatnonzero(scores >= min_score)]
+        corr = self.correlations(candidates)
+        where = {c: k for k, c in enumerate(candidates)}
+        return top_tags(scores, labels, top_k, min_score,
+                        lambda i, j: float(corr[where[i], where[j]]), threshold)
 
 
 class WindowedTagger(SoundTagger):
@@ -220,16 +288,20 @@ class WindowedTagger(SoundTagger):
                 users.setdefault(w, []).append(pos)
         order = sorted(users)
         log.debug("%s: %d scenes, %d windows", self.name, len(scenes), len(order))
-        acc = {pos: _SceneScores(len(set(wins))) for pos, wins in enumerate(per_scene)}
+        acc = {pos: SceneScores(len(set(wins))) for pos, wins in enumerate(per_scene)}
+        threshold = float(getattr(opts, "redundant_correlation", REDUNDANT_CORRELATION))
         next_pos = 0
         for batch, scores in self._scored(video.path, order):
-            for window, row in zip(batch, scores, strict=True):
+            rows: dict[int, list[int]] = {}
+            for row, window in enumerate(batch):
                 for pos in users.pop(window):
-                    acc[pos].add(row)
+                    rows.setdefault(pos, []).append(row)
+            for pos, picked in rows.items():
+                acc[pos].add(scores[picked])
             while next_pos < len(scenes) and acc[next_pos].pending == 0:
-                pooled = acc.pop(next_pos).pooled()  # freed at once: flat memory
-                yield scenes[next_pos].index, top_tags(pooled, self.labels, opts.top_k,
-                                                       opts.min_score)
+                done = acc.pop(next_pos)  # freed at once: flat memory
+                yield scenes[next_pos].index, done.tags(self.labels, opts.top_k,
+                                                        opts.min_score, threshold)
                 next_pos += 1
 
     def _scored(self, path: str, order: Sequence[Window]

@@ -90,6 +90,9 @@ class YamnetTagger(WindowedTagger):
         model, class_map = _model_files(Path(self.weights()))
         return _Yamnet(model, class_map, max(1, min(self.threads, os.cpu_count() or 1)))
 
+    def facts(self) -> dict[str, Any]:
+        return {**super().facts(), "device": "cpu"}
+
     @property
     def spec(self) -> WindowSpec:
         return WindowSpec(SAMPLE_RATE, WINDOW, HOP, fixed=True, min_span=WINDOW)
