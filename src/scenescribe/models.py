@@ -54,7 +54,7 @@ register(ModelEntry("ast-audioset", "sounds", "scenescribe.sounds.ast:ASTTagger"
 
 # Object detection and tracking.
 register(ModelEntry("yolov8n", "objects", "scenescribe.objects.yolo:YoloTracker", "objects",
-                    ("ultralytics",), checkpoint="Ultralytics/YOLOv8",
+                    ("ultralytics", "lap"), checkpoint="Ultralytics/YOLOv8",
                     local_paths=("yolo/yolov8n.pt",),
                     description="YOLOv8n COCO with ByteTrack"))
 

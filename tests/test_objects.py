@@ -1,0 +1,253 @@
+"""Objects per scene: the Detections struct of arrays, per-scene aggregation, and YOLOv8n with
+ByteTrack (real weights) on a clip built at test time from the real photos in the ultralytics
+wheel, plus a fresh interpreter proving ultralytics stays offline and inside our cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MODELS, ROOT, media
+from scenescribe import registry
+from scenescribe.errors import InputError
+from scenescribe.media import probe
+from scenescribe.objects.detections import UNTRACKED, Detections
+from scenescribe.objects.summary import SceneObjects, summarize
+from scenescribe.options import ObjectOptions
+from scenescribe.progress import NullProgress
+from scenescribe.records import ObjectSummary, Scene, VideoInfo
+
+FPS = 10
+SIZE = (640, 480)
+NAMES = {0: "person", 2: "car", 5: "bus"}
+
+
+# ---------------------------------------------------------------- Detections and summaries
+
+
+def _dets(cls: list[int], conf: list[float], ids: list[int] | None = None,
+          time: float = 0.0) -> Detections:
+    boxes = [[10.0 * i, 0.0, 10.0 * i + 5, 5.0] for i in range(len(cls))]
+    return Detections.create(boxes, conf, cls, ids, time)
+
+
+def test_detections_mask_and_types() -> None:
+    d = _dets([0, 5, 0], [0.9, 0.8, 0.3], [1, -1, 2], time=1.5)
+    assert len(d) == 3 and d.xyxy.dtype == np.float32 and d.class_id.dtype == np.int64
+    people = d[d.class_id == 0]
+    assert len(people) == 2 and people.tracker_id.tolist() == [1, 2] and people.time == 1.5
+    assert people.xyxy[1].tolist() == [20.0, 0.0, 25.0, 5.0]  # rows stay aligned
+    assert d[d.confidence > 0.5].class_id.tolist() == [0, 5]
+    assert d.tracked.tolist() == [True, False, True]
+    assert len(d[1]) == 1 and d[1].class_id.tolist() == [5]  # an int keeps the box axis
+    assert len(d[np.zeros(3, bool)]) == 0
+
+
+def test_detections_empty_and_validation() -> None:
+    e = Detections.empty(time=2.0)
+    assert len(e) == 0 and e.xyxy.shape == (0, 4) and e.time == 2.0
+    assert Detections.create([[0, 0, 1, 1]], [0.5], [3]).tracker_id.tolist() == [UNTRACKED]
+    with pytest.raises(ValueError, match="confidence"):
+        Detections(np.zeros((2, 4), np.float32), np.zeros(3, np.float32),
+                   np.zeros(2, np.int64), np.zeros(2, np.int64))
+
+
+def test_summary_max_count_tracks_confidence() -> None:
+    frames = [
+        _dets([0, 0, 5], [0.9, 0.7, 0.8], [1, 2, 3]),
+        _dets([0, 0, 0], [0.6, 0.6, 0.6], [1, 5, 4]),  # 3 at once; ids 1, 2, 4, 5 seen
+        _dets([], []),  # an empty frame changes nothing
+        _dets([2], [0.5]),  # a car never tracked: tracks fall back to max_count
+    ]
+    out = summarize(frames, NAMES)
+    assert [o.label for o in out] == ["person", "bus", "car"]  # max_count, then confidence
+    person, bus, car = out
+    assert (person.max_count, person.tracks) == (3, 4)
+    assert person.confidence == pytest.approx((0.9 + 0.7 + 0.6 * 3) / 5)
+    assert (bus.max_count, bus.tracks, bus.confidence) == (1, 1, pytest.approx(0.8))
+    assert (car.max_count, car.tracks) == (1, 1)
+
+
+def test_summary_untracked_detections_count() -> None:
+    # Two untracked people in one frame, one tracked person in another: at least two existed.
+    scene = SceneObjects(NAMES)
+    scene.add(_dets([0, 0], [0.4, 0.6], [UNTRACKED, UNTRACKED]))
+    scene.add(_dets([0], [0.8], [7]))
+    [person] = scene.summaries()
+    assert (person.max_count, person.tracks, scene.frames) == (2, 2, 2)
+    assert person.confidence == pytest.approx(0.6)
+    assert SceneObjects(NAMES).summaries() == []
+    assert summarize([_dets([42], [0.5])], NAMES)[0].label == "class_42"
+
+
+def test_summary_ties_sorted_by_confidence() -> None:
+    out = summarize([_dets([0, 5, 2], [0.3, 0.9, 0.6])], NAMES)
+    assert [o.label for o in out] == ["bus", "car", "person"]
+
+
+# ---------------------------------------------------------------- a clip from real photos
+
+
+def _asset(name: str) -> Image.Image:
+    spec = importlib.util.find_spec("ultralytics")
+    assert spec is not None and spec.origin is not None
+    return Image.open(Path(spec.origin).parent / "assets" / name).convert("RGB")
+
+
+def _panned(photo: Image.Image, frames: int) -> Iterator[np.ndarray]:
+    """The photo fitted into the canvas, sliding 2-3 px a frame so tracks have motion."""
+    w, h = SIZE
+    scale = min((w - 90) / photo.width, (h - 90) / photo.height)
+    small = photo.resize((round(photo.width * scale), round(photo.height * scale)))
+    for i in range(frames):
+        canvas = Image.new("RGB", SIZE, (114, 114, 114))
+        canvas.paste(small, (15 + 3 * i if small.width < w - 90 else 45, 10 + 2 * i))
+        yield np.asarray(canvas)
+
+
+def _encode(path: Path, images: Iterator[np.ndarray]) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for image in images:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
+    """3 s of bus.jpg (a bus, four people) then 3 s of zidane.jpg (two people), 10 fps."""
+    frames = [*_panned(_asset("bus.jpg"), 3 * FPS), *_panned(_asset("zidane.jpg"), 3 * FPS)]
+    return probe(_encode(tmp_path_factory.mktemp("objects") / "photos.mp4", iter(frames)))
+
+
+def _scene(index: int, start_frame: int, end_frame: int) -> Scene:
+    return Scene(index, start_frame / FPS, end_frame / FPS, start_frame, end_frame)
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Iterator[object]:
+    backend = registry.create("yolov8n", "objects", options=ObjectOptions(), device="cpu",
+                              model_dir=MODELS)
+    backend.load()
+    yield backend
+    backend.unload()
+
+
+def _track(backend: object, video: VideoInfo,
+           scenes: list[Scene]) -> dict[int, dict[str, ObjectSummary]]:
+    out = list(backend.track_scenes(video, scenes, NullProgress()))  # type: ignore[attr-defined]
+    assert [i for i, _ in out] == [s.index for s in scenes]  # every scene given, in order
+    for _, summaries in out:
+        keys = [(-o.max_count, -o.confidence) for o in summaries]
+        assert keys == sorted(keys)
+        assert all(0 < o.confidence <= 1 and 1 <= o.max_count <= o.tracks for o in summaries)
+    return {i: {o.label: o for o in summaries} for i, summaries in out}
+
+
+def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: VideoInfo,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    batches: list[list[Detections]] = []
+    detect_track = tracker.detect_track  # type: ignore[attr-defined]
+
+    def recording(images: list[np.ndarray], times: list[float]) -> list[Detections]:
+        batches.append(detect_track(images, times))
+        return batches[-1]
+
+    monkeypatch.setattr(tracker, "detect_track", recording)
+    result = _track(tracker, photo_clip, [_scene(0, 0, 30), _scene(1, 30, 60)])
+    frames = [d for batch in batches for d in batch]
+    assert [d.time for d in frames] == pytest.approx([0.5 * i for i in range(12)])
+    for first in (frames[0], frames[6]):  # the tracker restarts at each scene: ids from 1
+        assert sorted(first.tracker_id.tolist()) == list(range(1, len(first) + 1))
+    bus_scene, zidane_scene = result[0], result[1]
+    assert {"bus", "person"} <= set(bus_scene)
+    assert bus_scene["bus"].max_count == 1 and bus_scene["bus"].tracks <= 2
+    assert 3 <= bus_scene["person"].max_count <= 4 and bus_scene["person"].tracks <= 6
+    assert "bus" not in zidane_scene
+    assert zidane_scene["person"].max_count == 2
+    assert 2 <= zidane_scene["person"].tracks <= 3  # tracks restarted at the cut
+
+
+def test_yolo_short_scenes_and_subset(tracker: object, photo_clip: VideoInfo) -> None:
+    """At 1 fps the 0.5 s and 0.3 s scenes hold no sampled time: each is still looked at once.
+    Only the scenes given are tracked (a resumed run passes what its checkpoint lacks)."""
+    backend = registry.create("yolov8n", "objects", options=ObjectOptions(sample_fps=1.0),
+                              device="cpu", model_dir=MODELS)
+    backend.model = tracker.model  # type: ignore[attr-defined]  # reuse the loaded weights
+    scenes = [_scene(1, 22, 27), _scene(2, 27, 30), _scene(4, 45, 60)]
+    result = _track(backend, photo_clip, scenes)
+    assert {"bus", "person"} <= set(result[1]) and {"bus", "person"} <= set(result[2])
+    assert "bus" not in result[4] and result[4]["person"].max_count == 2
+
+
+def test_audio_only_and_undecodable_video(tracker: object) -> None:
+    audio = media("bad_inputs/audio_only.wav")
+    info = VideoInfo(str(audio), audio.stat().st_size, "wav", 5.0, has_video=False)
+    scenes = [Scene(0, 0.0, 2.0, 0, 2), Scene(1, 2.0, 5.0, 2, 5)]
+    assert list(tracker.track_scenes(info, scenes, NullProgress())) == [  # type: ignore[attr-defined]
+        (0, []), (1, [])]
+    bad = media("bad_inputs/not_a_video.mp4")
+    info = VideoInfo(str(bad), bad.stat().st_size, "mp4", 5.0, has_video=True, width=64,
+                     height=36, fps=25.0)
+    with pytest.raises(InputError, match="not_a_video"):
+        list(tracker.track_scenes(info, scenes, NullProgress()))  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- offline, in a fresh process
+
+_OFFLINE_PROBE = """
+import json, sys
+seen = []
+def audit(event, args):
+    if event.startswith("socket.") and event != "socket.__new__":
+        seen.append(f"{event} {args!r}"[:200])
+    elif event == "subprocess.Popen" and "ldconfig" not in str(args[0]):
+        seen.append(f"{event} {args[1]!r}"[:200])  # e.g. pip installing lap
+    elif event == "open" and str(args[0]).endswith((".ttf", ".otf")):
+        seen.append(f"font {args[0]}")
+sys.addaudithook(audit)
+from scenescribe import registry
+from scenescribe.media import probe
+from scenescribe.options import ObjectOptions
+from scenescribe.progress import NullProgress
+from scenescribe.records import Scene
+video = probe(sys.argv[1])
+backend = registry.create("yolov8n", "objects", options=ObjectOptions(), device="cpu")
+scenes = [Scene(0, 0.0, 1.0, 0, 10), Scene(1, 5.0, 6.0, 50, 60)]  # 2 frames each: it is the
+# loading and the tracker's first use (ByteTrack imports lap) that could reach out
+labels = [[o.label for o in s] for _, s in backend.track_scenes(video, scenes, NullProgress())]
+from ultralytics.utils import SETTINGS
+import os
+print(json.dumps({"seen": seen, "labels": labels, "settings": str(SETTINGS.file),
+                  "sync": SETTINGS["sync"], "omp": os.environ.get("OMP_NUM_THREADS")}))
+"""
+
+
+def test_ultralytics_offline_and_in_our_cache(photo_clip: VideoInfo, tmp_path: Path) -> None:
+    """A fresh interpreter without pytest (so ultralytics' telemetry would be live) and without
+    YOLO_OFFLINE set by conftest: no socket use, no DNS, no pip, no font, settings in our cache."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("YOLO_") and k != "OMP_NUM_THREADS"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    proc = subprocess.run([sys.executable, "-c", _OFFLINE_PROBE, photo_clip.path],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["seen"] == []
+    assert Path(report["settings"]).is_relative_to(tmp_path / "cache" / "scenescribe")
+    assert report["sync"] is False
+    assert report["omp"] is None  # ultralytics' OMP_NUM_THREADS=1 does not leak out
+    assert "bus" in report["labels"][0] and "person" in report["labels"][1]
