@@ -79,7 +79,7 @@ register(ModelEntry("qwen2.5-vl-7b", "captioner",
                     "scenescribe.captions.qwen2_5_vl:Qwen25VLCaptioner", "vlm", _HF,
                     checkpoint="Qwen/Qwen2.5-VL-7B-Instruct", description="Qwen2.5-VL 7B Instruct"))
 register(ModelEntry("smolvlm2", "captioner", "scenescribe.captions.smolvlm:SmolVLMCaptioner",
-                    "vlm", _HF, checkpoint="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+                    "vlm", (*_HF, "num2words"), checkpoint="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
                     description="SmolVLM2 500M: small enough for CPU"))
 register(ModelEntry("openai-chat", "captioner",
                     "scenescribe.captions.openai_chat:OpenAIChatCaptioner", "api", ("httpx",),
