@@ -170,7 +170,9 @@ def models(model_dir: ModelDir = None) -> None:
     from scenescribe import registry
 
     table = Table(title="scenescribe models")
-    for col in ("name", "kind", "checkpoint", "installed", "where / how"):
+    table.add_column("name", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    for col in ("checkpoint", "installed", "where / how"):
         table.add_column(col, overflow="fold")
     colour = {"yes": "green", "hub": "yellow", "no": "red"}
     for entry in registry.entries():
