@@ -36,6 +36,7 @@ class BenchOptions:
     modes: tuple[str, ...] = MODES
     baseline: str | None = None  # model others are compared with; default: the first
     max_scenes: int = 0  # captioned scenes per video (0: all); subsets are marked in the tables
+    reference_max_scenes: int = 0  # the same for the (slow) reference mode; 0: as max_scenes
     warmup_scenes: int = 2
     reference_speech: bool = False  # also time speech transcribed scene by scene
 
@@ -106,7 +107,10 @@ def _time_video(captioner: Any, model: str, mode: str, folder: Path, bench: Benc
                 progress: Progress) -> dict[str, Any]:
     facts = load_facts(folder)
     duration = float(facts["video"]["duration"])
-    reqs, total = _requests(folder, bench.max_scenes)
+    limit = bench.max_scenes
+    if mode == "reference" and bench.reference_max_scenes:
+        limit = bench.reference_max_scenes
+    reqs, total = _requests(folder, limit)
     frames_s = float(facts["timings"].get("frames", {}).get("compute_s", 0.0))
     row: dict[str, Any] = {
         "model": model, "mode": mode, "video": folder.name, "duration_s": duration,

@@ -95,8 +95,7 @@ def run(
 
     _logging(verbose)
     base = load_config(config) if config else RunOptions()
-    stage_list = None if stages is None else tuple(
-        s for s in (x.strip() for x in stages.split(",")) if s and s != "none")
+    stage_list = _parse_stages(stages)
     options = merge(base, {
         "shots": merge(base.shots, {"backend": shots, "min_scene_len": min_scene_len,
                                     "max_scene_len": max_scene_len}, "--shots"),
@@ -118,6 +117,13 @@ def run(
     _print_summary(result)
     if result.failed or result.warnings:
         raise typer.Exit(1)
+
+
+def _parse_stages(stages: str | None) -> tuple[str, ...] | None:
+    """``"speech,sounds"`` to a tuple; ``"none"`` to no components; ``None`` keeps the default."""
+    if stages is None:
+        return None
+    return tuple(s for s in (x.strip() for x in stages.split(",")) if s and s != "none")
 
 
 def _print_summary(result: Any) -> None:
@@ -218,6 +224,10 @@ def bench(
     baseline: Annotated[str | None, typer.Option(help="Model the others are compared with.")
                         ] = None,
     max_scenes: Annotated[int, typer.Option(help="Scenes timed per video (0: all).")] = 0,
+    reference_max_scenes: Annotated[int, typer.Option(
+        help="Scenes timed per video in reference mode (0: as --max-scenes).")] = 0,
+    stages: Annotated[str | None, typer.Option(
+        help="Stage 1 components, comma-separated ('none' for shots only).")] = None,
     random_weights: Annotated[bool, typer.Option(
         help="Full-size architectures with random weights and a fixed output length.")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Caption length limit.")] = 256,
@@ -246,10 +256,12 @@ def bench(
         "models": tuple(vlm or ()), "random_weights": random_weights,
         "max_new_tokens": max_new_tokens, "min_new_tokens": fixed, "batch_size": batch_size},
         "bench")
-    options = merge(base, {"captions": captions, "device": device,
+    stage_list = _parse_stages(stages)
+    options = merge(base, {"captions": captions, "device": device, "stages": stage_list,
                            "model_dir": str(model_dir) if model_dir else None}, "bench")
     bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
-                                 max_scenes=max_scenes, reference_speech=reference_speech)
+                                 max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
+                                 reference_speech=reference_speech)
     with RichProgress(err) as progress:
         report = run_bench(videos, out, options, bench_options, progress=progress)
     from scenescribe.bench_report import to_markdown

@@ -48,6 +48,7 @@ class SpeechOptions:
     beam_size: int = 1
     compute_type: str = "default"
     api_base: str | None = None
+    api_model: str | None = None  # model name the transcription API serves (default whisper-1)
     api_concurrency: int = 4
 
 
@@ -85,6 +86,7 @@ class CaptionOptions:
     grounding: bool = False  # add transcript, objects and sounds to the prompt
     random_weights: bool = False  # benchmark mode: full-size architecture, random weights
     use_cache: bool = True  # KV cache; off only to reproduce the reference's Phi-3.5 runs
+    cache: str = "dynamic"  # "static": preallocated KV cache, decode step compiled (CUDA)
     api_base: str | None = None
     api_concurrency: int = 8
 

@@ -140,6 +140,7 @@ def frames_at(
                 container.seek(int((seek_to + origin) / stream.time_base), stream=stream,
                                backward=True, any_frame=False)
                 prev = None
+                served = False  # a seek lands on a keyframe that may be far before the target
                 for frame in container.decode(stream):
                     t = _frame_time(frame, stream, origin)
                     t = 0.0 if t is None else max(t, 0.0)
@@ -149,8 +150,11 @@ def frames_at(
                             size = _oriented_size(chosen[0], rotation, short_side)
                         result[wanted[pos]] = _decoded(chosen, size, rotation)
                         pos += 1
+                        served = True
                     prev = (frame, t)
-                    if pos >= len(wanted) or wanted[pos] - t > SEEK_GAP_SECONDS:
+                    # Seek again only for a far target, and only after this seek served one:
+                    # re-seeking before that would land on the same keyframe forever.
+                    if pos >= len(wanted) or (served and wanted[pos] - t > SEEK_GAP_SECONDS):
                         break
                 else:  # end of stream: the last frame covers every remaining time
                     while pos < len(wanted) and prev is not None:

@@ -1,0 +1,250 @@
+"""Word timestamps from Whisper's cross-attention, as openai-whisper computes them.
+
+The decoder is run once more over the tokens it produced (teacher forcing); the attention
+weights of the checkpoint's *alignment heads* over the encoder frames (20 ms each) are
+normalised, median-filtered and averaged (on the model's device, in the backend), and dynamic
+time warping finds the monotonic path from tokens to frames. A word starts where the path
+reaches its first token. The capture and filtering run in torch on the model's device (torch
+is imported inside them); DTW and word grouping are numpy.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+FRAMES_PER_SECOND = 50  # encoder output frames: 20 ms each
+MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
+# Languages written without spaces: each character-level unit is a word.
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
+_APPEND = "\"'.。,，!！?？:：”)]}、"
+_PREPEND = "\"'“¿([{-"
+_SENTENCE_END = tuple(".。!！?？")
+
+
+@dataclass(frozen=True, slots=True)
+class TimedWord:
+    """A word on its chunk's clock (seconds from the chunk start) with its mean token prob."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+
+
+def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost monotonic path through ``cost`` (rows: tokens, columns: frames).
+
+    Same recurrence and tie-breaking intent as openai-whisper's ``dtw_cpu`` (moves: diagonal,
+    down, right), but each row is computed with numpy: within a row, the best cost reaching
+    column ``j`` is ``P[j] + min_{k<=j}(a[k] - P[k-1])`` with ``P`` the row's prefix sums and
+    ``a`` the best entry from the row above, so a cumulative minimum replaces the inner loop.
+    """
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    trace = np.full((n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
+    trace[1:, 0] = 1
+    for i in range(1, n + 1):
+        diag, up = acc[i - 1, :-1], acc[i - 1, 1:]
+        a = np.minimum(diag, up)
+        from_above = np.where(diag < up, 0, 1).astype(np.int8)
+        prefix = np.concatenate([[0.0], np.cumsum(cost[i - 1])])
+        b = a - prefix[:-1]
+        best = np.minimum.accumulate(b)
+        acc[i, 1:] = prefix[1:] + best
+        came_right = np.concatenate([[False], best[:-1] < b[1:]])
+        trace[i, 1:] = np.where(came_right, 2, from_above)
+    return _backtrace(trace)
+
+
+def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, j = trace.shape[0] - 1, trace.shape[1] - 1
+    rows, cols = [], []
+    while i > 0 or j > 0:
+        rows.append(i - 1)
+        cols.append(j - 1)
+        move = trace[i, j]
+        if move == 0:
+            i, j = i - 1, j - 1
+        elif move == 1:
+            i -= 1
+        else:
+            j -= 1
+    path = np.array([rows[::-1], cols[::-1]])
+    keep = (path[0] >= 0) & (path[1] >= 0)
+    return path[0][keep], path[1][keep]
+
+
+def token_frames(matrix: np.ndarray) -> np.ndarray:
+    """Frame (20 ms) at which each row's token begins.
+
+    ``matrix``: ``[rows, frames]``, the alignment heads' attention over the chunk's real frames,
+    normalised over rows, median-filtered over frames and averaged over heads (done on the
+    model's device, see the backend). Rows are the decoder positions that predict the text
+    tokens and the final end-of-text token.
+    """
+    rows, frames = matrix.shape
+    if frames < rows:  # more tokens than 20 ms frames: no path exists; spread them evenly
+        return np.linspace(0, frames, rows).astype(int)
+    path_rows, cols = dtw_path(-matrix.astype(np.float64))
+    jumps = np.concatenate([[True], np.diff(path_rows) > 0])
+    return cols[jumps]
+
+
+def group_words(tokens: Sequence[int], decode: Callable[[list[int]], str],
+                language: str | None) -> list[tuple[str, list[int]]]:
+    """Split text tokens into ``(word, token indices)``: on spaces, or per character unit."""
+    units: list[tuple[str, list[int]]] = []
+    pending: list[int] = []
+    for index in range(len(tokens)):
+        pending.append(index)
+        text = decode([tokens[k] for k in pending])
+        if "\ufffd" not in text:  # a complete UTF-8 sequence
+            units.append((text, pending))
+            pending = []
+    if language in NO_SPACE_LANGUAGES:
+        return units
+    words: list[tuple[str, list[int]]] = []
+    for text, indices in units:
+        starts_word = text.startswith(" ") or text.strip() in string.punctuation
+        if starts_word or not words:
+            words.append((text, list(indices)))
+        else:
+            words[-1] = (words[-1][0] + text, words[-1][1] + indices)
+    return _merge_punctuation(words)
+
+
+def _merge_punctuation(words: list[tuple[str, list[int]]]) -> list[tuple[str, list[int]]]:
+    """Glue closing punctuation to the word before and opening punctuation to the word after."""
+    merged: list[tuple[str, list[int]]] = []
+    carry: tuple[str, list[int]] | None = None
+    for text, indices in words:
+        if carry is not None:
+            text, indices = carry[0] + text.lstrip(), carry[1] + indices
+            carry = None
+        stripped = text.strip()
+        if stripped and all(c in _APPEND for c in stripped) and merged:
+            merged[-1] = (merged[-1][0] + stripped, merged[-1][1] + indices)
+        elif stripped and all(c in _PREPEND for c in stripped):
+            carry = (text, indices)
+        else:
+            merged.append((text, indices))
+    if carry is not None:
+        merged.append(carry)
+    return merged
+
+
+def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray,
+                decode: Callable[[list[int]], str], language: str | None) -> list[TimedWord]:
+    """Timed words of one chunk.
+
+    ``tokens``: the text tokens; ``probs``: each one's probability; ``matrix``:
+    ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``).
+    """
+    if not tokens:
+        return []
+    frames = token_frames(matrix)  # one start frame per token, plus end-of-text
+    times = frames / FRAMES_PER_SECOND
+    out = []
+    for text, indices in group_words(tokens, decode, language):
+        if not text.strip():
+            continue
+        start, end = float(times[indices[0]]), float(times[indices[-1] + 1])
+        out.append(TimedWord(text, start, max(start, end),
+                             float(np.mean([probs[k] for k in indices]))))
+    return clamp_long_words(out)
+
+
+def clamp_long_words(words: list[TimedWord]) -> list[TimedWord]:
+    """openai-whisper's fix for words stretched over a pause.
+
+    Attention cannot place silence, so the word before a pause absorbs it (and the first word
+    absorbs leading silence). A word longer than twice the median word (median capped at
+    0.7 s) is cut to that length: from its start when it ends a sentence or the chunk, from its
+    end when it begins the chunk or follows a sentence end.
+    """
+    durations = [w.end - w.start for w in words if w.end > w.start]
+    if not durations:
+        return words
+    limit = 2 * min(0.7, float(np.median(durations)))
+    out = []
+    for i, w in enumerate(words):
+        start, end = w.start, w.end
+        if end - start > limit:
+            if i == len(words) - 1 or w.text.rstrip().endswith(_SENTENCE_END):
+                end = start + limit
+            elif i == 0 or words[i - 1].text.rstrip().endswith(_SENTENCE_END):
+                start = end - limit
+        out.append(TimedWord(w.text, start, end, w.probability))
+    return out
+
+
+class AttentionCapture:
+    """Forward pre-hooks keeping the decoder states that enter the alignment layers'
+    cross-attention, so only those heads' weights are computed afterwards."""
+
+    def __init__(self, model: Any, heads: dict[int, list[int]]) -> None:
+        self.layers = model.model.decoder.layers
+        self.heads = heads
+        self.states: dict[int, Any] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> AttentionCapture:
+        for layer in self.heads:
+            def hook(module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
+                self.states[layer] = args[0] if args else kwargs["hidden_states"]
+
+            attn = self.layers[layer].encoder_attn
+            self._handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def weights(self, encoder_states: Any, rows: list[list[int]], frames: list[int]) -> list[Any]:
+        """Per sample, ``[heads, rows, frames]`` float32 softmax weights over its real frames."""
+        import torch
+
+        per_layer = []
+        for layer, heads in self.heads.items():
+            attn = self.layers[layer].encoder_attn
+            n, d = attn.num_heads, attn.head_dim
+            q = attn.q_proj(self.states[layer]) * attn.scaling
+            k = attn.k_proj(encoder_states)
+            q = q.view(q.shape[0], q.shape[1], n, d)[:, :, heads].transpose(1, 2)
+            k = k.view(k.shape[0], k.shape[1], n, d)[:, :, heads].transpose(1, 2)
+            per_layer.append((q, k))
+        out = []
+        for b, (row_index, n_frames) in enumerate(zip(rows, frames, strict=True)):
+            scores = [q[b][:, row_index] @ k[b][:, :n_frames].transpose(-1, -2)
+                      for q, k in per_layer]
+            out.append(torch.cat(scores).float().softmax(dim=-1))
+        return out
+
+    def matrices(self, encoder_states: Any, rows: list[list[int]],
+                 frames: list[int]) -> list[np.ndarray]:
+        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps."""
+        return [alignment_matrix(w).cpu().numpy()
+                for w in self.weights(encoder_states, rows, frames)]
+
+
+def alignment_matrix(weights: Any, width: int = MEDIAN_WIDTH) -> Any:
+    """openai-whisper's treatment of alignment-head weights ``[heads, rows, frames]``: z-scored
+    over rows, median-filtered over frames, averaged over heads. Runs on the model's device:
+    numpy's median took 0.25 s per 30 s chunk of large-v3, longer than decoding it on a GPU."""
+    import torch
+    import torch.nn.functional as F
+
+    std, mean = torch.std_mean(weights, dim=-2, keepdim=True, correction=0)
+    x = (weights - mean) / (std + 1e-8)
+    if x.shape[-1] > width // 2:
+        x = F.pad(x, (width // 2, width // 2), mode="reflect")
+        x = x.unfold(-1, width, 1).median(dim=-1).values
+    return x.mean(dim=0)

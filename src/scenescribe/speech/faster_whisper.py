@@ -1,0 +1,178 @@
+"""Whisper on CTranslate2 (faster-whisper): the CPU default.
+
+The whole file is transcribed once with word timestamps. Audio comes from ``scenescribe.media``
+in long pieces cut at quiet points (``chunking.stream_pieces``), so memory stays flat for
+hours of video; each piece's word times are shifted onto the video clock.
+
+With ``batch_size > 1`` and VAD on, pieces go through faster-whisper's
+``BatchedInferencePipeline``: Silero VAD packs speech into 30 s windows decoded as a batch.
+Checked on the synthetic clip and GRID: its word times equal the sequential decoder's to the
+10 ms, and it is 2x faster on one 30 s clip on two CPU cores. Without VAD the sequential decoder
+runs (the batched one needs VAD to find windows in audio longer than 30 s).
+
+Hallucination guard: Silero VAD drops music and silence before decoding (Big Buck Bunny's 30 s
+of music and effects keep no speech at all); decoding runs with
+``condition_on_previous_text=False`` (no runaway repetition loops); segments are dropped when
+Whisper's own no-speech test says so (no-speech probability > 0.6 with mean log-probability
+< -1), when they compress like repetition loops, or when they are a stock phrase ("you",
+"thanks for watching") decoded with low confidence. The batched pipeline ignores those
+thresholds, so they are applied here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from scenescribe.media import SAMPLE_RATE
+from scenescribe.progress import Progress
+from scenescribe.records import VideoInfo, Word
+from scenescribe.speech.base import SpeechRecognizer, SpeechResult
+from scenescribe.speech.chunking import is_hallucination, stream_pieces
+
+log = logging.getLogger("scenescribe.speech")
+
+NO_SPEECH_THRESHOLD = 0.6
+LOG_PROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+
+
+def compute_type_for(option: str, device: str) -> str:
+    """``default`` is float32 on CPU (tiny.en garbles words in int8) and float16 on CUDA."""
+    if option != "default":
+        return option
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+def split_device(device: str) -> tuple[str, int]:
+    """``cuda:1`` -> ``("cuda", 1)``; ``cpu`` -> ``("cpu", 0)``."""
+    kind, _, index = device.partition(":")
+    return kind, int(index) if index else 0
+
+
+def cpu_threads() -> int:
+    """Half the cores, 1 to 4 (0, which defers to ``OMP_NUM_THREADS``, is used when it is set).
+
+    CTranslate2's OpenMP threads spin while they wait for each other, so oversubscribed cores
+    are ruinous: on 2 cores shared with other busy processes (load 8.5) the 30 s synthetic clip
+    took 9 to 39 s with 2 threads and 2.0 to 2.4 s with 1 thread. Other stages and processes
+    usually want the rest of the machine; CTranslate2's own default is 4.
+    """
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
+
+
+def keep_segment(segment: Any) -> bool:
+    """Whisper's silence and failure tests, plus the stock-phrase hallucination filter."""
+    if segment.no_speech_prob > NO_SPEECH_THRESHOLD and segment.avg_logprob < LOG_PROB_THRESHOLD:
+        return False
+    if segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
+        return False
+    return not is_hallucination(segment.text, segment.avg_logprob, segment.no_speech_prob)
+
+
+def segment_words(segment: Any, offset: float) -> list[Word]:
+    """The segment's words shifted by ``offset`` seconds, with times clamped to be valid."""
+    words = []
+    for w in segment.words or ():
+        start = max(0.0, float(w.start) + offset)
+        words.append(Word(start, max(start, float(w.end) + offset), str(w.word),
+                          float(w.probability)))
+    return words
+
+
+class FasterWhisperRecognizer(SpeechRecognizer):
+    """faster-whisper (CTranslate2) Whisper with word timestamps and Silero VAD."""
+
+    block_seconds = 600.0  # audio held at once; pieces are cut at quiet points near the end
+    search_seconds = 30.0  # how far back from a piece's end to look for a quiet cut
+
+    def _load(self) -> Any:
+        from faster_whisper import WhisperModel
+
+        device, index = split_device(self.device)
+        compute_type = compute_type_for(self.options.compute_type, device)
+        threads = 0 if os.environ.get("OMP_NUM_THREADS") else cpu_threads()
+        log.info("loading %s on %s (%s)", self.weights(), self.device, compute_type)
+        return WhisperModel(str(self.weights()), device=device, device_index=index,
+                            compute_type=compute_type, cpu_threads=threads)
+
+    def unload(self) -> None:
+        # CTranslate2 frees its memory with the model; torch (the base's CUDA cache) may be absent.
+        self.model = None
+
+    @property
+    def batched(self) -> bool:
+        return self.options.batch_size > 1 and self.options.vad
+
+    def facts(self) -> dict[str, Any]:
+        device = split_device(self.device)[0]
+        return {**super().facts(), "engine": "faster-whisper",
+                "compute_type": compute_type_for(self.options.compute_type, device),
+                "mode": "batched" if self.batched else "sequential"}
+
+    def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
+        if not video.has_audio:
+            return SpeechResult()
+        self.load()
+        task = progress.task("speech", total=video.duration)
+        words: list[Word] = []
+        speech_seconds: dict[str, float] = defaultdict(float)
+        language_prob: dict[str, float] = defaultdict(float)
+        pieces = 0
+        try:
+            for start, samples in stream_pieces(video.path, self.block_seconds,
+                                                self.search_seconds):
+                pieces += 1
+                piece_words, info = self._transcribe_piece(samples, start)
+                words.extend(piece_words)
+                if piece_words:  # languages count only where something was said
+                    speech_seconds[info.language] += info.duration_after_vad
+                    language_prob[info.language] += (info.language_probability
+                                                     * info.duration_after_vad)
+                task.advance(len(samples) / SAMPLE_RATE)
+        finally:
+            task.close()
+        return self._result(words, speech_seconds, language_prob, pieces)
+
+    def _transcribe_piece(self, samples: np.ndarray, offset: float) -> tuple[list[Word], Any]:
+        from faster_whisper import BatchedInferencePipeline
+
+        kwargs: dict[str, Any] = dict(
+            language=self.options.language, beam_size=self.options.beam_size,
+            word_timestamps=True, vad_filter=self.options.vad,
+            condition_on_previous_text=False, no_speech_threshold=NO_SPEECH_THRESHOLD,
+            log_prob_threshold=LOG_PROB_THRESHOLD,
+            compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD)
+        if self.batched:
+            pipeline = BatchedInferencePipeline(self.model)
+            segments, info = pipeline.transcribe(samples, batch_size=self.options.batch_size,
+                                                 **kwargs)
+        else:
+            segments, info = self.model.transcribe(samples, **kwargs)
+        words: list[Word] = []
+        for segment in segments:
+            if keep_segment(segment):
+                words.extend(segment_words(segment, offset))
+            else:
+                log.debug("dropped segment %.2f-%.2f %r (no-speech %.2f, log-prob %.2f)",
+                          segment.start + offset, segment.end + offset, segment.text,
+                          segment.no_speech_prob, segment.avg_logprob)
+        return words, info
+
+    @staticmethod
+    def _result(words: list[Word], speech_seconds: dict[str, float],
+                language_prob: dict[str, float], pieces: int) -> SpeechResult:
+        """The language heard longest, its speech-weighted probability, and the words."""
+        words.sort(key=lambda w: w.start)
+        if not words:
+            return SpeechResult(extra={"pieces": pieces, "speech_seconds": 0.0})
+        language = max(speech_seconds, key=lambda k: speech_seconds[k])
+        seconds = speech_seconds[language]
+        probability = language_prob[language] / seconds if seconds > 0 else None
+        return SpeechResult(tuple(words), language, probability,
+                            extra={"pieces": pieces,
+                                   "speech_seconds": round(sum(speech_seconds.values()), 3)})
