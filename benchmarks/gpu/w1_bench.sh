@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the device tool), from the repository root:
-#   bash benchmarks/gpu/w1_bench.sh OUTDIR MODEL [MODEL...]
+#   [ONLY='w1_sitcom w1_interview'] [REF_SCENES=2] bash benchmarks/gpu/w1_bench.sh OUTDIR MODEL...
 # Needs carried: .whl (av, scenedetect, platformdirs wheels) and .carry/media (the clips that
 # scripts/make_w1_suite.py reads). Builds W1 once per machine, runs Stage 1 (shots; the GPU has
 # no real speech/sound weights) and then `scenescribe bench` with full-size random-weight VLMs in
@@ -15,7 +15,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 suite=.carry/w1
 if [ ! -f "$suite/.complete" ]; then
   start=$(date +%s)
-  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 4
+  only=()
+  for name in ${ONLY:-}; do only+=(--only "$name"); done
+  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 4 "${only[@]}"
   touch "$suite/.complete"
   echo "W1 built in $(( $(date +%s) - start )) s"
 fi
