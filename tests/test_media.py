@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import media
 
+from conftest import media
 from scenescribe.errors import InputError
 from scenescribe.media import decode_audio, frames_at, iter_audio_blocks, iter_frames, probe
 
