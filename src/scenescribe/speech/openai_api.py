@@ -18,19 +18,15 @@ already ends in ``/audio/transcriptions``, such as an Azure deployment URL with 
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import random
 import time
-import wave
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import numpy as np
 
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError, StageError
@@ -39,6 +35,7 @@ from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import is_hallucination, is_silent, stream_pieces
+from scenescribe.wav import wav_bytes
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -53,18 +50,6 @@ _LANGUAGE_CODES = {
     "korean": "ko", "arabic": "ar", "hindi": "hi", "turkish": "tr", "polish": "pl",
     "swedish": "sv", "ukrainian": "uk", "vietnamese": "vi", "indonesian": "id",
 }
-
-
-def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """Mono 16-bit PCM WAV bytes of float samples in [-1, 1]."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-    return buffer.getvalue()
 
 
 def endpoint_url(base: str) -> str:
@@ -171,7 +156,7 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
                     continue
                 sent += 1
                 pending.append((len(samples) / SAMPLE_RATE,
-                                pool.submit(self._request, encode_wav(samples), start)))
+                                pool.submit(self._request, wav_bytes(samples), start)))
             while pending:
                 self._collect(pending.popleft(), words, languages, task)
         finally:
