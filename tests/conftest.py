@@ -22,6 +22,7 @@ for _var, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     os.environ[_var] = _value  # set before any backend import reads them
 
 _real_connect = socket.socket.connect
+_real_getaddrinfo = socket.getaddrinfo
 _real_connect_ex = socket.socket.connect_ex
 _LOCAL_PREFIXES = ("127.", "::1", "localhost", "0.0.0.0")
 
@@ -54,8 +55,15 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             raise NetworkAttempt(f"network access attempted in a test: {address!r}")
         return _real_connect_ex(self, address)
 
+    def guarded_lookup(host: object, *args: object, **kwargs: object) -> object:
+        if host is not None and not _is_local((host,)):
+            attempts.append(f"DNS lookup of {host!r}")
+            raise NetworkAttempt(f"DNS lookup attempted in a test: {host!r}")
+        return _real_getaddrinfo(host, *args, **kwargs)
+
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.setattr(socket.socket, "connect_ex", guarded_ex)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_lookup)
     yield attempts
     if attempts:
         pytest.fail(f"test attempted network access: {attempts}")
