@@ -18,44 +18,57 @@ the same ground truth and the same decoded frames (and, in practice, the same by
 from __future__ import annotations
 
 import argparse
-import bisect
 import colorsys
 import functools
-import itertools
 import json
 import logging
 import os
 import random
+import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
-import av.filter
 import numpy as np
 
-from scenescribe.media import decode_audio, probe
+# The sibling modules import as top-level modules: this folder is on sys.path when the script runs
+# directly; a loader that imports it from its file (the tests) needs it added.
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from w1_audio import (  # noqa: E402
+    Snippet,
+    load_background,
+    load_snippets,
+    mix_audio,
+)
+from w1_sources import (  # noqa: E402
+    FPS,
+    SAMPLE_RATE,
+    Clip,
+    Format,
+    FrameSource,
+    Shot,
+    discover_clips,
+    grid_sentence,
+    shot_frames,
+)
+
+__all__ = ["FAMILIES", "FPS", "FULL", "SAMPLE_RATE", "SMALL", "Clip", "Format", "Rng", "Shot",
+           "Snippet", "VideoSpec", "build", "build_one", "discover_clips", "grid_sentence",
+           "main", "plan_shots", "plan_speech"]
 
 log = logging.getLogger("scenescribe.w1_suite")
 
-FPS = 30
-SAMPLE_RATE = 48_000
 MIN_SCENE_S = 2.0
 X264_THREADS = 2  # fixed: x264's output depends on its thread count
-BACKGROUND_GAIN = 0.25  # the soundtrack sits about 12 dB under the speech
 FAMILIES = ("bbb", "car", "person", "grid", "pattern")
-
-
-@dataclass(frozen=True)
-class Format:
-    width: int
-    height: int
-    preset: str
-    crf: int
 
 
 @dataclass(frozen=True)
@@ -105,163 +118,6 @@ class Rng:
             if x < 0 and w > 0:
                 return i
         return max(i for i, w in enumerate(weights) if w > 0)
-
-
-@dataclass
-class Shot:
-    """One shot: output frames ``[start_frame, start_frame + n_frames)`` and how they are made."""
-
-    index: int
-    start_frame: int
-    n_frames: int
-    family: str
-    source: str = ""  # file under the media folder, or "generated:<pattern kind>"
-    content: str = ""
-    source_start_s: float = 0.0
-    speed: float = 1.0
-    playback: str = "forward"  # or "pingpong": a short clip played forth and back
-    segment: tuple[float, float] = (0.0, 0.0)
-    crop: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, w, h in source pixels
-    hflip: bool = False
-    hue_deg: float = 0.0
-    saturation: float = 1.0
-    luma_gain: float = 1.0
-    luma_offset: float = 0.0
-    pattern: dict[str, Any] = field(default_factory=dict)
-    background_offset_s: float = 0.0
-
-
-# ------------------------------------------------------------------------------------ sources
-
-@dataclass(frozen=True)
-class Clip:
-    """A real source clip and its cut-free segments (seconds), each with a description."""
-
-    family: str
-    rel: str  # path under the media folder
-    width: int
-    height: int
-    segments: tuple[tuple[float, float], ...]
-    contents: tuple[str, ...]
-    pingpong: bool = False  # too short for a shot: played forth and back
-
-
-@dataclass(frozen=True)
-class Snippet:
-    """One spoken sentence, trimmed, at SAMPLE_RATE; speech span and words relative to its start."""
-
-    text: str
-    source: str
-    samples: np.ndarray
-    speech_start_s: float
-    speech_end_s: float
-    words: tuple[tuple[float, float, str], ...] = ()
-
-
-def discover_clips(media: Path) -> dict[str, list[Clip]]:
-    """The real clips by family, with segments kept clear of their own cuts and fades."""
-    bbb = json.loads((media / "real/big_buck_bunny_0_30.gt.json").read_text())
-    fade_end = max((g["end_s"] for g in bbb.get("gradual_transitions", [])), default=0.0)
-    bounds = [fade_end, *(c["time_s"] for c in bbb["cuts"]), bbb["video"]["duration_s"]]
-    segments = tuple((round(a + 0.1, 3), round(b - 0.1, 3))
-                     for a, b in itertools.pairwise(bounds))
-    clips = {"bbb": [_clip(media, "bbb", "real/big_buck_bunny_0_30.webm", segments,
-                           tuple(f"Big Buck Bunny: {s['content']}" for s in bbb["shots"]))]}
-    for family, name in (("car", "intel_car-detection"),
-                         ("person", "intel_one-by-one-person-detection")):
-        gt = json.loads((media / f"real/{name}.gt.json").read_text())
-        end = round(gt["video"]["duration_s"] - 0.2, 3)
-        clips[family] = [_clip(media, family, f"real/{name}.mp4", ((0.1, end),),
-                               (gt["shots"][0]["content"],))]
-    clips["grid"] = [
-        _clip(media, "grid", str(p.relative_to(media)), ((0.0, 2.9),),
-              (f"GRID corpus talking face saying '{grid_sentence(p.stem)}'",), pingpong=True)
-        for p in sorted((media / "real/grid").glob("*.mpg"))]
-    return clips
-
-
-def _clip(media: Path, family: str, rel: str, segments: tuple[tuple[float, float], ...],
-          contents: tuple[str, ...], pingpong: bool = False) -> Clip:
-    info = probe(media / rel)
-    return Clip(family, rel, info.width, info.height, segments, contents, pingpong)
-
-
-def grid_sentence(name: str) -> str:
-    """The GRID sentence a file name encodes, e.g. ``bbaf2n`` -> "bin blue at f two now"."""
-    code = name.rsplit("_", 1)[-1]
-    parts = ({"b": "bin", "l": "lay", "p": "place", "s": "set"},
-             {"b": "blue", "g": "green", "r": "red", "w": "white"},
-             {"a": "at", "b": "by", "i": "in", "w": "with"})
-    digits = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-    adverbs = {"a": "again", "n": "now", "p": "please", "s": "soon"}
-    words = [table[c] for table, c in zip(parts, code[:3], strict=True)]
-    return " ".join([*words, code[3], digits[int(code[4])], adverbs[code[5]]])
-
-
-def load_snippets(media: Path) -> list[Snippet]:
-    """The GRID sentences and the synthetic clip's espeak-ng sentences, level-matched.
-
-    A GRID sentence's extent is measured (its recordings carry a noise floor); an espeak-ng
-    sentence's comes from the synthetic clip's own ground truth.
-    """
-    snippets = []
-    for path in sorted((media / "real/grid").glob("*.mpg")):
-        code = path.stem.rsplit("_", 1)[-1]
-        audio = decode_audio(path, SAMPLE_RATE)
-        align = path.with_name(f"{code}.align")
-        words = [(int(a) / 25_000, int(b) / 25_000, w) for a, b, w in
-                 (line.split() for line in align.read_text().splitlines()) if w != "sil"
-                 ] if align.exists() else []
-        snippets.append(_snippet(grid_sentence(code), f"grid:{path.name}", audio,
-                                 _speech_span(audio), words))
-    synthetic = media / "synthetic/synthetic_cuts_speech.mp4"
-    audio = decode_audio(synthetic, SAMPLE_RATE)
-    gt = json.loads(synthetic.with_suffix(".gt.json").read_text())
-    for row in gt["transcript"]:
-        snippets.append(_snippet(row["text"], f"espeak-ng:{synthetic.name}#{row['index']}",
-                                 audio, (row["start_s"], row["end_s"]), []))
-    return snippets
-
-
-def _snippet(text: str, source: str, audio: np.ndarray, span: tuple[float, float],
-             words: list[tuple[float, float, str]]) -> Snippet:
-    """Cut ``span`` (seconds) with a little air either side, fade the edges, match the level."""
-    a = max(0, int((span[0] - 0.12) * SAMPLE_RATE))
-    # Generous air after the span: a last word's soft tail ("now") may sit under the threshold.
-    piece = audio[a:int((span[1] + 0.35) * SAMPLE_RATE)].astype(np.float32)
-    fade = np.linspace(0.0, 1.0, SAMPLE_RATE // 100, dtype=np.float32)
-    piece[:len(fade)] *= fade
-    piece[-len(fade):] *= fade[::-1]
-    # Loudest 20 ms at -13 dBFS, peaks below -2.5 dBFS so speech over the background never clips.
-    gain = min(10 ** ((-13.0 - _window_db(piece).max()) / 20), 0.75 / np.abs(piece).max())
-    piece *= np.float32(gain)
-    offset = a / SAMPLE_RATE
-    shifted = tuple((round(x - offset, 4), round(y - offset, 4), w) for x, y, w in words)
-    return Snippet(text, source, piece, round(span[0] - offset, 3), round(span[1] - offset, 3),
-                   shifted)
-
-
-def _window_db(audio: np.ndarray, window_s: float = 0.02) -> np.ndarray:
-    n = int(window_s * SAMPLE_RATE)
-    frames = audio[: len(audio) // n * n].reshape(-1, n)
-    return 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12)
-
-
-def _speech_span(audio: np.ndarray) -> tuple[float, float]:
-    """First and last 20 ms window within 20 dB of the loudest: the sentence's extent.
-
-    20 dB sits above the GRID recordings' noise floor; on swwp2s it gives 0.56-2.16 s against
-    0.49-2.21 s in the corpus's word alignment (a soft initial "s" starts under the threshold).
-    """
-    db = _window_db(audio)
-    active = np.nonzero(db > db.max() - 20.0)[0]
-    return round(float(active[0]) * 0.02, 3), round(float(active[-1] + 1) * 0.02, 3)
-
-
-def load_background(media: Path) -> np.ndarray:
-    """Big Buck Bunny's soundtrack (ambience and music, no speech) as mono float32."""
-    return decode_audio(media / "real/big_buck_bunny_0_30.webm", SAMPLE_RATE)
-
 
 # ----------------------------------------------------------------------------------- planning
 
@@ -366,162 +222,7 @@ def plan_speech(spec: VideoSpec, snippets: list[Snippet], rng: Rng) -> list[tupl
         t += length + int(rng.uniform(*spec.speech_gap_s) * SAMPLE_RATE)
 
 
-# ---------------------------------------------------------------------------------- rendering
-
-class FrameSource:
-    """Decoded frames of the source clips; short ping-pong clips are decoded once and kept."""
-
-    def __init__(self, media: Path) -> None:
-        self.media = media
-        self._cache: dict[str, tuple[list[float], list[av.VideoFrame]]] = {}
-
-    def forward(self, rel: str, start: float) -> Iterator[tuple[float, av.VideoFrame]]:
-        with av.open(str(self.media / rel)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-            if start > 0.5:
-                container.seek(int((start - 0.5 + origin) / stream.time_base), stream=stream)
-            for frame in container.decode(stream):
-                yield float(frame.pts * stream.time_base) - origin, frame
-
-    def whole(self, rel: str) -> tuple[list[float], list[av.VideoFrame]]:
-        if rel not in self._cache:
-            pairs = list(self.forward(rel, 0.0))
-            self._cache[rel] = ([t for t, _ in pairs], [f for _, f in pairs])
-        return self._cache[rel]
-
-
-def shot_frames(shot: Shot, fmt: Format, frames: FrameSource) -> Iterator[av.VideoFrame]:
-    """The shot's ``n_frames`` output frames as yuv420p at the suite's size."""
-    if shot.family == "pattern":
-        yield from _pattern_frames(shot, fmt)
-        return
-    times = [k / FPS * shot.speed for k in range(shot.n_frames)]
-    if shot.playback == "pingpong":
-        lo, hi = shot.segment
-        span = hi - lo
-        folded = [(shot.source_start_s - lo + t) % (2 * span) for t in times]
-        wanted = [lo + (f if f <= span else 2 * span - f) for f in folded]
-        stamps, cached = frames.whole(shot.source)
-        picked: Iterator[av.VideoFrame] = (
-            cached[max(0, bisect.bisect_right(stamps, w + 1e-6) - 1)] for w in wanted)
-    else:
-        picked = _latest(frames.forward(shot.source, shot.source_start_s),
-                         [shot.source_start_s + t for t in times])
-    graph: Any = None
-    memo: dict[int, av.VideoFrame] = {}
-    for src in picked:
-        if id(src) not in memo:
-            if graph is None:
-                graph = _filter_graph(src, shot, fmt)
-            if shot.playback != "pingpong":
-                memo.clear()  # forward playback never returns to an earlier frame
-            graph.push(src)
-            memo[id(src)] = graph.pull()
-        yield memo[id(src)]
-
-
-def _latest(decoded: Iterator[tuple[float, av.VideoFrame]],
-            wanted: Sequence[float]) -> Iterator[av.VideoFrame]:
-    """For each wanted time (non-decreasing), the last frame shown at or before it."""
-    current = next(decoded)
-    upcoming = next(decoded, None)
-    for w in wanted:
-        while upcoming is not None and upcoming[0] <= w + 1e-6:
-            current, upcoming = upcoming, next(decoded, None)
-        yield current[1]
-
-
-def _filter_graph(frame: av.VideoFrame, shot: Shot, fmt: Format) -> Any:
-    graph = av.filter.Graph()
-    node = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                            time_base=Fraction(1, 1000))
-    x, y, w, h = shot.crop
-    steps = [("crop", f"{w}:{h}:{x}:{y}"), ("scale", f"{fmt.width}:{fmt.height}"),
-             ("setsar", "1")]
-    if shot.hflip:
-        steps.append(("hflip", None))
-    steps += [("hue", f"h={shot.hue_deg}:s={shot.saturation}"),
-              ("lutyuv", f"y=val*{shot.luma_gain}+{shot.luma_offset}"), ("format", "yuv420p")]
-    for name, arg in steps:
-        nxt = graph.add(name, arg) if arg else graph.add(name)
-        node.link_to(nxt)
-        node = nxt
-    sink = graph.add("buffersink")
-    node.link_to(sink)
-    graph.configure()
-    return graph
-
-
-def _pattern_frames(shot: Shot, fmt: Format) -> Iterator[av.VideoFrame]:
-    """A generated still pattern on a larger canvas, panned back and forth (no cut inside)."""
-    w, h = fmt.width, fmt.height
-    mx, my = w // 8 * 2 // 2 * 2, h // 8 * 2 // 2 * 2
-    planes = _pattern_planes(shot.pattern, w + 2 * mx, h + 2 * my, h)
-    vx, vy = (v * h / FPS for v in shot.pattern["pan"])  # pan: output heights per second
-    for k in range(shot.n_frames):
-        x0 = int(_triangle(k * vx, mx)) // 2 * 2
-        y0 = int(_triangle(k * vy, my)) // 2 * 2
-        out = np.empty((h * 3 // 2, w), np.uint8)
-        out[:h] = planes[0][y0:y0 + h, x0:x0 + w]
-        out[h:h + h // 4] = planes[1][y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2].reshape(-1, w)
-        out[h + h // 4:] = planes[2][y0 // 2:(y0 + h) // 2, x0 // 2:(x0 + w) // 2].reshape(-1, w)
-        yield av.VideoFrame.from_ndarray(out, format="yuv420p")
-
-
-def _triangle(x: float, amplitude: int) -> float:
-    """Bounce between 0 and ``2 * amplitude`` starting from the middle."""
-    period = 4 * amplitude
-    p = (x + amplitude) % period
-    return p if p <= 2 * amplitude else period - p
-
-
-def _pattern_planes(p: dict[str, Any], cw: int, ch: int, unit: int) -> list[np.ndarray]:
-    yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32) / unit  # unit: output height
-    xx -= cw / unit / 2 + p["centre"][0]
-    yy -= ch / unit / 2 + p["centre"][1]
-    colours = np.array(p["colours"], np.float32)
-    along = xx * np.cos(p["angle"]) + yy * np.sin(p["angle"])
-    if p["kind"] == "bars":
-        rgb = colours[(np.floor(along * p["freq"]) % len(colours)).astype(np.intp)]
-    else:
-        if p["kind"] == "rings":
-            mix = 0.5 + 0.5 * np.sin(2 * np.pi * p["freq"] * np.hypot(xx, yy))
-        elif p["kind"] == "checker":
-            mix = ((np.floor(xx * p["freq"]) + np.floor(yy * p["freq"])) % 2).astype(np.float32)
-        else:
-            mix = 0.5 + 0.25 * np.sin(2 * np.pi * p["freq"] * along) + 0.25 * np.sin(
-                2 * np.pi * p["freq"] * 0.37 * (yy - xx * 0.5))
-        rgb = colours[0] * mix[..., None] + colours[1] * (1 - mix[..., None])
-    image = np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    yuv = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-    return [np.frombuffer(pl, np.uint8).reshape(pl.height, pl.line_size)[:, :pl.width]
-            for pl in yuv.planes]
-
-
 # ------------------------------------------------------------------------------------ writing
-
-def mix_audio(spec: VideoSpec, shots: list[Shot], background: np.ndarray,
-              snippets: list[Snippet], speech: list[tuple[int, int]]) -> np.ndarray:
-    """Mono mix: a quiet background segment per shot (faded at cuts) plus the speech."""
-    total = spec.duration_s * SAMPLE_RATE
-    out = np.zeros(total, np.float32)
-    fade = SAMPLE_RATE // 100
-    for shot in shots:
-        a = shot.start_frame * SAMPLE_RATE // FPS
-        b = min(total, (shot.start_frame + shot.n_frames) * SAMPLE_RATE // FPS)
-        first = int(shot.background_offset_s * SAMPLE_RATE)
-        piece = background.take(np.arange(first, first + b - a), mode="wrap") * BACKGROUND_GAIN
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        piece[:fade] *= ramp
-        piece[-fade:] *= ramp[::-1]
-        out[a:b] += piece
-    for at, k in speech:
-        samples = snippets[k].samples
-        out[at:at + len(samples)] += samples
-    return np.clip(out, -1.0, 1.0)
-
 
 def write_video(path: Path, fmt: Format, shots: list[Shot], frames: FrameSource,
                 audio: np.ndarray) -> None:

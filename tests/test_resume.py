@@ -66,3 +66,14 @@ def test_rerun_reuses_every_stage(tmp_path: Path, synthetic_clip: Path) -> None:
     assert scenes_file.read_bytes() == before
     forced = scenescribe.run(synthetic_clip, tmp_path, options, force=True)
     assert not any(v["cached"] for v in forced.videos[0].timings.values())
+
+
+def test_side_by_side_components_match_sequential(tmp_path: Path, synthetic_clip: Path) -> None:
+    """Stage 1 components run concurrently (as on GPU hosts) write the same records."""
+    results = {}
+    for parallel in (False, True):
+        options = RunOptions(stages=("speech", "sounds"), parallel=parallel, device="cpu")
+        out = tmp_path / str(parallel)
+        assert not scenescribe.run(synthetic_clip, out, options).failed
+        results[parallel] = (out / "synthetic_cuts_speech" / "scenes.jsonl").read_bytes()
+    assert results[True] == results[False]

@@ -16,9 +16,13 @@ def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     import importlib.util
+    import os
+    import sys
 
     if importlib.util.find_spec("torch") is None:
         return "cpu"
+    if "torch" not in sys.modules and not os.path.exists("/proc/driver/nvidia/version"):
+        return "cpu"  # no NVIDIA driver: skip importing torch (~600 MB, seconds) just to ask
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
