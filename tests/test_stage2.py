@@ -89,3 +89,26 @@ def _tiny_path(folder: Path, name: str) -> Path:
     entry = registry.get_entry(name, "captioner")
     assert entry.checkpoint is not None
     return folder / entry.checkpoint.split("/")[-1]
+
+
+def test_scenes_of_several_videos_share_batches(tmp_path: Path, synthetic_clip: Path,
+                                                tiny_dir: Path) -> None:
+    videos = []
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).symlink_to(synthetic_clip)
+        videos.append(tmp_path / name)
+    model = f"smolvlm2={_tiny_path(tiny_dir, 'smolvlm2')}"
+    options = RunOptions(stages=(), device="cpu", captions=CaptionOptions(
+        models=(model,), max_new_tokens=4, batch_size=4))
+    result = scenescribe.run(videos, tmp_path / "out", options)
+    assert not result.failed
+    per_video = {}
+    for stem in ("a", "b"):
+        records = [json.loads(x) for x in
+                   (tmp_path / "out" / stem / "scenes.jsonl").read_text().splitlines()]
+        per_video[stem] = [r["captions"]["smolvlm2"]["text"] for r in records]
+        assert len(records) == 7 and all(per_video[stem])
+    # Same pixels, same greedy captions: routing back to the right video and scene is exact.
+    assert per_video["a"] == per_video["b"]
+    shares = [v.timings["captions[smolvlm2]"]["compute_s"] for v in result.videos]
+    assert shares[0] == pytest.approx(shares[1])
