@@ -146,18 +146,20 @@ def _print_summary(result: Any) -> None:
 @user_errors
 def scenes(
     video: Annotated[Path, typer.Argument(help="A video file.")],
-    shots: Annotated[str, typer.Option(help="Shot detector backend.")] = "adaptive",
-    min_scene_len: Annotated[float, typer.Option(help="Shortest scene, seconds.")] = 0.6,
-    max_scene_len: Annotated[float, typer.Option(help="Split longer scenes, seconds.")] = 0.0,
+    shots: Annotated[str | None, typer.Option(help="Shot detector backend.")] = None,
+    min_scene_len: Annotated[float | None, typer.Option(help="Shortest scene, seconds.")] = None,
+    max_scene_len: Annotated[float | None, typer.Option(help="Split longer scenes, seconds.")
+                             ] = None,
     verbose: Verbose = 0,
 ) -> None:
     """Detect shots only and print them as a table."""
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.options import ShotOptions
+    from scenescribe.options import ShotOptions, merge
     from scenescribe.pipeline import detect_scenes
 
     _logging(verbose)
-    options = ShotOptions(backend=shots, min_scene_len=min_scene_len, max_scene_len=max_scene_len)
+    options = merge(ShotOptions(), {"backend": shots, "min_scene_len": min_scene_len,
+                                    "max_scene_len": max_scene_len}, "command line")
     with RichProgress(err) as progress:
         found = detect_scenes(video, options, progress=progress)
     table = Table(title=f"{video.name}: {len(found)} scenes")
