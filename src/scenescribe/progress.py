@@ -27,3 +27,14 @@ class NullProgress:
 
     def task(self, description: str, total: float | None = None) -> Task:
         return _NullTask()
+
+
+class PrefixedProgress:
+    """Names each task after the item it works on: ``"talk.mp4: shots"``."""
+
+    def __init__(self, inner: Progress, prefix: str) -> None:
+        self._inner = inner
+        self._prefix = prefix
+
+    def task(self, description: str, total: float | None = None) -> Task:
+        return self._inner.task(f"{self._prefix}: {description}", total)

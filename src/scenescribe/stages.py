@@ -14,7 +14,7 @@ from typing import Any
 
 from scenescribe.errors import ScenescribeError
 from scenescribe.options import RunOptions, to_dict
-from scenescribe.progress import Progress
+from scenescribe.progress import PrefixedProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.sampling import sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
@@ -57,7 +57,8 @@ def run_shots(jobs: Sequence[VideoJob], detector: Any, load_s: float, progress: 
             if cached:
                 job.scenes = [Scene.from_dict(s) for s in _read_json(path)["scenes"]]
             else:
-                cuts = detector.detect(job.info, progress) if job.info.has_video else []
+                cuts = (detector.detect(job.info, PrefixedProgress(progress, job.source.name))
+                        if job.info.has_video else [])
                 job.scenes = cuts_to_scenes(job.info, cuts, detector.options)
                 atomic_write_json(path, {"scenes": [s.to_dict() for s in job.scenes]})
                 remove_stale(job.work_dir, "shots", path)
@@ -74,8 +75,8 @@ def run_frames(jobs: Sequence[VideoJob], options: RunOptions, progress: Progress
             with job.checkpoint("frames", job.frames_key) as ckpt:
                 todo = [s for s in job.scenes if s.index not in ckpt.done]
                 start = time.perf_counter()
-                for index, refs in sample_scene_frames(job.info, todo, options.frames,
-                                                       job.out_dir, progress):
+                for index, refs in sample_scene_frames(job.info, todo, options.frames, job.out_dir,
+                                                       PrefixedProgress(progress, job.source.name)):
                     ckpt.append({"index": index, "frames": [r.to_dict() for r in refs]})
                 if not ckpt.complete:
                     ckpt.finish()
@@ -99,7 +100,8 @@ def run_component(stage: str, backend: Any, load_s: float, jobs: Sequence[VideoJ
                 todo = [s for s in job.scenes if s.index not in ckpt.done]
                 start = time.perf_counter()
                 if todo:
-                    for line in produce(backend, job, todo, progress):
+                    named = PrefixedProgress(progress, job.source.name)
+                    for line in produce(backend, job, todo, named):
                         ckpt.append(line)
                 if not ckpt.complete:
                     ckpt.finish()
