@@ -132,7 +132,8 @@ def _print_summary(result: Any) -> None:
             total = sum(t.get("compute_s", 0.0) for t in v.timings.values())
             rtf = total / v.duration if v.duration else 0.0
             out.print(f"[green]ok[/green] {v.path}: {v.scenes} scenes, {v.duration:.1f} s of media "
-                      f"in {total:.1f} s (RTF {rtf:.3f}) -> {v.out_dir}", highlight=False)
+                      f"in {total:.1f} s (RTF {rtf:.3f}) -> {v.out_dir}", highlight=False,
+                      soft_wrap=True)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
     for v in result.failed:

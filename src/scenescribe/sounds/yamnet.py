@@ -9,10 +9,11 @@ thread, 1.2 ms on two (without XNNPACK: 7.6 ms).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +51,32 @@ def _model_files(weights: Path) -> tuple[Path, Path]:
     return model, class_map
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what C++ code writes to file descriptor 2 (Python's own stderr is untouched)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some embedded hosts): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class _Yamnet:
     """A loaded interpreter with its tensor indices and labels."""
 
     def __init__(self, model: Path, class_map: Path, threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with _quiet_native_stderr():  # TFLite prints an INFO line that breaks progress bars
+            self.interpreter = Interpreter(model_path=str(model), num_threads=threads)
+            self.interpreter.allocate_tensors()
         inp = self.interpreter.get_input_details()[0]
         if list(inp["shape"]) != [1, WINDOW]:
             raise ModelNotFoundError(f"{model}: expected input shape [1, {WINDOW}], "
