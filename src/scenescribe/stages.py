@@ -30,7 +30,7 @@ def guarded(job: VideoJob, stage: str) -> Iterator[None]:
     try:
         yield
     except ScenescribeError as exc:
-        log.warning("%s: %s failed: %s", job.source, stage, exc)
+        log.info("%s: %s failed: %s", job.source, stage, exc)  # the run summary reports it
         job.fail(f"{stage}: {exc}" if str(job.source) in str(exc) else f"{job.source}: {stage}: {exc}")
     except Exception as exc:  # a backend bug must not lose the other videos' work
         log.exception("%s: %s failed", job.source, stage)
