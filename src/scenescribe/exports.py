@@ -89,9 +89,9 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None,
     if fmt not in FORMATS:
         raise InputError(fmt, f"unknown export format; choose one of {', '.join(FORMATS)}")
     run_dir = Path(run_dir)
-    target = Path(out) if out else run_dir / f"{run_dir.name}.{fmt if fmt != 'html' else 'html'}"
-    if fmt == "jsonl":
-        target = Path(out) if out else run_dir / f"{run_dir.name}.export.jsonl"
+    # "jsonl" gets its own suffix so an export never overwrites the records it reads.
+    suffix = "export.jsonl" if fmt == "jsonl" else fmt
+    target = Path(out) if out else run_dir / f"{run_dir.name}.{suffix}"
     records = load_records(run_dir)
     if fmt == "html":
         from scenescribe.report import to_html

@@ -119,7 +119,9 @@ def run(
             job.clean_temp()
             if force and job.work_dir.exists():
                 shutil.rmtree(job.work_dir)
-    warnings = _run_stages(jobs, backends, options, progress)
+    _run_stages(jobs, backends, options, progress)
+    warnings = (_run_captions(jobs, options, device, model_dir, progress)
+                if options.captions.models else [])
     for job in jobs:
         if job.ok:
             with guarded(job, "write"):
@@ -141,7 +143,8 @@ def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict
 
 
 def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOptions,
-                progress: Progress) -> list[str]:
+                progress: Progress) -> None:
+    """Stage 1: shots, then frames and each component (side by side on GPU hosts)."""
     detector = backends["shots"]
     run_shots(jobs, detector, timed_load(detector), progress)
     detector.unload()
@@ -157,7 +160,6 @@ def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOpti
     else:
         for task in tasks:
             task()
-    return _run_captions(jobs, options, progress) if options.captions.models else []
 
 
 def _side_by_side(options: RunOptions) -> bool:
@@ -177,12 +179,11 @@ def _run_one_component(stage: str, backend: Any, jobs: list[VideoJob], progress:
         backend.unload()
 
 
-def _run_captions(jobs: list[VideoJob], options: RunOptions, progress: Progress) -> list[str]:
+def _run_captions(jobs: list[VideoJob], options: RunOptions, device: str, model_dir: Path | None,
+                  progress: Progress) -> list[str]:
     """Each named VLM in turn; one that cannot load is reported and the run goes on."""
     from scenescribe.stage2 import run_captioner
 
-    device = resolve_device(options.device)
-    model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
     warnings = []
     for spec in options.captions.models:
         if not any(j.ok for j in jobs):

@@ -6,6 +6,7 @@ A failure on one video marks that video failed; the others go on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +56,7 @@ def run_shots(jobs: Sequence[VideoJob], detector: Any, load_s: float, progress: 
             start = time.perf_counter()
             cached = path.exists()
             if cached:
-                job.scenes = [Scene.from_dict(s) for s in _read_json(path)["scenes"]]
+                job.scenes = [Scene.from_dict(s) for s in json.loads(path.read_text())["scenes"]]
             else:
                 cuts = (detector.detect(job.info, PrefixedProgress(progress, job.source.name))
                         if job.info.has_video else [])
@@ -143,9 +144,3 @@ PRODUCERS: dict[str, Producer] = {
     "sounds": produce_sounds,
     "objects": produce_objects,
 }
-
-
-def _read_json(path: Any) -> Any:
-    import json
-
-    return json.loads(path.read_text())

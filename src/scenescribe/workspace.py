@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scenescribe.records import Scene, VideoInfo
-from scenescribe.store import JsonlCheckpoint, stable_hash
+from scenescribe.store import JsonlCheckpoint, atomic_write_json, stable_hash
 
 WORK_DIR = ".work"
 CAPTION_INDEX = "captions.json"
@@ -73,8 +73,6 @@ class VideoJob:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def remember_captions(self, model: str, key: str) -> None:
-        from scenescribe.store import atomic_write_json
-
         index = self.caption_index()
         index[model] = {"key": key, "frames_key": self.frames_key}
         atomic_write_json(self.work_dir / CAPTION_INDEX, index)
