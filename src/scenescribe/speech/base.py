@@ -6,7 +6,7 @@ from abc import abstractmethod
 from dataclasses import dataclass, field
 
 from scenescribe.backend import Backend
-from scenescribe.progress import Progress
+from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 
 
@@ -23,6 +23,17 @@ class SpeechResult:
 class SpeechRecognizer(Backend):
     """Transcribes a file's audio once (never once per scene); words join scenes by midpoint."""
 
-    @abstractmethod
     def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
         """Transcribe ``video.path``; an empty result for files without audio or speech."""
+        if not video.has_audio:
+            return SpeechResult()
+        self.load()
+        task = progress.task("speech", total=video.duration)
+        try:
+            return self._transcribe(video, task)
+        finally:
+            task.close()
+
+    @abstractmethod
+    def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
+        """The backend's work on a file that has audio; advance ``task`` by seconds done."""

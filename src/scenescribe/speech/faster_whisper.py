@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from scenescribe.media import SAMPLE_RATE
-from scenescribe.progress import Progress
+from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import is_hallucination, stream_pieces
@@ -114,28 +114,19 @@ class FasterWhisperRecognizer(SpeechRecognizer):
                 "compute_type": compute_type_for(self.options.compute_type, device),
                 "mode": "batched" if self.batched else "sequential"}
 
-    def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
-        if not video.has_audio:
-            return SpeechResult()
-        self.load()
-        task = progress.task("speech", total=video.duration)
+    def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
         speech_seconds: dict[str, float] = defaultdict(float)
         language_prob: dict[str, float] = defaultdict(float)
         pieces = 0
-        try:
-            for start, samples in stream_pieces(video.path, self.block_seconds,
-                                                self.search_seconds):
-                pieces += 1
-                piece_words, info = self._transcribe_piece(samples, start)
-                words.extend(piece_words)
-                if piece_words:  # languages count only where something was said
-                    speech_seconds[info.language] += info.duration_after_vad
-                    language_prob[info.language] += (info.language_probability
-                                                     * info.duration_after_vad)
-                task.advance(len(samples) / SAMPLE_RATE)
-        finally:
-            task.close()
+        for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
+            pieces += 1
+            piece_words, info = self._transcribe_piece(samples, start)
+            words.extend(piece_words)
+            if piece_words:  # languages count only where something was said
+                speech_seconds[info.language] += info.duration_after_vad
+                language_prob[info.language] += info.language_probability * info.duration_after_vad
+            task.advance(len(samples) / SAMPLE_RATE)
         return self._result(words, speech_seconds, language_prob, pieces)
 
     def _transcribe_piece(self, samples: np.ndarray, offset: float) -> tuple[list[Word], Any]:

@@ -32,7 +32,7 @@ import numpy as np
 
 from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
-from scenescribe.progress import Progress
+from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import AttentionCapture, align_words
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
@@ -168,33 +168,25 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             heads.setdefault(int(layer), []).append(int(head))
         return heads
 
-    def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
-        if not video.has_audio:
-            return SpeechResult()
-        self.load()
-        task = progress.task("speech", total=video.duration)
+    def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         kept: list[Decoded] = []
         size = max(1, self.options.batch_size)
         batch: list[tuple[float, np.ndarray]] = []  # a partial batch waits for the next piece
         chunks = skipped = 0
-        try:
-            for start, samples in stream_pieces(video.path, self.block_seconds,
-                                                self.search_seconds):
-                for a, b in split_at_silences(samples, int(self.chunk_seconds * SAMPLE_RATE),
-                                              int(self.chunk_search_seconds * SAMPLE_RATE)):
-                    chunks += 1
-                    if is_silent(samples[a:b]):
-                        skipped += 1
-                        continue
-                    batch.append((start + a / SAMPLE_RATE, samples[a:b]))
-                    if len(batch) == size:
-                        kept.extend(d for d in self.decode(batch) if d.keep())
-                        batch = []
-                task.advance(len(samples) / SAMPLE_RATE)
-            if batch:
-                kept.extend(d for d in self.decode(batch) if d.keep())
-        finally:
-            task.close()
+        for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
+            for a, b in split_at_silences(samples, int(self.chunk_seconds * SAMPLE_RATE),
+                                          int(self.chunk_search_seconds * SAMPLE_RATE)):
+                chunks += 1
+                if is_silent(samples[a:b]):
+                    skipped += 1
+                    continue
+                batch.append((start + a / SAMPLE_RATE, samples[a:b]))
+                if len(batch) == size:
+                    kept.extend(d for d in self.decode(batch) if d.keep())
+                    batch = []
+            task.advance(len(samples) / SAMPLE_RATE)
+        if batch:
+            kept.extend(d for d in self.decode(batch) if d.keep())
         return _result(kept, {"chunks": chunks, "silent_chunks": skipped})
 
     def decode(self, batch: list[tuple[float, np.ndarray]]) -> list[Decoded]:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError, StageError
 from scenescribe.media import SAMPLE_RATE
-from scenescribe.progress import Progress
+from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import is_hallucination, is_silent, stream_pieces
@@ -134,11 +134,7 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
             headers["api-key"] = str(self.api_key)  # Azure OpenAI's header
         return headers
 
-    def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
-        if not video.has_audio:
-            return SpeechResult()
-        self.load()
-        task = progress.task("speech", total=video.duration)
+    def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
         languages: dict[str, float] = {}
         limit = max(1, self.options.api_concurrency)
@@ -161,7 +157,6 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
                 self._collect(pending.popleft(), words, languages, task)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            task.close()
         words.sort(key=lambda w: w.start)
         language = max(languages, key=lambda k: languages[k]) if words and languages else None
         return SpeechResult(tuple(words), language, None, extra={"requests": sent})
