@@ -115,14 +115,14 @@ def resolve_weights(
     local = find_local_weights(entry, model_dir)
     if local is not None:
         return local
-    searched = (f"model directory {model_dir}" if model_dir
-                else f"no model directory (set {MODEL_DIR_ENV} or --model-dir)")
+    searched = (f"not in the model directory {model_dir}" if model_dir
+                else f"not found locally (no model directory: set {MODEL_DIR_ENV} or --model-dir)")
     if entry.checkpoint is None:
         raise ModelNotFoundError(
-            f"{entry.name}: weights not found in {searched}; looked for {list(entry.local_paths)}")
+            f"{entry.name}: weights {searched}; looked for {list(entry.local_paths)}")
     if hub_offline():
         raise ModelNotFoundError(
-            f"{entry.name}: {entry.checkpoint} is not in {searched} and the Hugging Face hub is "
+            f"{entry.name}: {entry.checkpoint} is {searched}, and the Hugging Face hub is "
             f"offline (HF_HUB_OFFLINE=1)")
     return download_from_hub(entry)
 
@@ -141,8 +141,10 @@ def download_from_hub(entry: ModelEntry) -> Path:
     try:
         return Path(snapshot_download(entry.checkpoint, revision=entry.revision))
     except Exception as exc:  # the hub raises many types; the user needs one clear line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelNotFoundError(
-            f"{entry.name}: could not download {entry.checkpoint}@{entry.revision}: {exc}"
+            f"{entry.name}: could not download {entry.checkpoint}@{entry.revision or 'main'} "
+            f"from the Hugging Face hub ({reason}); pass a local path or --model-dir"
         ) from exc
 
 
