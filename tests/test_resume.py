@@ -9,7 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import scenescribe
+from scenescribe.backend import Backend
 from scenescribe.options import RunOptions
 
 STAGES = "speech,sounds"
@@ -53,16 +56,22 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path: Path, synthetic_clip
     assert not list(killed.rglob("*.partial")) and not list(killed.rglob(".*.tmp-*"))
 
 
-def test_rerun_reuses_every_stage(tmp_path: Path, synthetic_clip: Path) -> None:
+def test_rerun_reuses_every_stage(tmp_path: Path, synthetic_clip: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     options = RunOptions(stages=("sounds",))
     first = scenescribe.run(synthetic_clip, tmp_path, options)
     assert not first.failed
     scenes_file = tmp_path / "synthetic_cuts_speech" / "scenes.jsonl"
     before = scenes_file.read_bytes()
+    loaded: list[str] = []
+    real_load = Backend.load
+    monkeypatch.setattr(Backend, "load", lambda self: (loaded.append(self.name), real_load(self)))
     second = scenescribe.run(synthetic_clip, tmp_path, options)
+    assert loaded == []  # nothing to compute: no model is loaded
     timings = second.videos[0].timings
     assert {k: v["cached"] for k, v in timings.items()} == {
         "shots": True, "frames": True, "sounds": True}
+    assert all(v["load_s"] == 0 for v in timings.values())
     assert scenes_file.read_bytes() == before
     forced = scenescribe.run(synthetic_clip, tmp_path, options, force=True)
     assert not any(v["cached"] for v in forced.videos[0].timings.values())

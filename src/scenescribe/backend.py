@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
+
+# Loads run one at a time: Stage 1 components load from parallel threads, and transformers'
+# lazy module imports are not thread-safe (two threads importing at once can see a half-built
+# module: "cannot import name 'ASTForAudioClassification'"). Computing still overlaps.
+_LOAD_LOCK = threading.RLock()
 
 
 def resolve_device(device: str) -> str:
@@ -70,7 +76,9 @@ class Backend:
 
     def load(self) -> None:
         if self.model is None:
-            self.model = self._load()
+            with _LOAD_LOCK:
+                if self.model is None:
+                    self.model = self._load()
 
     def _load(self) -> Any:
         return True

@@ -146,7 +146,7 @@ def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOpti
                 progress: Progress) -> None:
     """Stage 1: shots, then frames and each component (side by side on GPU hosts)."""
     detector = backends["shots"]
-    run_shots(jobs, detector, timed_load(detector), progress)
+    run_shots(jobs, detector, progress)
     detector.unload()
     tasks = [functools.partial(run_frames, jobs, options, progress)]
     tasks += [functools.partial(_run_one_component, stage, backends[stage], jobs, progress)
@@ -172,9 +172,8 @@ def _side_by_side(options: RunOptions) -> bool:
 def _run_one_component(stage: str, backend: Any, jobs: list[VideoJob], progress: Progress) -> None:
     if not any(j.ok for j in jobs):
         return
-    load_s = timed_load(backend)
     try:
-        run_component(stage, backend, load_s, jobs, PRODUCERS[stage], progress)
+        run_component(stage, backend, jobs, PRODUCERS[stage], progress)
     finally:
         backend.unload()
 

@@ -44,8 +44,22 @@ def timed_load(backend: Any) -> float:
     return time.perf_counter() - start
 
 
-def run_shots(jobs: Sequence[VideoJob], detector: Any, load_s: float, progress: Progress) -> None:
+class LazyLoad:
+    """Loads a backend the first time a video needs it: a fully cached rerun loads nothing."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.seconds = 0.0
+
+    def __call__(self) -> Any:
+        if not self.backend.loaded:
+            self.seconds = timed_load(self.backend)
+        return self.backend
+
+
+def run_shots(jobs: Sequence[VideoJob], detector: Any, progress: Progress) -> None:
     """Detect shots per video, or reuse the cached scenes for the same content and options."""
+    load = LazyLoad(detector)
     for job in jobs:
         if not job.ok or job.info is None:
             continue
@@ -53,17 +67,19 @@ def run_shots(jobs: Sequence[VideoJob], detector: Any, load_s: float, progress: 
             job.fingerprint = job.fingerprint or fingerprint_file(job.source)
             job.shots_key = job.key(job.fingerprint, detector.cache_key())
             path = job.work_dir / f"shots-{job.shots_key}.json"
-            start = time.perf_counter()
             cached = path.exists()
+            if not cached and job.info.has_video:
+                load()  # before the clock: load time is reported apart
+            start = time.perf_counter()
             if cached:
                 job.scenes = [Scene.from_dict(s) for s in json.loads(path.read_text())["scenes"]]
             else:
-                cuts = (detector.detect(job.info, PrefixedProgress(progress, job.source.name))
+                cuts = (load().detect(job.info, PrefixedProgress(progress, job.source.name))
                         if job.info.has_video else [])
                 job.scenes = cuts_to_scenes(job.info, cuts, detector.options)
                 atomic_write_json(path, {"scenes": [s.to_dict() for s in job.scenes]})
                 remove_stale(job.work_dir, "shots", path)
-            job.record_timing("shots", backend=detector.name, load_s=load_s, cached=cached,
+            job.record_timing("shots", backend=detector.name, load_s=load.seconds, cached=cached,
                               compute_s=time.perf_counter() - start)
 
 
@@ -89,9 +105,10 @@ def run_frames(jobs: Sequence[VideoJob], options: RunOptions, progress: Progress
 Producer = Callable[[Any, VideoJob, list[Scene], Progress], Iterator[dict[str, Any]]]
 
 
-def run_component(stage: str, backend: Any, load_s: float, jobs: Sequence[VideoJob],
-                  produce: Producer, progress: Progress) -> None:
+def run_component(stage: str, backend: Any, jobs: Sequence[VideoJob], produce: Producer,
+                  progress: Progress) -> None:
     """Run one Stage 1 component over every video, resuming from its checkpoint."""
+    load = LazyLoad(backend)
     for job in jobs:
         if not job.ok or job.info is None:
             continue
@@ -99,16 +116,18 @@ def run_component(stage: str, backend: Any, load_s: float, jobs: Sequence[VideoJ
             key = job.key(job.shots_key, backend.cache_key())
             with job.checkpoint(stage, key) as ckpt:
                 todo = [s for s in job.scenes if s.index not in ckpt.done]
+                if todo:
+                    load()  # before the clock: load time is reported apart
                 start = time.perf_counter()
                 if todo:
                     named = PrefixedProgress(progress, job.source.name)
-                    for line in produce(backend, job, todo, named):
+                    for line in produce(load(), job, todo, named):
                         ckpt.append(line)
                 if not ckpt.complete:
                     ckpt.finish()
                     remove_stale(job.work_dir, stage, ckpt.final)
             job.models[stage] = backend.facts()
-            job.record_timing(stage, backend=backend.name, load_s=load_s, cached=not todo,
+            job.record_timing(stage, backend=backend.name, load_s=load.seconds, cached=not todo,
                               compute_s=time.perf_counter() - start)
 
 
