@@ -27,6 +27,7 @@ class ShotOptions:
     threshold: float | None = None  # backend-specific; None keeps the backend's tuned default
     downscale_width: int = 256  # frames are shrunk to this width before detection
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
+    workers: int = 0  # processes decoding time segments in parallel; 0: all cores on 4+ cores
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,26 +79,43 @@ def iter_frames(
     sample_fps: float | None = None,
     threads: int = 0,
     skip_nonkey: bool = False,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode every frame (or ``sample_fps`` frames per second) in display order.
 
     Frames are shrunk inside FFmpeg's scaler before they reach numpy, so a 4K video costs the
     memory of its downscaled frames. Times come from timestamps, so variable frame rate works;
     a frame without a timestamp gets its predecessor's time plus the average frame interval.
+
+    ``start``/``end`` (seconds) limit the frames to that span. A ``start`` above 0 seeks to the
+    keyframe before it; frames decoded after a seek have no running count, so their ``index``
+    is their time divided by the average frame interval (exact for constant frame rate).
     """
     container, stream, origin, rotation = _open_video(path, threads)
     if skip_nonkey:
         stream.codec_context.skip_frame = "NONKEY"
     step = float(1 / stream.average_rate) if stream.average_rate else 0.04
     size: tuple[int, int] | None = None
-    next_sample = 0.0
-    last_time = -step
+    next_sample = start
+    last_time: float | None = -step
+    seeked = start > 0
+    if seeked:
+        container.seek(int((start + origin) / stream.time_base), stream=stream, backward=True)
+        last_time = None
     try:
         with container:
-            for index, frame in enumerate(container.decode(stream)):
+            for count, frame in enumerate(container.decode(stream)):
                 t = _frame_time(frame, stream, origin)
-                t = last_time + step if t is None else max(t, 0.0)
+                if t is None:
+                    t = (last_time + step) if last_time is not None else start
+                t = max(t, 0.0)
                 last_time = t
+                if end is not None and t >= end:
+                    break
+                if t + 1e-6 < start:
+                    continue
+                index = round(t / step) if seeked else count
                 if sample_fps is not None:
                     if t + 1e-6 < next_sample:
                         continue

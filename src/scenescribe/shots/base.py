@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from scenescribe.backend import Backend
 from scenescribe.progress import Progress
@@ -20,6 +21,14 @@ class Cut:
 
 class ShotDetector(Backend):
     """Finds cuts. Backends read frames through ``scenescribe.media`` (never their own decoder)."""
+
+    # Options that change speed, never the cuts: kept out of the cache key.
+    SPEED_OPTIONS = ("threads", "workers")
+
+    def cache_key(self) -> dict[str, Any]:
+        key = super().cache_key()
+        key["options"] = {k: v for k, v in key["options"].items() if k not in self.SPEED_OPTIONS}
+        return key
 
     @abstractmethod
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:

@@ -19,6 +19,12 @@ from scenescribe.media import DecodedFrame, iter_frames
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
+from scenescribe.shots.segments import (
+    auto_workers,
+    constant_rate,
+    detect_in_segments,
+    plan_segments,
+)
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -66,6 +72,9 @@ class _PySceneDetectShotDetector(ShotDetector):
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
         self.load()
         fps = video.fps or 25.0
+        segments = plan_segments(video.duration, self.options.workers or auto_workers())
+        if len(segments) > 1 and constant_rate(video):
+            return detect_in_segments(self, video, segments, progress)
         detector = self._make_detector(fps)
         frames = iter_frames(video.path, width=self.options.downscale_width or None,
                              threads=self.options.threads)
