@@ -1,8 +1,9 @@
 """``scenescribe bench``: the reference report's tables, measured, with the reference method beside.
 
 Stage 1 runs once per video through the normal pipeline; then each VLM captions the cached
-records in each mode: ``scenescribe`` (batched across scenes) and ``reference`` (one scene per
-``generate`` call, as the reference pipeline did; Phi-3.5-Vision also without its KV cache).
+records in each mode: ``scenescribe`` (batched across scenes; by default the scenes of all videos
+in one stream, as ``run`` does) and ``reference`` (one scene per ``generate`` call, video by
+video, as the reference pipeline did; Phi-3.5-Vision also without its KV cache).
 Load time is measured apart; a warm-up batch runs before timing; GPU clocks are synchronised.
 """
 
@@ -39,6 +40,11 @@ class BenchOptions:
     reference_max_scenes: int = 0  # the same for the (slow) reference mode; 0: as max_scenes
     warmup_scenes: int = 2
     reference_speech: bool = False  # also time speech transcribed scene by scene
+    # scenescribe mode captions all videos as one stream, as ``run`` does with a folder; False
+    # times each video alone (per-video rows, batches capped by each video's scene count).
+    pool: bool = True
+    note: str = ""  # printed under the report's title (e.g. which Stage 1 weights were random)
+    tag: str = ""  # appended to model names in rows, to tell settings apart in merged reports
 
 
 def _sync(device: str) -> None:
@@ -70,6 +76,17 @@ def _requests(folder: Path, limit: int) -> tuple[list[CaptionRequest], int]:
     return reqs, len(records)
 
 
+def _pooled_requests(folders: Sequence[Path], limit: int) -> tuple[list[CaptionRequest], int]:
+    """Every video's requests in one stream (ids renumbered), as ``run`` captions a folder."""
+    pooled: list[CaptionRequest] = []
+    total = 0
+    for folder in folders:
+        reqs, scenes = _requests(folder, limit)
+        pooled += [replace(r, index=len(pooled) + k) for k, r in enumerate(reqs)]
+        total += scenes
+    return pooled, total
+
+
 def caption_mode_options(base: CaptionOptions, model: str, mode: str) -> CaptionOptions:
     if mode == "reference":
         return replace(base, batch_size=1, use_cache=model not in REFERENCE_NO_CACHE)
@@ -96,27 +113,34 @@ def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunO
         first, _ = _requests(folders[0], warm)
         if first and warm:
             list(captioner.caption(first, NullProgress()))
-        for folder in folders:
-            rows.append(_time_video(captioner, name, mode, folder, bench, device, load_s,
-                                    copts, progress))
+        if mode == "scenescribe" and bench.pool and len(folders) > 1:
+            groups: list[Sequence[Path]] = [folders]
+        else:
+            groups = [[folder] for folder in folders]
+        for group in groups:
+            label = f"{name} [{bench.tag}]" if bench.tag else name
+            rows.append(_time_videos(captioner, label, mode, group, bench, device, load_s,
+                                     copts, progress))
     finally:
         captioner.unload()
     return rows
 
 
-def _time_video(captioner: Any, model: str, mode: str, folder: Path, bench: BenchOptions,
-                device: str, load_s: float, copts: CaptionOptions,
-                progress: Progress) -> dict[str, Any]:
-    facts = load_facts(folder)
-    duration = float(facts["video"]["duration"])
+def _time_videos(captioner: Any, model: str, mode: str, folders: Sequence[Path],
+                 bench: BenchOptions, device: str, load_s: float, copts: CaptionOptions,
+                 progress: Progress) -> dict[str, Any]:
+    """One row: the scenes of ``folders`` captioned in one stream (one folder: one video)."""
+    facts = [load_facts(folder) for folder in folders]
+    duration = sum(float(f["video"]["duration"]) for f in facts)
     limit = bench.max_scenes
     if mode == "reference" and bench.reference_max_scenes:
         limit = bench.reference_max_scenes
-    reqs, total = _requests(folder, limit)
-    frames_s = float(facts["timings"].get("frames", {}).get("compute_s", 0.0))
+    reqs, total = _pooled_requests(folders, limit)
+    frames_s = sum(float(f["timings"].get("frames", {}).get("compute_s", 0.0)) for f in facts)
+    video = folders[0].name if len(folders) == 1 else f"all {len(folders)} (pooled)"
     row: dict[str, Any] = {
-        "model": model, "mode": mode, "video": folder.name, "duration_s": duration,
-        "scenes": total, "scenes_timed": len(reqs), "load_s": load_s,
+        "model": model, "mode": mode, "video": video, "videos": len(folders),
+        "duration_s": duration, "scenes": total, "scenes_timed": len(reqs), "load_s": load_s,
         "weights": "random" if copts.random_weights else "real", "status": "ok"}
     _reset_peak(device)
     _sync(device)
@@ -145,9 +169,11 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
     bench_options = bench_options or BenchOptions(models=options.captions.models)
     progress = progress or NullProgress()
     out = Path(out)
+    start = time.perf_counter()
     stage1 = run(videos, out / "runs", replace(options, captions=replace(options.captions,
                                                                           models=())),
                  progress=progress)
+    stage1_wall_s = time.perf_counter() - start  # loads included; components may overlap
     folders = [Path(v.out_dir) for v in stage1.videos if v.ok and v.out_dir]
     failed = [{"video": v.path, "error": v.error} for v in stage1.failed]
     reference_speech = (_reference_speech(folders, options, progress)
@@ -161,7 +187,8 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                 log.warning("bench %s/%s failed: %s", model, mode, exc)
                 rows.append({"model": model.partition("=")[0], "mode": mode, "video": "*",
                              "status": f"failed: {type(exc).__name__}: {exc}"})
-    report = build_report(folders, rows, bench_options, options, reference_speech, failed)
+    report = build_report(folders, rows, bench_options, options, reference_speech, failed,
+                          stage1_wall_s)
     write_report(report, out)
     return report
 

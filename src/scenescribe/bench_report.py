@@ -63,51 +63,89 @@ def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> 
 
 
 def summarize(rows: Sequence[dict[str, Any]], baseline: str | None) -> list[dict[str, Any]]:
-    """Per (model, mode): mean RTF, mean s/scene, range, speed relative to the baseline."""
+    """Per (model, mode): totals over its videos, the per-row RTF range, relative speeds.
+
+    ``s_per_scene`` and ``rtf`` are totals (VLM seconds over all scenes and over all video), so
+    a pooled row and per-video rows compare; ``mean_rtf``/``min_rtf``/``max_rtf`` are over rows.
+    """
     ok = [r for r in rows if r.get("status") == "ok" and "rtf" in r]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in ok:
         groups.setdefault((r["model"], r["mode"]), []).append(r)
     out = []
     for (model, mode), rs in groups.items():
-        out.append({"model": model, "mode": mode, "videos": len(rs),
+        vlm_s = sum(r["vlm_s"] for r in rs)
+        out.append({"model": model, "mode": mode, "videos": sum(r.get("videos", 1) for r in rs),
+                    "scenes": sum(r["scenes"] for r in rs),
+                    "scenes_timed": sum(r["scenes_timed"] for r in rs), "vlm_s": vlm_s,
+                    "s_per_scene": vlm_s / sum(r["scenes"] for r in rs),
+                    "rtf": vlm_s / sum(r["duration_s"] for r in rs),
                     "mean_rtf": statistics.fmean(r["rtf"] for r in rs),
                     "min_rtf": min(r["rtf"] for r in rs), "max_rtf": max(r["rtf"] for r in rs),
-                    "mean_s_per_scene": statistics.fmean(r["s_per_scene"] for r in rs),
-                    "vlm_s": sum(r["vlm_s"] for r in rs),
                     "weights": rs[0]["weights"],
                     "subset": any(r["scenes_timed"] < r["scenes"] for r in rs)})
     for mode in {s["mode"] for s in out}:
         same = [s for s in out if s["mode"] == mode]
         base = next((s for s in same if s["model"] == baseline), same[0] if same else None)
         for s in same:
-            s["relative_speed"] = base["mean_s_per_scene"] / s["mean_s_per_scene"] if base else None
+            s["relative_speed"] = base["s_per_scene"] / s["s_per_scene"] if base else None
     by_key = {(s["model"], s["mode"]): s for s in out}
     for s in out:
         ref = by_key.get((s["model"], "reference"))
         if s["mode"] == "scenescribe" and ref:
-            s["speedup_vs_reference"] = ref["mean_s_per_scene"] / s["mean_s_per_scene"]
+            s["speedup_vs_reference"] = ref["s_per_scene"] / s["s_per_scene"]
     return out
 
 
-def totals(stage1: Sequence[dict], summary: Sequence[dict]) -> list[dict[str, Any]]:
-    """Whole pipeline per model and mode: Stage 1 plus VLM over all videos."""
+def totals(stage1: Sequence[dict], summary: Sequence[dict],
+           stage1_wall_s: float | None = None) -> list[dict[str, Any]]:
+    """Whole pipeline per model and mode: Stage 1 plus VLM over all videos.
+
+    Stage 1 counts as its wall clock when known (side by side, components overlap), else as the
+    sum of its components' compute times.
+    """
     duration = sum(r["duration_s"] for r in stage1)
-    s1 = sum(r["stage1_s"] for r in stage1)
+    s1 = stage1_wall_s if stage1_wall_s is not None else sum(r["stage1_s"] for r in stage1)
     return [{"model": s["model"], "mode": s["mode"], "video_s": duration, "stage1_s": s1,
              "vlm_s": s["vlm_s"], "total_s": s1 + s["vlm_s"],
              "rtf": (s1 + s["vlm_s"]) / duration if duration else None} for s in summary]
 
 
 def build_report(folders: Sequence[Path], rows: list[dict], bench: Any, options: RunOptions,
-                 reference_speech: dict[str, float], failed: list[dict]) -> dict[str, Any]:
+                 reference_speech: dict[str, float], failed: list[dict],
+                 stage1_wall_s: float | None = None) -> dict[str, Any]:
     stage1 = stage1_rows(folders, reference_speech)
     baseline = (bench.baseline or (bench.models[0] if bench.models else None))
     summary = summarize(rows, baseline.partition("=")[0] if baseline else None)
     return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
             "system": system_info(), "options": to_dict(options),
             "bench": to_dict(bench), "baseline": baseline, "rows": rows, "summary": summary,
-            "stage1": stage1, "totals": totals(stage1, summary), "failed_inputs": failed}
+            "stage1": stage1, "stage1_wall_s": stage1_wall_s,
+            "totals": totals(stage1, summary, stage1_wall_s), "failed_inputs": failed}
+
+
+def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from several runs over the same videos (one device call each, say).
+
+    Rows are concatenated (a later run's row replaces an earlier one for the same model, mode
+    and video); Stage 1, system and options come from the first; summaries are recomputed.
+    """
+    first = reports[0]
+    videos = {r["video"] for r in first["stage1"]}
+    rows: dict[tuple[str, str, str], dict] = {}
+    for report in reports:
+        if {r["video"] for r in report["stage1"]} != videos:
+            raise ValueError("reports cover different videos; they cannot be merged")
+        for row in report["rows"]:
+            rows[(row["model"], row["mode"], row["video"])] = row
+    merged = dict(first, rows=list(rows.values()))
+    merged["bench"] = dict(first["bench"], note="\n\n".join(
+        dict.fromkeys(r["bench"].get("note", "") for r in reports if r["bench"].get("note"))))
+    baseline = first["baseline"]
+    merged["summary"] = summarize(merged["rows"], baseline.partition("=")[0] if baseline else None)
+    merged["totals"] = totals(first["stage1"], merged["summary"], first.get("stage1_wall_s"))
+    merged["merged_from"] = [r["created"] for r in reports]
+    return merged
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -129,18 +167,30 @@ def to_markdown(report: dict[str, Any]) -> str:
     head = (f"# scenescribe bench\n\n{report['created']} on {sys_.get('gpu', 'CPU')} "
             f"({sys_.get('cpus')} CPUs); torch {sys_['versions'].get('torch', '-')}, "
             f"transformers {sys_['versions'].get('transformers', '-')}.\n")
+    if report["bench"].get("note"):
+        head += f"\n{report['bench']['note']}\n"
     parts = [head, "## VLM stage per model and video\n", _table(report["rows"], (
         "model", "mode", "weights", "video", "duration_s", "scenes", "scenes_timed", "vlm_s",
         "rtf", "s_per_scene", "peak_gpu_gb", "load_s", "status")),
         "\n## Per-model summary\n", _table(report["summary"], (
-            "model", "mode", "weights", "videos", "mean_rtf", "min_rtf", "max_rtf",
-            "mean_s_per_scene", "relative_speed", "speedup_vs_reference", "subset")),
-        "\n## Stage 1 per video (compute seconds; load apart)\n", _table(report["stage1"], (
+            "model", "mode", "weights", "videos", "scenes", "scenes_timed", "vlm_s", "rtf",
+            "s_per_scene", "min_rtf", "max_rtf", "relative_speed", "speedup_vs_reference",
+            "subset")),
+        "\n## Stage 1 per video (compute seconds; load apart)\n", _stage1_wall(report),
+        _table(report["stage1"], (
             "video", "duration_s", "scenes", "shots_s", "speech_s", "sounds_s", "objects_s",
             "stage1_s", "stage1_rtf", "reference_speech_s")),
         "\n## Whole pipeline\n", _table(report["totals"], (
             "model", "mode", "video_s", "stage1_s", "vlm_s", "total_s", "rtf"))]
     return "\n".join(parts) + "\n"
+
+
+def _stage1_wall(report: dict[str, Any]) -> str:
+    wall = report.get("stage1_wall_s")
+    if wall is None:
+        return ""
+    return (f"Wall clock of Stage 1 for all videos, model loads included: {wall:.1f} s. On GPU "
+            "hosts the components run side by side, so their compute times overlap.\n")
 
 
 def write_chart(report: dict[str, Any], path: Path) -> bool:
@@ -157,7 +207,7 @@ def write_chart(report: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models)), 3.5))
     width = 0.8 / max(len(modes), 1)
     for k, mode in enumerate(modes):
-        values = [next((s["mean_s_per_scene"] for s in summary
+        values = [next((s["s_per_scene"] for s in summary
                         if s["model"] == m and s["mode"] == mode), 0.0) for m in models]
         ax.bar([i + k * width for i in range(len(models))], values, width, label=mode)
     ax.set_xticks([i + width * (len(modes) - 1) / 2 for i in range(len(models))], models,

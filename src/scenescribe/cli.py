@@ -237,6 +237,12 @@ def bench(
     batch_size: Annotated[int, typer.Option(help="Scenes per batch (0: auto).")] = 0,
     reference_speech: Annotated[bool, typer.Option(
         help="Also time speech transcribed scene by scene, as the reference did.")] = False,
+    pool: Annotated[bool, typer.Option(
+        help="Caption all videos' scenes as one stream (as `run` does); --no-pool times each "
+             "video alone.")] = True,
+    note: Annotated[str, typer.Option(help="Text printed under the report's title.")] = "",
+    tag: Annotated[str, typer.Option(
+        help="Label added to model names in rows (tells settings apart in merged reports).")] = "",
     config: Annotated[Path | None, typer.Option(help="TOML config for Stage 1 and VLMs.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     model_dir: ModelDir = None,
@@ -264,7 +270,8 @@ def bench(
                            "model_dir": str(model_dir) if model_dir else None}, "bench")
     bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
-                                 reference_speech=reference_speech)
+                                 reference_speech=reference_speech, pool=pool, note=note,
+                                 tag=tag)
     with RichProgress(err) as progress:
         report = run_bench(videos, out, options, bench_options, progress=progress)
     from scenescribe.bench_report import to_markdown
