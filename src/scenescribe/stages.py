@@ -51,10 +51,9 @@ class LazyLoad:
         self.backend = backend
         self.seconds = 0.0
 
-    def __call__(self) -> Any:
+    def __call__(self) -> None:
         if not self.backend.loaded:
             self.seconds = timed_load(self.backend)
-        return self.backend
 
 
 def run_shots(jobs: Sequence[VideoJob], detector: Any, progress: Progress) -> None:
@@ -74,7 +73,7 @@ def run_shots(jobs: Sequence[VideoJob], detector: Any, progress: Progress) -> No
             if cached:
                 job.scenes = [Scene.from_dict(s) for s in json.loads(path.read_text())["scenes"]]
             else:
-                cuts = (load().detect(job.info, PrefixedProgress(progress, job.source.name))
+                cuts = (detector.detect(job.info, PrefixedProgress(progress, job.source.name))
                         if job.info.has_video else [])
                 job.scenes = cuts_to_scenes(job.info, cuts, detector.options)
                 atomic_write_json(path, {"scenes": [s.to_dict() for s in job.scenes]})
@@ -121,7 +120,7 @@ def run_component(stage: str, backend: Any, jobs: Sequence[VideoJob], produce: P
                 start = time.perf_counter()
                 if todo:
                     named = PrefixedProgress(progress, job.source.name)
-                    for line in produce(load(), job, todo, named):
+                    for line in produce(backend, job, todo, named):
                         ckpt.append(line)
                 if not ckpt.complete:
                     ckpt.finish()

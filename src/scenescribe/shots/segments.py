@@ -19,6 +19,8 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,7 @@ from scenescribe.shots.base import Cut
 log = logging.getLogger("scenescribe.shots")
 
 LEAD_SECONDS = 3.0
+_PROGRESS_STEP = 256  # frames per progress line from a worker
 MIN_SEGMENT_SECONDS = 20.0  # shorter ones spend more on process start, seek and lead than they save
 
 
@@ -75,14 +78,12 @@ def detect_in_segments(detector: Any, video: VideoInfo, segments: list[Segment],
            "path": str(video.path), "fps": video.fps, "threads": threads}
     cuts: list[Cut] = []
     try:
-        # Threads only wait on the worker processes' pipes.
+        # Threads only relay the worker processes' output (progress, then the cuts).
         with ThreadPoolExecutor(len(segments), thread_name_prefix="shots") as pool:
-            futures = [pool.submit(_run_worker, {**job, "start": seg.start, "end": seg.end})
-                       for seg in segments]
+            futures = [pool.submit(_run_worker, {**job, "start": seg.start, "end": seg.end},
+                                   task.advance) for seg in segments]
             for future in as_completed(futures):
-                segment_cuts, frames = future.result()
-                cuts += segment_cuts
-                task.advance(frames)
+                cuts += future.result()
     finally:
         task.close()
     log.debug("%s: %d cuts from %d segments of %s", detector.name, len(cuts), len(segments),
@@ -90,57 +91,75 @@ def detect_in_segments(detector: Any, video: VideoInfo, segments: list[Segment],
     return sorted(cuts, key=lambda c: c.frame)
 
 
-def _run_worker(job: dict[str, Any]) -> tuple[list[Cut], int]:
+def _run_worker(job: dict[str, Any], advance: Callable[[float], None]) -> list[Cut]:
     """One segment in a fresh ``python -m scenescribe.shots.segments`` process.
 
     A plain subprocess rather than multiprocessing: spawn re-imports the caller's ``__main__``,
     which breaks user scripts without an ``if __name__ == "__main__"`` guard, and fork is unsafe
-    in a process that holds threads or CUDA state.
+    in a process that holds threads or CUDA state. The worker prints one JSON line per
+    ``_PROGRESS_STEP`` frames it owns and a last line with its cuts.
     """
-    done = subprocess.run([sys.executable, "-m", "scenescribe.shots.segments"],
-                          input=json.dumps(job), capture_output=True, text=True,
-                          check=False)
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-        raise StageError(f"{job['path']}: shot detection of {job['start']:.0f}-{job['end']} s "
-                         f"failed: {lines[-1]}")
-    result = json.loads(done.stdout)
-    return [Cut(frame, time) for frame, time in result["cuts"]], result["frames"]
+    with tempfile.TemporaryFile("w+") as errors:  # a file: a full stderr pipe would block it
+        worker = subprocess.Popen([sys.executable, "-m", "scenescribe.shots.segments"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
+                                  text=True)
+        assert worker.stdin is not None and worker.stdout is not None
+        worker.stdin.write(json.dumps(job))
+        worker.stdin.close()
+        result: dict[str, Any] = {}
+        for line in worker.stdout:
+            result = json.loads(line)
+            if "advance" in result:
+                advance(result["advance"])
+        if worker.wait() != 0 or "cuts" not in result:
+            errors.seek(0)
+            lines = errors.read().strip().splitlines() or [f"exit status {worker.returncode}"]
+            raise StageError(f"{job['path']}: shot detection of {job['start']:.0f}-{job['end']} "
+                             f"s failed: {lines[-1]}")
+    return [Cut(frame, time) for frame, time in result["cuts"]]
 
 
-def detect_segment(detector: Any, path: str, fps: float, segment: Segment,
-                   threads: int) -> tuple[list[Cut], int]:
-    """Cuts with ``segment.start <= time < segment.end``, and the frames the segment owns."""
+def detect_segment(detector: Any, path: str, fps: float, segment: Segment, threads: int,
+                   advance: Callable[[float], None] | None = None) -> list[Cut]:
+    """Cuts with ``segment.start <= time < segment.end``; ``advance`` counts the frames owned."""
     from scenescribe.media import iter_frames
     from scenescribe.shots.pyscenedetect import run_detector
 
     frames = iter_frames(path, width=detector.options.downscale_width or None, threads=threads,
                          start=max(0.0, segment.start - LEAD_SECONDS),
                          end=segment.end + LEAD_SECONDS)
-    owned = 0
+    pending = 0
 
     def count_owned(frame: Any) -> Any:
-        nonlocal owned
-        if segment.start <= frame.time < segment.end:
-            owned += 1
+        nonlocal pending
+        if advance is not None and segment.start <= frame.time < segment.end:
+            pending += 1
+            if pending >= _PROGRESS_STEP:
+                advance(pending)
+                pending = 0
         return frame
 
     cuts = run_detector(detector._make_detector(fps), map(count_owned, frames), fps)
-    return [c for c in cuts if segment.start <= c.time < segment.end], owned
+    if advance is not None and pending:
+        advance(pending)
+    return [c for c in cuts if segment.start <= c.time < segment.end]
 
 
 def _worker_main() -> int:
-    """Read a job (JSON) on stdin, write ``{"cuts": [[frame, time], ...], "frames": n}``."""
+    """Read a job (JSON) on stdin; print ``{"advance": n}`` lines, then ``{"cuts": [...]}``."""
     from scenescribe import registry
     from scenescribe.options import ShotOptions
+
+    def report(frames: float) -> None:
+        print(json.dumps({"advance": frames}), flush=True)
 
     job = json.loads(sys.stdin.read())
     detector = registry.create(job["backend"], "shots", options=ShotOptions(**job["options"]))
     detector.load()
     segment = Segment(float(job["start"]), float(job["end"]))
-    cuts, frames = detect_segment(detector, job["path"], float(job["fps"]), segment,
-                                  int(job["threads"]))
-    json.dump({"cuts": [[c.frame, c.time] for c in cuts], "frames": frames}, sys.stdout)
+    cuts = detect_segment(detector, job["path"], float(job["fps"]), segment, int(job["threads"]),
+                          report)
+    print(json.dumps({"cuts": [[c.frame, c.time] for c in cuts]}), flush=True)
     return 0
 
 
