@@ -9,6 +9,8 @@ numbering the corpus ``.gt.json`` files use:
     python scripts/annotate_shots.py overview clip.mp4 --every 8 --cuts 113 449 --out /tmp/ov
     # every frame of a span, for a doubtful transition
     python scripts/annotate_shots.py strip clip.mp4 --start 3100 --end 3130 --out /tmp/strip.png
+    # second pass over a finished .gt.json: frames n-1 | n for every hard cut, 5 cuts a row
+    python scripts/annotate_shots.py cuts clip.mp4 --gt clip.gt.json --out /tmp/cuts
 
 Under each frame: its number and the mean absolute RGB difference to the previous frame
 (0-255, at thumbnail size), which shows where within a row the change happens.
@@ -17,6 +19,7 @@ Under each frame: its number and the mean absolute RGB difference to the previou
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,6 +57,8 @@ def grab(path: Path, wanted: Iterable[int], width: int) -> dict[int, np.ndarray]
                 if height is None:  # keep the aspect ratio, even height for the scaler
                     height = max(2, round(frame.height * width / frame.width / 2) * 2)
                 out[index] = frame.to_ndarray(format="rgb24", width=width, height=height)
+    if keep and not out:
+        raise SystemExit(f"{path}: none of the asked frames exist (last asked {last})")
     return out
 
 
@@ -146,6 +151,20 @@ def cmd_strip(args: argparse.Namespace) -> list[Path]:
     return [args.out]
 
 
+def cmd_cuts(args: argparse.Namespace) -> list[Path]:
+    try:
+        cuts = [int(c["frame"]) for c in json.loads(args.gt.read_text())["cuts"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{args.gt}: not a readable .gt.json with a cut list ({exc})") from exc
+    frames = grab(args.video, {c for c in cuts} | {c - 1 for c in cuts if c > 0}, args.width)
+    rows = []
+    for i in range(0, len(cuts), 5):
+        chunk = cuts[i:i + 5]
+        nums = [m for c in chunk for m in (c - 1, c) if m in frames]
+        rows.append((" | ".join(f"cut {c}" for c in chunk), nums, set(chunk)))
+    return _save_pages(rows, frames, args.rows, args.scale, args.out, "cuts")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -173,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mark", type=int, nargs="*", default=[])
     p.add_argument("--out", type=Path, required=True, help="PNG path")
     p.set_defaults(run=cmd_strip)
+    p = sub.add_parser("cuts", parents=[common], help="frames n-1 | n of every cut in a .gt.json")
+    p.add_argument("--gt", type=Path, required=True, help="ground truth with a 'cuts' list")
+    p.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
+    p.set_defaults(run=cmd_cuts)
     args = parser.parse_args(argv)
     if not args.video.is_file():
         print(f"{args.video}: no such file", file=sys.stderr)
