@@ -125,7 +125,7 @@ class RunContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def warn(self, message: str) -> None:
-        log.warning("%s", message)
+        log.info("%s", message)  # the run summary prints it once
         with self._lock:
             self.warnings.append(message)
 
