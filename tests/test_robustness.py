@@ -212,3 +212,16 @@ def test_captioner_crash_keeps_stage1_and_names_the_model(clip: Path, tmp_path: 
     fakes.reset()
     scenescribe.run(clip, out, fake_options("fake-vlm-broken", "fake-vlm-a"))
     assert fakes.CALLS == {"fake-vlm-broken": 2}  # only the failed scenes are asked again
+
+
+def test_captioner_that_cannot_load_keeps_stage1(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(clip), "--out", str(out), *FAKE_CLI,
+                                      "--vlm", "fake-vlm-noload"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    warning = [x for x in result.stderr.splitlines() if "fake-vlm-noload" in x]
+    assert len(warning) == 1 and "ValueError" in warning[0]
+    rows = [json.loads(x) for x in (out / "clip" / "scenes.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["transcript"]["text"] and not r["captions"] for r in rows)
+    facts = json.loads((out / "clip" / "run.json").read_text())
+    assert "captions[fake-vlm-noload]" not in facts["stages"]

@@ -60,8 +60,8 @@ def caption_lines(video: Video, outputs: Mapping[str, Outcome]) -> dict[str, dic
         if not isinstance(inputs, dict) or any(keys.get(n) != k for n, k in inputs.items()):
             continue
         path = video.folder.stage_file(f"{CAPTION_PREFIX}{model}]", str(entry.get("key")))
-        if path.exists():
-            ckpt = JsonlCheckpoint(path)
+        ckpt = JsonlCheckpoint(path)
+        if ckpt.complete:  # a damaged file was removed (with a warning) and is skipped
             found[model] = {i: Caption.from_dict(line["caption"]) for i, line in ckpt.done.items()}
     return dict(sorted(found.items()))
 

@@ -218,12 +218,14 @@ def _reference_speech(folders: Sequence[Path], options: RunOptions,
 
     from scenescribe.media import decode_audio, probe
     from scenescribe.pipeline import create_backend
+    from scenescribe.speech.base import SpeechRecognizer
     from scenescribe.store import atomic_write_bytes
     from scenescribe.wav import wav_bytes
 
     device = resolve_device(options.device)
     model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
     recognizer = create_backend("speech", options.speech, device, model_dir)
+    assert isinstance(recognizer, SpeechRecognizer)
     recognizer.load()
     seconds = {}
     try:

@@ -115,8 +115,10 @@ class CaptionStage(Stage):
         if pooled:
             try:
                 self._load()
-            except ScenescribeError as exc:
-                ctx.warn(f"captioner {self.model} cannot run: {exc}")
+            except Exception as exc:  # Stage 1 is never lost to a model that cannot load
+                log.info("%s could not load", self.model, exc_info=True)  # traceback with -v
+                reason = exc if isinstance(exc, ScenescribeError) else one_line(exc)
+                ctx.warn(f"captioner {self.model} cannot run: {reason}")
                 return {}
             start = time.perf_counter()
             self._caption(pooled, owner, ckpts, errors, ctx)

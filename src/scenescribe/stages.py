@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from scenescribe.backend import Backend
+from scenescribe.errors import ConfigError
 from scenescribe.graph import Outcome, RunContext, Stage, StageFailed, StageOutput, Task, Video, each
 from scenescribe.media import probe
 from scenescribe.objects.base import ObjectTracker
@@ -175,6 +176,7 @@ class Component(Generic[B]):
     """A Stage 1 component: which backend kind, which record field, how lines are made and read."""
 
     kind: Kind
+    backend_type: type[B]  # the typed seam: the interface its backends implement
     field: str
     produce: Producer[B]
     parse: Callable[[Mapping[str, Any]], Any]  # a checkpoint line -> the record field's value
@@ -189,12 +191,14 @@ class ComponentStage(Stage):
     def __init__(self, name: str, backend: Backend) -> None:
         self.name = name
         self.component = COMPONENTS[name]
+        if not isinstance(backend, self.component.backend_type):
+            raise ConfigError(f"{backend.name} is not a {self.component.backend_type.__name__}")
         self.field = self.component.field
         self.backend = backend
         self.load = LazyLoad(backend)
 
     def identity(self) -> dict[str, Any]:
-        return self.backend.cache_key()
+        return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
         return each(self.name, tasks, lambda task: self._one(task, ctx))
@@ -247,11 +251,11 @@ def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],
 
 
 COMPONENTS: dict[str, Component[Any]] = {
-    "speech": Component("speech", "transcript", produce_speech,
+    "speech": Component("speech", SpeechRecognizer, "transcript", produce_speech,
                         lambda line: Transcript.from_dict(line.get("transcript"))),
-    "sounds": Component("sounds", "sounds", produce_sounds,
+    "sounds": Component("sounds", SoundTagger, "sounds", produce_sounds,
                         lambda line: tuple(SoundTag.from_dict(s) for s in line.get("sounds", ()))),
-    "objects": Component("objects", "objects", produce_objects,
+    "objects": Component("objects", ObjectTracker, "objects", produce_objects,
                          lambda line: tuple(ObjectSummary.from_dict(o)
                                             for o in line.get("objects", ()))),
 }

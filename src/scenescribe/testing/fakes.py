@@ -32,6 +32,8 @@ def reset() -> None:
 class _Loads:
     def _load(self) -> object:
         LOADS[self.name] += 1  # type: ignore[attr-defined]
+        if self.name == "fake-vlm-noload":  # type: ignore[attr-defined]
+            raise ValueError("too many values to unpack (expected 4)")  # as a library bug would
         return True
 
 
@@ -52,7 +54,7 @@ class FakeSpeech(_Loads, SpeechRecognizer):
         words = tuple(Word(i / 2, i / 2 + 0.4, f"{self.name}{i}") for i in range(int(video.duration * 2)))
         return SpeechResult(words, "en", 1.0)
 
-    def _transcribe(self, video: VideoInfo, task: object) -> SpeechResult:  # type: ignore[override]
+    def _transcribe(self, video: VideoInfo, task: object) -> SpeechResult:
         raise AssertionError("transcribe is overridden")
 
 
@@ -74,7 +76,8 @@ class FakeObjects(_Loads, ObjectTracker):
 
 class FakeCaptioner(_Loads, Captioner):
     """Captions name the model and its grounding. ``fake-vlm-errors`` answers every scene with an
-    error (as a refusing API does); ``fake-vlm-broken`` raises after its first caption."""
+    error (as a refusing API does); ``fake-vlm-broken`` raises after its first caption;
+    ``fake-vlm-noload`` raises a non-scenescribe error while loading."""
 
     def caption(self, requests: Sequence[CaptionRequest],
                 progress: Progress) -> Iterator[tuple[int, Caption]]:
@@ -101,6 +104,7 @@ _FAKES: list[tuple[str, Kind, str]] = [
     ("fake-vlm-b", "captioner", "FakeCaptioner"),
     ("fake-vlm-errors", "captioner", "FakeCaptioner"),
     ("fake-vlm-broken", "captioner", "FakeCaptioner"),
+    ("fake-vlm-noload", "captioner", "FakeCaptioner"),
 ]
 
 
