@@ -213,8 +213,9 @@ def _run_stage(stage: Stage, videos: Sequence[Video], results: Results,
         outputs = {n: o for n in stage.inputs if isinstance(o := done.get(n), StageOutput)}
         try:
             key = stage.key(video, {n: o.key for n, o in outputs.items()})
-        except (ScenescribeError, OSError) as exc:
-            early[v] = Failure(stage.name, f"{video.source}: {stage.name}: {exc}")
+        except (ScenescribeError, OSError) as exc:  # the input cannot even be read
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            early[v] = Failure(stage.name, f"{video.source}: {reason}")
             continue
         tasks.append(Task(video, key, outputs))
         owners.append(v)
