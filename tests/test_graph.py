@@ -51,6 +51,11 @@ def test_adding_a_captioner_recomputes_nothing_else(clip: Path, tmp_path: Path) 
             "captions[fake-vlm-b]": "computed"}
     assert stages_in_run_json(out) == want == second.videos[0].stages
     assert all(set(r["captions"]) == {"fake-vlm-a", "fake-vlm-b"} for r in records(out))
+    models = json.loads((out / "clip" / "run.json").read_text())["models"]
+    for model in ("fake-vlm-a", "fake-vlm-b"):  # decoding known for reused captions too
+        assert models[f"captions[{model}]"]["decoding"] == {"do_sample": False,
+                                                           "max_new_tokens": 256}
+        assert models[f"captions[{model}]"]["name"] == model
     # A run with B alone still writes A's captions: they were made from the same inputs.
     third = scenescribe.run(clip, out, fake_options("fake-vlm-b"))
     assert set(third.videos[0].stages.values()) == {"cached"}

@@ -127,17 +127,23 @@ class CaptionStage(Stage):
         outcomes: dict[int, Outcome] = {}
         for position, (task, ckpt) in enumerate(zip(tasks, ckpts, strict=True)):
             count = sum(1 for p, _ in owner if p == position)
+            folder = task.video.folder
             if not errors[position] and not ckpt.complete:
                 ckpt.finish()
-                task.video.folder.remove_stale(self.name, ckpt.final)
+                folder.remove_stale(self.name, ckpt.final)
             ckpt.close()
-            if ckpt.complete:
-                task.video.folder.remember_captions(
-                    self.model, task.key, {n: o.key for n, o in task.inputs.items()})
+            mine = dict(facts)
+            earlier = folder.caption_index().get(self.model, {})
+            known = earlier.get("key") == task.key
+            if not count and known and isinstance(earlier.get("facts"), dict):
+                mine = {**earlier["facts"], **mine}  # reused: facts of the run that made them
+            if ckpt.complete and (count or not known):
+                folder.remember_captions(self.model, task.key,
+                                         {n: o.key for n, o in task.inputs.items()}, mine)
             # Shared batches: each video is charged its share of the time by scene count.
             share = elapsed * count / len(pooled) if pooled else 0.0
             outcomes[position] = StageOutput(
-                task.key, not count, lines=dict(ckpt.done), errors=errors[position], facts=facts,
+                task.key, not count, lines=dict(ckpt.done), errors=errors[position], facts=mine,
                 timing={"backend": self.model, "load_s": self.load_s, "scenes": count,
                         "compute_s": share})
         return outcomes

@@ -146,7 +146,10 @@ class WorkFolder:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def remember_captions(self, model: str, key: str, inputs: dict[str, str]) -> None:
+    def remember_captions(self, model: str, key: str, inputs: dict[str, str],
+                          facts: dict[str, Any]) -> None:
+        """Note a finished caption checkpoint, its input keys and its model facts (decoding
+        settings are known only once loaded: a cached rerun reports them from here)."""
         index = self.caption_index()
-        index[model] = {"key": key, "inputs": inputs}
+        index[model] = {"key": key, "inputs": inputs, "facts": facts}
         atomic_write_json(self.work / CAPTION_INDEX, index)

@@ -79,6 +79,10 @@ class FakeCaptioner(_Loads, Captioner):
     error (as a refusing API does); ``fake-vlm-broken`` raises after its first caption;
     ``fake-vlm-noload`` raises a non-scenescribe error while loading."""
 
+    def decoding(self) -> dict[str, object]:
+        """The effective decoding settings, as real captioners report them once loaded."""
+        return {"do_sample": False, "max_new_tokens": self.options.max_new_tokens}
+
     def caption(self, requests: Sequence[CaptionRequest],
                 progress: Progress) -> Iterator[tuple[int, Caption]]:
         for n, request in enumerate(requests):
