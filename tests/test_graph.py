@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -13,11 +15,12 @@ import scenescribe
 from fake_media import make_clip
 from fake_setup import fake_options
 from scenescribe.errors import ConfigError
-from scenescribe.graph import Graph, RunContext
+from scenescribe.graph import Failure, Graph, Outcome, RunContext, Stage, StageOutput, Task, Video, run_graph
 from scenescribe.pipeline import _preflight, plan
 from scenescribe.progress import NullProgress
 from scenescribe.stage2 import ModelSpec, model_specs
 from scenescribe.testing import fakes
+from scenescribe.workspace import WorkFolder
 
 STAGE1 = ("probe", "shots", "frames", "speech", "sounds", "objects")
 
@@ -193,3 +196,46 @@ def test_bench_config_is_not_overridden_by_cli_defaults(tmp_path: Path,
     assert (options.captions.models, options.captions.max_new_tokens, options.captions.batch_size,
             options.captions.min_new_tokens) == (("fake-vlm-b",), 5, 2, 5)
     assert bench_options.models == ("fake-vlm-b",)
+
+
+class _Toy(Stage):
+    """A stage for runner tests: records which inputs it was given, or raises."""
+
+    def __init__(self, name: str, inputs: tuple[str, ...] = (), boom: bool = False,
+                 optional: bool = False) -> None:
+        self.name, self.inputs, self.boom, self.optional = name, inputs, boom, optional
+        self.seen: list[set[str]] = []
+
+    def identity(self) -> dict[str, Any]:
+        return {"toy": self.name}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        if self.boom:
+            raise RuntimeError("kaput")
+        self.seen += [set(t.inputs) for t in tasks]
+        return {i: StageOutput(t.key, False) for i, t in enumerate(tasks)}
+
+
+def test_runner_gives_only_declared_inputs_and_contains_crashes(tmp_path: Path) -> None:
+    root, left = _Toy("root"), _Toy("left", ("root",))
+    right = _Toy("right", ("root",))
+    joined = _Toy("joined", ("left",))
+    optional = _Toy("optional", ("root",), boom=True, optional=True)
+    graph = Graph([root, left, right, joined, optional])
+    assert [[s.name for s in level] for level in graph.levels()] == [
+        ["root"], ["left", "right", "optional"], ["joined"]]
+    video = Video(tmp_path / "v.mp4", WorkFolder(tmp_path / "v"))
+    ctx = RunContext(NullProgress())
+    results = run_graph(graph, [video], ctx, parallel=True)
+    assert joined.seen == [{"left"}] and left.seen == [{"root"}]
+    assert "optional" not in results[0] and "kaput" in ctx.warnings[0]
+    # Keys chain: the same identities and inputs give the same keys, a change upstream does not.
+    keys = {n: o.key for n, o in results[0].items() if isinstance(o, StageOutput)}
+    assert run_graph(Graph([root, left]), [video], ctx, parallel=False)[0]["left"].key == keys["left"]
+    other = _Toy("root")
+    other.identity = lambda: {"toy": "changed"}  # type: ignore[method-assign]
+    assert run_graph(Graph([other, left]), [video], ctx, parallel=False)[0]["left"].key != keys["left"]
+    required = _Toy("required", ("root",), boom=True)
+    results = run_graph(Graph([root, required, _Toy("after", ("required",))]), [video], ctx, False)
+    assert isinstance(results[0]["required"], Failure) and "after" not in results[0]
+    assert "kaput" in results[0]["required"].reason

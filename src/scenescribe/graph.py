@@ -98,6 +98,7 @@ class Stage(ABC):
     inputs: tuple[str, ...] = ()
     field: str = ""  # the scene record field it fills ("" when none)
     concurrent: bool = False  # may run beside other concurrent stages of its level
+    optional: bool = False  # its failure is a warning, not the video's failure (captions)
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -211,6 +212,8 @@ def _run_stage(stage: Stage, videos: Sequence[Video], results: Results,
         if failure(done) is not None:
             continue
         outputs = {n: o for n in stage.inputs if isinstance(o := done.get(n), StageOutput)}
+        if len(outputs) != len(stage.inputs):
+            continue  # an optional input stage did not run for this video
         try:
             key = stage.key(video, {n: o.key for n, o in outputs.items()})
         except (ScenescribeError, OSError) as exc:  # the input cannot even be read
@@ -223,6 +226,15 @@ def _run_stage(stage: Stage, videos: Sequence[Video], results: Results,
         return early
     try:
         outcomes = stage.run(tasks, ctx)
+    except Exception as exc:  # a bug outside the per-video guards: never lose other stages
+        log.info("%s failed", stage.name, exc_info=True)  # traceback with -v
+        reason = f"{stage.name}: internal error: {type(exc).__name__}: {exc}"
+        if stage.optional:
+            ctx.warn(reason)
+            outcomes = {}
+        else:
+            outcomes = {i: Failure(stage.name, f"{t.video.source}: {reason}")
+                        for i, t in enumerate(tasks)}
     finally:
         stage.close()
     return {**early, **{owners[i]: outcome for i, outcome in outcomes.items()}}

@@ -87,6 +87,7 @@ class CaptionStage(Stage):
     """One model's captions for every scene of every video."""
 
     field = "captions"
+    optional = True  # a model that breaks never loses Stage 1
 
     def __init__(self, spec: ModelSpec, captioner: Captioner, grounded_on: Sequence[str]) -> None:
         self.spec = spec
