@@ -225,3 +225,14 @@ def test_captioner_that_cannot_load_keeps_stage1(clip: Path, tmp_path: Path) -> 
     assert len(rows) == 4 and all(r["transcript"]["text"] and not r["captions"] for r in rows)
     facts = json.loads((out / "clip" / "run.json").read_text())
     assert "captions[fake-vlm-noload]" not in facts["stages"]
+
+
+def test_half_written_lock_is_busy_while_young_and_stale_when_old(tmp_path: Path) -> None:
+    lock = tmp_path / LOCK_FILE
+    lock.write_text("")  # another run between creating its lock and writing its pid
+    with pytest.raises(FolderBusyError):
+        locks.acquire(lock)
+    os.utime(lock, (0, 0))  # long ago: a run killed at that instant
+    locks.acquire(lock)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    locks.release(lock)

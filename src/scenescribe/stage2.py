@@ -105,6 +105,7 @@ class CaptionStage(Stage):
         """Scenes of all videos go to the model as one stream, so batches stay full even when
         each video has only a few scenes; each caption is routed back to its video."""
         ckpts = [JsonlCheckpoint(t.video.folder.stage_file(self.name, t.key)) for t in tasks]
+        reused = [c.complete for c in ckpts]  # finished by an earlier run
         pooled: list[CaptionRequest] = []
         owner: list[tuple[int, int]] = []  # pooled id -> (task position, scene index)
         for position, (task, ckpt) in enumerate(zip(tasks, ckpts, strict=True)):
@@ -144,7 +145,7 @@ class CaptionStage(Stage):
             # Shared batches: each video is charged its share of the time by scene count.
             share = elapsed * count / len(pooled) if pooled else 0.0
             outcomes[position] = StageOutput(
-                task.key, not count, lines=dict(ckpt.done), errors=errors[position], facts=mine,
+                task.key, reused[position], lines=dict(ckpt.done), errors=errors[position], facts=mine,
                 timing={"backend": self.model, "load_s": self.load_s, "scenes": count,
                         "compute_s": share})
         return outcomes
