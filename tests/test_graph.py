@@ -239,3 +239,14 @@ def test_runner_gives_only_declared_inputs_and_contains_crashes(tmp_path: Path) 
     results = run_graph(Graph([root, required, _Toy("after", ("required",))]), [video], ctx, False)
     assert isinstance(results[0]["required"], Failure) and "after" not in results[0]
     assert "kaput" in results[0]["required"].reason
+
+
+def test_bench_asks_what_the_caption_stage_asks(clip: Path, tmp_path: Path) -> None:
+    from scenescribe.bench import _requests
+
+    out = tmp_path / "out"
+    assert not scenescribe.run(clip, out, fake_options("fake-vlm-a", grounding=True)).failed
+    requests, total = _requests(out / "clip", 0, grounding=True)
+    assert total == 4 and [r.context for r in requests] == fakes.CONTEXTS["fake-vlm-a"]
+    assert all("fake-speech" in r.context and len(r.frames) == 2 for r in requests)
+    assert [r.context for r in _requests(out / "clip", 2, grounding=False)[0]] == ["", ""]

@@ -23,7 +23,7 @@ from scenescribe.exports import load_facts, load_records
 from scenescribe.options import CaptionOptions, RunOptions, merge
 from scenescribe.pipeline import run
 from scenescribe.progress import NullProgress, Progress
-from scenescribe.stage2 import ModelSpec, grounding_context, make_captioner, model_specs
+from scenescribe.stage2 import ModelSpec, caption_request, make_captioner, model_specs
 
 log = logging.getLogger("scenescribe.bench")
 
@@ -72,11 +72,8 @@ def _peak_gb(device: str) -> float | None:
 
 def _requests(folder: Path, limit: int, grounding: bool) -> tuple[list[CaptionRequest], int]:
     """The scenes' requests as ``run``'s caption stage builds them (grounding included)."""
-    records = [r for r in load_records(folder) if r.frames]
-    chosen = records[:limit] if limit else records
-    reqs = [CaptionRequest(r.index, tuple(str(folder / f.path) for f in r.frames),
-                           grounding_context(r) if grounding else "") for r in chosen]
-    return reqs, len(records)
+    found = [q for r in load_records(folder) if (q := caption_request(r, folder, grounding))]
+    return (found[:limit] if limit else found), len(found)
 
 
 def _pooled_requests(folders: Sequence[Path], limit: int,

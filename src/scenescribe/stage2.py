@@ -78,6 +78,14 @@ def grounding_context(record: SceneRecord) -> str:
     return "\n".join(parts)
 
 
+def caption_request(record: SceneRecord, root: Path, grounding: bool) -> CaptionRequest | None:
+    """What a caption stage asks the model for one scene (``None``: no frames to show)."""
+    if not record.frames:
+        return None
+    context = grounding_context(record) if grounding else ""
+    return CaptionRequest(record.index, tuple(str(root / f.path) for f in record.frames), context)
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
@@ -156,14 +164,10 @@ class CaptionStage(Stage):
         root = task.video.folder.root
         requests = []
         for scene in task.scenes:
-            if scene.index in done:
-                continue
-            record = build_record(scene, task.inputs)
-            if not record.frames:
-                continue
-            context = grounding_context(record) if self.grounding else ""
-            requests.append(CaptionRequest(scene.index, tuple(str(root / f.path)
-                                                              for f in record.frames), context))
+            if scene.index not in done:
+                request = caption_request(build_record(scene, task.inputs), root, self.grounding)
+                if request is not None:
+                    requests.append(request)
         return requests
 
     def _load(self) -> None:
