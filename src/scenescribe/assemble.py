@@ -134,7 +134,7 @@ def run_facts(video: Video, outputs: Mapping[str, Outcome], options: RunOptions)
         "scenescribe": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "video": info.to_dict(),
-        "fingerprint": probe.key,
+        "fingerprint": probe.meta.get("fingerprint"),
         "scenes": len(shots.lines) if isinstance(shots, StageOutput) else 0,
         "language": meta.get("language"),
         "language_probability": meta.get("language_probability"),

@@ -78,7 +78,8 @@ class ProbeStage(Stage):
             info = probe(task.video.source)
             atomic_write_json(path, info.to_dict())
             task.video.folder.remove_stale(self.name, path)
-        return StageOutput(task.key, cached is not None, meta={"info": info},
+        meta = {"info": info, "fingerprint": fingerprint_file(task.video.source)}  # memoised
+        return StageOutput(task.key, cached is not None, meta=meta,
                            timing={"compute_s": time.perf_counter() - start})
 
 
