@@ -29,10 +29,12 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m mypy
 
 bench-shots: install
 	$(BIN)/python benchmarks/bench_shots.py

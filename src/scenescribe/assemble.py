@@ -1,106 +1,147 @@
-"""Join every stage's per-scene results into scene records and write the run's files."""
+"""Join the stages' outputs into scene records and write a video's files."""
 
 from __future__ import annotations
 
 import json
 import platform
-import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
 
 from scenescribe import __version__
+from scenescribe.graph import Outcome, StageOutput, Video
 from scenescribe.options import RunOptions, to_dict
-from scenescribe.records import Caption, FrameRef, ObjectSummary, SceneRecord, SoundTag, Transcript
+from scenescribe.records import Caption, FrameRef, Scene, SceneRecord
 from scenescribe.store import JsonlCheckpoint, atomic_open, atomic_write_json
 from scenescribe.summary import summarize
-from scenescribe.workspace import VideoJob
 
-SCENES_FILE = "scenes.jsonl"
-RUN_FILE = "run.json"
-CAPTIONS_DIR = "captions"
+CAPTION_PREFIX = "captions["
 
 
-def _stage_lines(job: VideoJob, stage: str) -> dict[int, dict[str, Any]]:
-    key = job.stage_keys.get(stage)
-    if key is None:
-        return {}
-    return JsonlCheckpoint(job.work_dir / f"{stage}-{key}.jsonl").done
+def caption_model(stage: str) -> str | None:
+    """``"captions[smolvlm2]"`` -> ``"smolvlm2"``; other stage names -> None."""
+    return stage[len(CAPTION_PREFIX):-1] if stage.startswith(CAPTION_PREFIX) else None
 
 
-def caption_lines(job: VideoJob) -> dict[str, dict[int, dict[str, Any]]]:
-    """Completed captions of every model run on these frames, this run or an earlier one."""
-    out = {}
-    for model, entry in sorted(job.caption_index().items()):
-        if entry.get("frames_key") != job.frames_key:
+def build_record(scene: Scene, outputs: Mapping[str, Outcome],
+                 captions: Mapping[str, Caption] | None = None) -> SceneRecord:
+    """A scene's record from whichever Stage 1 outputs are present (the rest keep defaults)."""
+    from scenescribe.stages import COMPONENTS
+
+    i = scene.index
+    fields: dict[str, Any] = {}
+    for name, component in COMPONENTS.items():
+        out = outputs.get(name)
+        if isinstance(out, StageOutput):
+            fields[component.field] = component.parse(out.lines.get(i, {}))
+    frames = outputs.get("frames")
+    if isinstance(frames, StageOutput):
+        fields["frames"] = tuple(FrameRef.from_dict(f) for f in frames.lines.get(i, {}).get("frames", ()))
+    return SceneRecord(scene=scene, captions=dict(captions or {}), **fields)
+
+
+def caption_lines(video: Video, outputs: Mapping[str, Outcome]) -> dict[str, dict[int, Caption]]:
+    """Captions per model: this run's (failed scenes carry their error) and those earlier runs
+    left whose every input key equals this run's (same scenes, frames and grounding facts)."""
+    found: dict[str, dict[int, Caption]] = {}
+    for stage, out in outputs.items():
+        model = caption_model(stage)
+        if model is not None and isinstance(out, StageOutput):
+            caps = {i: Caption.from_dict(line["caption"]) for i, line in out.lines.items()}
+            caps.update({i: Caption("", 0, error=e) for i, e in out.errors.items()})
+            found[model] = caps
+    keys = {n: o.key for n, o in outputs.items() if isinstance(o, StageOutput)}
+    for model, entry in video.folder.caption_index().items():
+        if model in found or not isinstance(entry, dict):
             continue
-        path = job.work_dir / f"captions-{safe_name(model)}-{entry['key']}.jsonl"
-        if path.exists():
-            out[model] = JsonlCheckpoint(path).done
-    return out
+        inputs = entry.get("inputs")
+        if not isinstance(inputs, dict) or any(keys.get(n) != k for n, k in inputs.items()):
+            continue
+        path = video.folder.stage_file(f"{CAPTION_PREFIX}{model}]", str(entry.get("key")))
+        ckpt = JsonlCheckpoint(path)
+        if ckpt.complete:  # a damaged file was removed (with a warning) and is skipped
+            found[model] = {i: Caption.from_dict(line["caption"]) for i, line in ckpt.done.items()}
+    return dict(sorted(found.items()))
 
 
-def iter_records(job: VideoJob, with_captions: bool = True) -> Iterator[SceneRecord]:
-    """Scene records in time order from the stage checkpoints."""
-    frames = _stage_lines(job, "frames")
-    speech = _stage_lines(job, "speech")
-    sounds = _stage_lines(job, "sounds")
-    objects = _stage_lines(job, "objects")
-    captions = caption_lines(job) if with_captions else {}
-    for scene in job.scenes:
-        i = scene.index
-        record = SceneRecord(
-            scene=scene,
-            transcript=Transcript.from_dict(speech.get(i, {}).get("transcript")),
-            sounds=tuple(SoundTag.from_dict(s) for s in sounds.get(i, {}).get("sounds", ())),
-            objects=tuple(ObjectSummary.from_dict(o) for o in objects.get(i, {}).get("objects", ())),
-            frames=tuple(FrameRef.from_dict(f) for f in frames.get(i, {}).get("frames", ())),
-            captions={m: Caption.from_dict(lines[i]["caption"])
-                      for m, lines in captions.items() if i in lines},
-        )
+def iter_records(video: Video, outputs: Mapping[str, Outcome]) -> Iterator[SceneRecord]:
+    """Scene records in time order."""
+    shots = outputs["shots"]
+    assert isinstance(shots, StageOutput)
+    captions = caption_lines(video, outputs)
+    for _, line in sorted(shots.lines.items()):
+        scene = Scene.from_dict(line)
+        mine = {m: caps[scene.index] for m, caps in captions.items() if scene.index in caps}
+        record = build_record(scene, outputs, mine)
         if not any(c.text for c in record.captions.values()):
             record = SceneRecord(record.scene, record.transcript, record.sounds, record.objects,
                                  record.frames, record.captions, summary=summarize(record))
         yield record
 
 
-def safe_name(model: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", model)
-
-
-def write_outputs(job: VideoJob, options: RunOptions) -> None:
+def write_outputs(video: Video, outputs: Mapping[str, Outcome], options: RunOptions) -> None:
     """Write ``scenes.jsonl``, per-model caption files and ``run.json``, each atomically."""
-    with atomic_open(job.out_dir / SCENES_FILE) as f:
-        for record in iter_records(job):
+    folder = video.folder
+    with atomic_open(folder.scenes_file) as f:
+        for record in iter_records(video, outputs):
             f.write(json.dumps(record.to_dict(), ensure_ascii=False) + "\n")
-    for model, lines in caption_lines(job).items():
-        with atomic_open(job.out_dir / CAPTIONS_DIR / f"{safe_name(model)}.jsonl") as f:
-            for index in sorted(lines):
-                f.write(json.dumps(lines[index], ensure_ascii=False) + "\n")
-    atomic_write_json(job.out_dir / RUN_FILE, run_facts(job, options))
+    for model, caps in caption_lines(video, outputs).items():
+        with atomic_open(folder.captions_file(model)) as f:
+            for index in sorted(caps):
+                line = {"index": index, "caption": caps[index].to_dict()}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    atomic_write_json(folder.run_file, run_facts(video, outputs, options))
 
 
-def run_facts(job: VideoJob, options: RunOptions) -> dict[str, Any]:
-    assert job.info is not None
-    duration = job.info.duration
-    timings = {}
-    for stage, t in job.timings.items():
-        compute = float(t.get("compute_s", 0.0))
-        timings[stage] = {**t, "rtf": compute / duration if duration else None}
-    speech = _stage_lines(job, "speech").get(-1, {})
+def stage_status(out: Outcome | None) -> str:
+    """``cached`` (reused from an earlier run), ``computed``, ``partial`` (some scenes failed),
+    ``failed`` or ``skipped`` (not run: a model that could not load)."""
+    if out is None:
+        return "skipped"
+    if not isinstance(out, StageOutput):
+        return "failed"
+    if out.errors:
+        return "failed" if not out.lines else "partial"
+    return "cached" if out.cached else "computed"
+
+
+def run_facts(video: Video, outputs: Mapping[str, Outcome], options: RunOptions) -> dict[str, Any]:
+    probe = outputs["probe"]
+    assert isinstance(probe, StageOutput)
+    info = probe.meta["info"]
+    duration = info.duration
+    stages: dict[str, Any] = {}
+    timings: dict[str, Any] = {}
+    models: dict[str, Any] = {}
+    for name, out in outputs.items():
+        stages[name] = {"status": stage_status(out)}
+        if isinstance(out, StageOutput):
+            stages[name]["key"] = out.key
+            if out.errors:
+                stages[name]["failed_scenes"] = len(out.errors)
+            if out.facts is not None:
+                models[name] = dict(out.facts)
+            if name != "probe":
+                compute = float(out.timing.get("compute_s", 0.0))
+                timings[name] = {**out.timing, "cached": out.cached,
+                                 "rtf": compute / duration if duration else None}
+    speech = outputs.get("speech")
+    meta = speech.meta if isinstance(speech, StageOutput) else {}
+    shots = outputs["shots"]
     return {
         "scenescribe": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "video": job.info.to_dict(),
-        "fingerprint": job.fingerprint,
-        "scenes": len(job.scenes),
-        "language": speech.get("language"),
-        "language_probability": speech.get("language_probability"),
-        "models": job.models,
+        "video": info.to_dict(),
+        "fingerprint": probe.meta.get("fingerprint"),
+        "scenes": len(shots.lines) if isinstance(shots, StageOutput) else 0,
+        "language": meta.get("language"),
+        "language_probability": meta.get("language_probability"),
+        "stages": stages,
+        "models": models,
         "timings": timings,
-        "total_compute_s": sum(float(t.get("compute_s", 0.0)) for t in job.timings.values()),
+        "total_compute_s": sum(float(t.get("compute_s", 0.0)) for t in timings.values()),
         "options": to_dict(options),
         "versions": versions(),
     }

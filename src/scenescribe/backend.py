@@ -41,6 +41,10 @@ class Backend:
     every video, free, load the next).
     """
 
+    # Options that change only speed or what else the run does, never this backend's output.
+    SPEED_OPTIONS: tuple[str, ...] = ("batch_size", "api_concurrency", "threads", "workers",
+                                      "models", "cache", "use_cache")
+
     def __init__(self, entry: ModelEntry, options: Any, device: str = "cpu",
                  model_dir: Path | None = None) -> None:
         self.entry = entry
@@ -59,11 +63,13 @@ class Backend:
         return resolve_weights(self.entry, path=explicit, model_dir=self.model_dir)
 
     def cache_key(self) -> dict[str, Any]:
-        """What determines this backend's output: name, checkpoint, revision, options."""
+        """This backend's identity: name, checkpoint, revision and the options that change its
+        output (``SPEED_OPTIONS`` and the run's list of models are left out)."""
         from scenescribe.options import to_dict
 
+        options = {k: v for k, v in to_dict(self.options).items() if k not in self.SPEED_OPTIONS}
         return {"backend": self.entry.name, "checkpoint": self.entry.checkpoint,
-                "revision": self.entry.revision, "options": to_dict(self.options)}
+                "revision": self.entry.revision, "options": options}
 
     def facts(self) -> dict[str, Any]:
         """Model facts for the run file."""

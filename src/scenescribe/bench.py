@@ -18,11 +18,12 @@ from typing import Any
 
 from scenescribe import registry
 from scenescribe.backend import resolve_device
-from scenescribe.captions.base import CaptionRequest
+from scenescribe.captions.base import Captioner, CaptionRequest
 from scenescribe.exports import load_facts, load_records
-from scenescribe.options import CaptionOptions, RunOptions
+from scenescribe.options import CaptionOptions, RunOptions, merge
 from scenescribe.pipeline import run
 from scenescribe.progress import NullProgress, Progress
+from scenescribe.stage2 import ModelSpec, caption_request, make_captioner, model_specs
 
 log = logging.getLogger("scenescribe.bench")
 
@@ -69,22 +70,37 @@ def _peak_gb(device: str) -> float | None:
     return None
 
 
-def _requests(folder: Path, limit: int) -> tuple[list[CaptionRequest], int]:
-    records = [r for r in load_records(folder) if r.frames]
-    chosen = records[:limit] if limit else records
-    reqs = [CaptionRequest(r.index, tuple(str(folder / f.path) for f in r.frames)) for r in chosen]
-    return reqs, len(records)
+def _requests(folder: Path, limit: int, grounding: bool) -> tuple[list[CaptionRequest], int]:
+    """The scenes' requests as ``run``'s caption stage builds them (grounding included)."""
+    found = [q for r in load_records(folder) if (q := caption_request(r, folder, grounding))]
+    return (found[:limit] if limit else found), len(found)
 
 
-def _pooled_requests(folders: Sequence[Path], limit: int) -> tuple[list[CaptionRequest], int]:
+def _pooled_requests(folders: Sequence[Path], limit: int,
+                     grounding: bool) -> tuple[list[CaptionRequest], int]:
     """Every video's requests in one stream (ids renumbered), as ``run`` captions a folder."""
     pooled: list[CaptionRequest] = []
     total = 0
     for folder in folders:
-        reqs, scenes = _requests(folder, limit)
+        reqs, scenes = _requests(folder, limit, grounding)
         pooled += [replace(r, index=len(pooled) + k) for k, r in enumerate(reqs)]
         total += scenes
     return pooled, total
+
+
+def bench_run_options(base: RunOptions, *, models: Sequence[str] | None = None,
+                      max_new_tokens: int | None = None, batch_size: int | None = None,
+                      random_weights: bool | None = None, stages: tuple[str, ...] | None = None,
+                      device: str | None = None, model_dir: str | None = None) -> RunOptions:
+    """``base`` (a config file's options, or the defaults) with only the flags actually given
+    (not None) applied: CLI > config > defaults. Random weights fix the output length."""
+    captions = merge(base.captions, {
+        "models": tuple(models) if models else None, "random_weights": random_weights,
+        "max_new_tokens": max_new_tokens, "batch_size": batch_size}, "bench")
+    if captions.random_weights:
+        captions = replace(captions, min_new_tokens=captions.max_new_tokens)
+    return merge(base, {"captions": captions, "device": device, "stages": stages,
+                        "model_dir": model_dir}, "bench")
 
 
 def caption_mode_options(base: CaptionOptions, model: str, mode: str) -> CaptionOptions:
@@ -93,15 +109,13 @@ def caption_mode_options(base: CaptionOptions, model: str, mode: str) -> Caption
     return base
 
 
-def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunOptions,
+def time_captioner(spec: ModelSpec, mode: str, folders: Sequence[Path], options: RunOptions,
                    bench: BenchOptions, progress: Progress) -> list[dict[str, Any]]:
     """Rows (one per video) for one model in one mode."""
     device = resolve_device(options.device)
     model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
-    name, _, weights = model.partition("=")
-    copts = replace(caption_mode_options(options.captions, name, mode), weights=weights or None)
-    captioner = registry.create(name, "captioner", options=copts, device=device,
-                                model_dir=model_dir)
+    copts = caption_mode_options(options.captions, spec.name, mode)
+    captioner = make_captioner(spec, copts, device, model_dir)  # as run's caption stage does
     start = time.perf_counter()
     captioner.load()
     _sync(device)
@@ -110,7 +124,7 @@ def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunO
     try:
         # One scene warms a one-scene-per-call model as well as two; each costs a full caption.
         warm = min(bench.warmup_scenes, 1) if mode == "reference" else bench.warmup_scenes
-        first, _ = _requests(folders[0], warm)
+        first, _ = _requests(folders[0], warm, copts.grounding)
         if first and warm:
             list(captioner.caption(first, NullProgress()))
         if mode == "scenescribe" and bench.pool and len(folders) > 1:
@@ -118,7 +132,7 @@ def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunO
         else:
             groups = [[folder] for folder in folders]
         for group in groups:
-            label = f"{name} [{bench.tag}]" if bench.tag else name
+            label = f"{spec.name} [{bench.tag}]" if bench.tag else spec.name
             rows.append(_time_videos(captioner, label, mode, group, bench, device, load_s,
                                      copts, progress))
     finally:
@@ -126,7 +140,7 @@ def time_captioner(model: str, mode: str, folders: Sequence[Path], options: RunO
     return rows
 
 
-def _time_videos(captioner: Any, model: str, mode: str, folders: Sequence[Path],
+def _time_videos(captioner: Captioner, model: str, mode: str, folders: Sequence[Path],
                  bench: BenchOptions, device: str, load_s: float, copts: CaptionOptions,
                  progress: Progress) -> dict[str, Any]:
     """One row: the scenes of ``folders`` captioned in one stream (one folder: one video)."""
@@ -135,7 +149,7 @@ def _time_videos(captioner: Any, model: str, mode: str, folders: Sequence[Path],
     limit = bench.max_scenes
     if mode == "reference" and bench.reference_max_scenes:
         limit = bench.reference_max_scenes
-    reqs, total = _pooled_requests(folders, limit)
+    reqs, total = _pooled_requests(folders, limit, copts.grounding)
     frames_s = sum(float(f["timings"].get("frames", {}).get("compute_s", 0.0)) for f in facts)
     video = folders[0].name if len(folders) == 1 else f"all {len(folders)} (pooled)"
     row: dict[str, Any] = {
@@ -168,6 +182,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
     options = options or RunOptions()
     bench_options = bench_options or BenchOptions(models=options.captions.models)
     progress = progress or NullProgress()
+    specs = model_specs(bench_options.models)  # parsed once, before Stage 1 runs
     out = Path(out)
     start = time.perf_counter()
     stage1 = run(videos, out / "runs", replace(options, captions=replace(options.captions,
@@ -179,13 +194,13 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
     reference_speech = (_reference_speech(folders, options, progress)
                         if bench_options.reference_speech else {})
     rows: list[dict[str, Any]] = []
-    for model in bench_options.models:
+    for spec in specs:
         for mode in bench_options.modes:
             try:
-                rows.extend(time_captioner(model, mode, folders, options, bench_options, progress))
+                rows.extend(time_captioner(spec, mode, folders, options, bench_options, progress))
             except Exception as exc:  # one model failing (OOM, missing weights) keeps the others
-                log.warning("bench %s/%s failed: %s", model, mode, exc)
-                rows.append({"model": model.partition("=")[0], "mode": mode, "video": "*",
+                log.warning("bench %s/%s failed: %s", spec.name, mode, exc)
+                rows.append({"model": spec.name, "mode": mode, "video": "*",
                              "status": f"failed: {type(exc).__name__}: {exc}"})
     report = build_report(folders, rows, bench_options, options, reference_speech, failed,
                           stage1_wall_s)
@@ -200,12 +215,14 @@ def _reference_speech(folders: Sequence[Path], options: RunOptions,
 
     from scenescribe.media import decode_audio, probe
     from scenescribe.pipeline import create_backend
+    from scenescribe.speech.base import SpeechRecognizer
     from scenescribe.store import atomic_write_bytes
     from scenescribe.wav import wav_bytes
 
     device = resolve_device(options.device)
     model_dir = Path(options.model_dir) if options.model_dir else registry.model_dir_from_env()
     recognizer = create_backend("speech", options.speech, device, model_dir)
+    assert isinstance(recognizer, SpeechRecognizer)
     recognizer.load()
     seconds = {}
     try:

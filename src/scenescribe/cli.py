@@ -231,10 +231,11 @@ def bench(
         help="Scenes timed per video in reference mode (0: as --max-scenes).")] = 0,
     stages: Annotated[str | None, typer.Option(
         help="Stage 1 components, comma-separated ('none' for shots only).")] = None,
-    random_weights: Annotated[bool, typer.Option(
-        help="Full-size architectures with random weights and a fixed output length.")] = False,
-    max_new_tokens: Annotated[int, typer.Option(help="Caption length limit.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Scenes per batch (0: auto).")] = 0,
+    random_weights: Annotated[bool | None, typer.Option(
+        "--random-weights/--no-random-weights",
+        help="Full-size architectures with random weights and a fixed output length.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Caption length limit.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Scenes per batch (0: auto).")] = None,
     reference_speech: Annotated[bool, typer.Option(
         help="Also time speech transcribed scene by scene, as the reference did.")] = False,
     pool: Annotated[bool, typer.Option(
@@ -249,26 +250,23 @@ def bench(
     verbose: Verbose = 0,
 ) -> None:
     """Measure RTF and s/scene per VLM and Stage 1 component; writes bench.json/.md/.png."""
-    from scenescribe.bench import MODES, BenchOptions
+    from scenescribe.bench import MODES, BenchOptions, bench_run_options
     from scenescribe.bench import bench as run_bench
     from scenescribe.cli_progress import RichProgress
     from scenescribe.errors import ConfigError
-    from scenescribe.options import RunOptions, load_config, merge
+    from scenescribe.options import RunOptions, load_config
 
     _logging(verbose)
     modes = tuple(mode) if mode else MODES
     if set(modes) - set(MODES):
         raise ConfigError(f"--mode: choose from {', '.join(MODES)}")
     base = load_config(config) if config else RunOptions()
-    fixed = max_new_tokens if random_weights else None
-    captions = merge(base.captions, {
-        "models": tuple(vlm or ()), "random_weights": random_weights,
-        "max_new_tokens": max_new_tokens, "min_new_tokens": fixed, "batch_size": batch_size},
-        "bench")
-    stage_list = _parse_stages(stages)
-    options = merge(base, {"captions": captions, "device": device, "stages": stage_list,
-                           "model_dir": str(model_dir) if model_dir else None}, "bench")
-    bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
+    # Only flags actually given override the config: CLI > config > defaults.
+    options = bench_run_options(base, models=vlm, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, random_weights=random_weights,
+                                stages=_parse_stages(stages), device=device,
+                                model_dir=str(model_dir) if model_dir else None)
+    bench_options = BenchOptions(models=options.captions.models, modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
                                  reference_speech=reference_speech, pool=pool, note=note,
                                  tag=tag)

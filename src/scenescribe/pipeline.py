@@ -1,28 +1,47 @@
-"""The library entry points: ``run`` (the whole pipeline) and ``detect_scenes`` (shots only)."""
+"""The library entry points: ``run`` (the whole pipeline) and ``detect_scenes`` (shots only).
+
+``run`` claims each video's output folder (lock, what it created), plans the stage graph::
+
+    probe -> shots -> frames ------------------------------> captions[model] (one per model)
+                   -> speech, sounds, objects -(grounding)-/
+
+runs it, writes each video's files and cleans up only what it created for failed inputs.
+"""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import os
-import shutil
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from scenescribe import registry
-from scenescribe.assemble import write_outputs
-from scenescribe.backend import resolve_device
+from scenescribe import locks, registry
+from scenescribe.assemble import caption_model, stage_status, write_outputs
+from scenescribe.backend import Backend, resolve_device
 from scenescribe.errors import InputError, ScenescribeError
+from scenescribe.graph import (
+    Graph,
+    Outcome,
+    Results,
+    RunContext,
+    Stage,
+    StageOutput,
+    Video,
+    failure,
+    run_graph,
+)
 from scenescribe.media import probe
 from scenescribe.options import RunOptions, ShotOptions, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
-from scenescribe.stages import PRODUCERS, guarded, run_component, run_frames, run_shots, timed_load
-from scenescribe.workspace import WORK_DIR, VideoJob, output_folders
+from scenescribe.shots.base import ShotDetector
+from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
+from scenescribe.stages import ComponentStage, FramesStage, ProbeStage, ShotsStage
+from scenescribe.workspace import WORK_DIR, WorkFolder, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")
 
@@ -39,7 +58,7 @@ AUTO_BACKENDS = {
 
 @dataclass
 class VideoResult:
-    """What ``run`` did with one input."""
+    """What ``run`` did with one input. ``stages`` says, per stage, computed or cached."""
 
     path: str
     out_dir: str | None
@@ -48,6 +67,7 @@ class VideoResult:
     scenes: int = 0
     duration: float = 0.0
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,11 +100,13 @@ def backend_name(stage: str, name: str, device: str) -> str:
     return AUTO_BACKENDS[stage]["cuda" if device.startswith("cuda") else "cpu"]
 
 
-def create_backend(stage: str, options: Any, device: str, model_dir: Path | None) -> Any:
-    kind = "captioner" if stage == "captions" else stage
+def create_backend(stage: str, options: Any, device: str, model_dir: Path | None) -> Backend:
+    """The Stage 1 backend named by ``options.backend`` (``auto`` resolved for ``device``)."""
     name = backend_name(stage, options.backend, device)
-    return registry.create(name, kind, options=replace(options, backend=name), device=device,
-                           model_dir=model_dir)
+    backend = registry.create(name, stage, options=replace(options, backend=name), device=device,  # type: ignore[arg-type]
+                              model_dir=model_dir)
+    assert isinstance(backend, Backend)
+    return backend
 
 
 def run(
@@ -102,7 +124,6 @@ def run(
     """
     options = options or RunOptions()
     validate(options)
-    progress = progress or NullProgress()
     inputs = [videos] if isinstance(videos, (str, Path)) else list(videos)
     sources = collect_videos(inputs)
     if not sources:
@@ -110,28 +131,18 @@ def run(
     device = resolve_device(options.device)
     model_dir = Path(options.model_dir).expanduser() if options.model_dir else (
         registry.model_dir_from_env())
+    specs = model_specs(options.captions.models)  # parsed once; unknown names fail here
     backends = _preflight(options, device, model_dir)
-    jobs = [VideoJob(src, folder) for src, folder in zip(sources, output_folders(sources, Path(out)),
-                                                         strict=True)]
-    for job in jobs:
-        with guarded(job, "probe"):
-            job.info = probe(job.source)
-            job.clean_temp()
-            if force and job.work_dir.exists():
-                shutil.rmtree(job.work_dir)
-    _run_stages(jobs, backends, options, progress)
-    warnings = (_run_captions(jobs, options, device, model_dir, progress)
-                if options.captions.models else [])
-    for job in jobs:
-        if job.ok:
-            with guarded(job, "write"):
-                write_outputs(job, options)
-        elif job.out_dir.exists() and not (job.out_dir / WORK_DIR).exists():
-            shutil.rmtree(job.out_dir, ignore_errors=True)
-    return RunResult([_result(job) for job in jobs], warnings)
+    folders = output_folders(sources, Path(out))
+    jobs = [Video(src, WorkFolder(folder)) for src, folder in zip(sources, folders, strict=True)]
+    ctx = RunContext(progress or NullProgress())
+    with claimed(jobs, force):
+        graph = plan(options, backends, specs, device, model_dir, ctx)
+        results = run_graph(graph, jobs, ctx, parallel=_side_by_side(options))
+        return _finish(jobs, results, options, ctx)
 
 
-def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict[str, Any]:
+def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict[str, Backend]:
     """Create every Stage 1 backend up front so a missing package or weights fails before work."""
     backends = {"shots": create_backend("shots", options.shots, device, model_dir)}
     for stage in options.stages:
@@ -142,24 +153,63 @@ def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict
     return backends
 
 
-def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOptions,
-                progress: Progress) -> None:
-    """Stage 1: shots, then frames and each component (side by side on GPU hosts)."""
+def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[ModelSpec],
+         device: str, model_dir: Path | None, ctx: RunContext) -> Graph:
+    """The run's stage graph: Stage 1, then one caption stage per model."""
     detector = backends["shots"]
-    run_shots(jobs, detector, progress)
-    detector.unload()
-    tasks = [functools.partial(run_frames, jobs, options, progress)]
-    tasks += [functools.partial(_run_one_component, stage, backends[stage], jobs, progress)
-              for stage in options.stages]
-    if _side_by_side(options):
-        # GPU ASR, GPU/CPU tagging, detection and JPEG writing overlap: each waits on a
-        # different resource, and the small Stage 1 models fit on one GPU together.
-        with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="stage1") as pool:
-            for future in [pool.submit(task) for task in tasks]:
-                future.result()
-    else:
-        for task in tasks:
-            task()
+    assert isinstance(detector, ShotDetector)
+    stages: list[Stage] = [ProbeStage(), ShotsStage(detector), FramesStage(options.frames)]
+    stages += [ComponentStage(name, backends[name]) for name in options.stages]
+    grounded = ([n for n in options.stages if n in GROUNDING_INPUTS]
+                if options.captions.grounding else [])
+    for spec in specs:
+        try:
+            captioner = make_captioner(spec, options.captions, device, model_dir)
+        except ScenescribeError as exc:
+            ctx.warn(f"captioner {spec.name} cannot run: {exc}")
+            continue
+        stages.append(CaptionStage(spec, captioner, grounded))
+    return Graph(stages)
+
+
+@contextlib.contextmanager
+def claimed(jobs: Sequence[Video], force: bool) -> Iterator[None]:
+    """Make and lock every output folder first: a second run on the same folders stops before
+    any work. Locks are released whatever happens; an interrupted run keeps its checkpoints."""
+    held: list[Video] = []
+    try:
+        for job in jobs:
+            _claim(job)
+            held.append(job)
+            if force:
+                job.folder.discard_work()
+    except BaseException:
+        for job in held:
+            locks.release(job.folder.lock_file)
+            job.folder.remove_created()
+        raise
+    try:
+        yield
+    finally:
+        for job in held:
+            locks.release(job.folder.lock_file)
+
+
+def _claim(job: Video) -> None:
+    try:
+        job.folder.make()
+    except OSError as exc:
+        raise InputError(job.folder.root,
+                         f"cannot create the output folder: {exc.strerror or exc}") from None
+    try:
+        locks.acquire(job.folder.lock_file)
+    except (ScenescribeError, OSError) as exc:
+        job.folder.remove_created()
+        if isinstance(exc, OSError):
+            raise InputError(job.folder.root, f"cannot write its lock file: "
+                                              f"{exc.strerror or exc}") from None
+        raise
+    job.folder.clean_temp()
 
 
 def _side_by_side(options: RunOptions) -> bool:
@@ -169,44 +219,59 @@ def _side_by_side(options: RunOptions) -> bool:
     return resolve_device(options.device).startswith("cuda") and (os.cpu_count() or 1) >= 4
 
 
-def _run_one_component(stage: str, backend: Any, jobs: list[VideoJob], progress: Progress) -> None:
-    if not any(j.ok for j in jobs):
-        return
-    try:
-        run_component(stage, backend, jobs, PRODUCERS[stage], progress)
-    finally:
-        backend.unload()
+def _finish(jobs: Sequence[Video], results: Results, options: RunOptions,
+            ctx: RunContext) -> RunResult:
+    """Write each video's files, or clean up what this run created for a failed one."""
+    videos = []
+    for job, outputs in zip(jobs, results, strict=True):
+        failed = failure(outputs)
+        error = failed.reason if failed else None
+        written = False
+        if error is None:
+            try:
+                write_outputs(job, outputs, options)
+                written = True
+            except (OSError, ScenescribeError) as exc:
+                error = f"{job.source}: write: {exc}"
+        if written:
+            error = _caption_problems(job, outputs, ctx)
+        else:
+            locks.release(job.folder.lock_file)
+            job.folder.remove_created()
+        videos.append(_result(job, outputs, error, written))
+    return RunResult(videos, ctx.warnings)
 
 
-def _run_captions(jobs: list[VideoJob], options: RunOptions, device: str, model_dir: Path | None,
-                  progress: Progress) -> list[str]:
-    """Each named VLM in turn; one that cannot load is reported and the run goes on."""
-    from scenescribe.stage2 import run_captioner
-
-    warnings = []
-    for spec in options.captions.models:
-        if not any(j.ok for j in jobs):
-            break
-        model, _, weights = spec.partition("=")
-        try:
-            captioner = registry.create(model, "captioner",
-                                        options=replace(options.captions, weights=weights or None),
-                                        device=device, model_dir=model_dir)
-            load_s = timed_load(captioner)
-        except ScenescribeError as exc:
-            warnings.append(f"captioner {model} cannot run: {exc}")
-            log.warning("captioner %s cannot run: %s", model, exc)
+def _caption_problems(job: Video, outputs: dict[str, Outcome], ctx: RunContext) -> str | None:
+    """A model whose every caption failed fails the video (its Stage 1 records are written);
+    some failed scenes are a warning. Either way one line names the model and the reason."""
+    error = None
+    for stage, out in outputs.items():
+        model = caption_model(stage)
+        if model is None or not isinstance(out, StageOutput) or not out.errors:
             continue
-        try:
-            run_captioner(captioner, load_s, jobs, options.captions.grounding, progress)
-        finally:
-            captioner.unload()
-    return warnings
+        first = next(iter(out.errors.values()))
+        if not out.lines:
+            error = error or (f"{job.source}: captions by {model}: all {len(out.errors)} "
+                              f"failed: {first}")
+        else:
+            ctx.warn(f"{job.source}: captions by {model}: {len(out.errors)} of "
+                     f"{len(out.errors) + len(out.lines)} scene(s) failed (retried next run): "
+                     f"{first}")
+    return error
 
 
-def _result(job: VideoJob) -> VideoResult:
-    return VideoResult(str(job.source), str(job.out_dir) if job.ok else None, job.ok, job.error,
-                       len(job.scenes), job.info.duration if job.info else 0.0, job.timings)
+def _result(job: Video, outputs: dict[str, Outcome], error: str | None,
+            written: bool) -> VideoResult:
+    probed = outputs.get("probe")
+    shots = outputs.get("shots")
+    timings = {name: {**out.timing, "cached": out.cached} for name, out in outputs.items()
+               if isinstance(out, StageOutput) and name != "probe"}
+    return VideoResult(
+        str(job.source), str(job.folder.root) if written else None, error is None, error,
+        len(shots.lines) if isinstance(shots, StageOutput) else 0,
+        probed.meta["info"].duration if isinstance(probed, StageOutput) else 0.0,
+        timings, {name: stage_status(out) for name, out in outputs.items()})
 
 
 def detect_scenes(video: str | Path, options: ShotOptions | None = None, *, device: str = "cpu",
@@ -215,6 +280,7 @@ def detect_scenes(video: str | Path, options: ShotOptions | None = None, *, devi
     options = options or ShotOptions()
     info = probe(video)
     detector = create_backend("shots", options, resolve_device(device), None)
+    assert isinstance(detector, ShotDetector)
     with detector:
         cuts = detector.detect(info, progress or NullProgress()) if info.has_video else []
     return cuts_to_scenes(info, cuts, options)

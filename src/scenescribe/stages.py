@@ -1,141 +1,237 @@
-"""Stage runners. Each reads a job's scenes, computes what its checkpoint lacks and records time.
+"""Stage 1 as graph stages: probe, shots, frames, and one stage per component.
 
-Model lifetimes are stage-major: a backend is loaded once, run over every video, then freed.
-A failure on one video marks that video failed; the others go on.
+A component (speech, sounds, objects) is one row of ``COMPONENTS``: its registry kind, the
+record field it fills, how it produces per-scene lines and how a line becomes that field.
+Adding a component (say OCR) is its backend file, a registry line, an options section and a row
+here (plus its record field).
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
-from scenescribe.errors import ScenescribeError
-from scenescribe.options import RunOptions, to_dict
+from scenescribe.backend import Backend
+from scenescribe.errors import ConfigError
+from scenescribe.graph import Outcome, RunContext, Stage, StageFailed, StageOutput, Task, Video, each
+from scenescribe.media import probe
+from scenescribe.objects.base import ObjectTracker
+from scenescribe.options import FrameOptions, to_dict
 from scenescribe.progress import PrefixedProgress, Progress
-from scenescribe.records import Scene
+from scenescribe.records import ObjectSummary, Scene, SoundTag, Transcript, VideoInfo
+from scenescribe.registry import Kind
 from scenescribe.sampling import sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
-from scenescribe.store import atomic_write_json, fingerprint_file, remove_stale
-from scenescribe.workspace import VideoJob
+from scenescribe.shots.base import ShotDetector
+from scenescribe.sounds.base import SoundTagger
+from scenescribe.speech.base import SpeechRecognizer
+from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
 
-log = logging.getLogger("scenescribe.stages")
-
-
-@contextmanager
-def guarded(job: VideoJob, stage: str) -> Iterator[None]:
-    """Turn a failure inside one video's stage into that video's error, and go on."""
-    try:
-        yield
-    except ScenescribeError as exc:
-        log.info("%s: %s failed: %s", job.source, stage, exc)  # the run summary reports it
-        job.fail(f"{stage}: {exc}" if str(job.source) in str(exc) else f"{job.source}: {stage}: {exc}")
-    except Exception as exc:  # a backend bug must not lose the other videos' work
-        log.exception("%s: %s failed", job.source, stage)
-        job.fail(f"{job.source}: {stage}: internal error: {type(exc).__name__}: {exc}")
-
-
-def timed_load(backend: Any) -> float:
-    start = time.perf_counter()
-    backend.load()
-    return time.perf_counter() - start
+B = TypeVar("B", bound=Backend)
+PROBE_VERSION = 1  # bump when what the probe records changes
+FRAMES_VERSION = 1  # bump when frame sampling changes its output
 
 
 class LazyLoad:
     """Loads a backend the first time a video needs it: a fully cached rerun loads nothing."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.seconds = 0.0
 
     def __call__(self) -> None:
         if not self.backend.loaded:
-            self.seconds = timed_load(self.backend)
-
-
-def run_shots(jobs: Sequence[VideoJob], detector: Any, progress: Progress) -> None:
-    """Detect shots per video, or reuse the cached scenes for the same content and options."""
-    load = LazyLoad(detector)
-    for job in jobs:
-        if not job.ok or job.info is None:
-            continue
-        with guarded(job, "shots"):
-            job.fingerprint = job.fingerprint or fingerprint_file(job.source)
-            job.shots_key = job.key(job.fingerprint, detector.cache_key())
-            path = job.work_dir / f"shots-{job.shots_key}.json"
-            cached = path.exists()
-            if not cached and job.info.has_video:
-                load()  # before the clock: load time is reported apart
             start = time.perf_counter()
-            if cached:
-                job.scenes = [Scene.from_dict(s) for s in json.loads(path.read_text())["scenes"]]
-            else:
-                cuts = (detector.detect(job.info, PrefixedProgress(progress, job.source.name))
-                        if job.info.has_video else [])
-                job.scenes = cuts_to_scenes(job.info, cuts, detector.options)
-                atomic_write_json(path, {"scenes": [s.to_dict() for s in job.scenes]})
-                remove_stale(job.work_dir, "shots", path)
-            job.record_timing("shots", backend=detector.name, load_s=load.seconds, cached=cached,
-                              compute_s=time.perf_counter() - start)
+            self.backend.load()
+            self.seconds = time.perf_counter() - start
 
 
-def run_frames(jobs: Sequence[VideoJob], options: RunOptions, progress: Progress) -> None:
-    for job in jobs:
-        if not job.ok or job.info is None:
-            continue
-        with guarded(job, "frames"):
-            job.frames_key = job.key(job.shots_key, to_dict(options.frames))
-            with job.checkpoint("frames", job.frames_key) as ckpt:
-                todo = [s for s in job.scenes if s.index not in ckpt.done]
-                start = time.perf_counter()
-                for index, refs in sample_scene_frames(job.info, todo, options.frames, job.out_dir,
-                                                       PrefixedProgress(progress, job.source.name)):
-                    ckpt.append({"index": index, "frames": [r.to_dict() for r in refs]})
-                if not ckpt.complete:
-                    ckpt.finish()
-                    remove_stale(job.work_dir, "frames", ckpt.final)
-            job.record_timing("frames", load_s=0.0, cached=not todo,
-                              compute_s=time.perf_counter() - start)
+def _named(ctx: RunContext, task: Task) -> Progress:
+    return PrefixedProgress(ctx.progress, task.name)
 
 
-Producer = Callable[[Any, VideoJob, list[Scene], Progress], Iterator[dict[str, Any]]]
+class ProbeStage(Stage):
+    """What the file holds (streams, duration, rotation); keyed by the file's content."""
+
+    name = "probe"
+
+    def identity(self) -> dict[str, Any]:
+        return {"version": PROBE_VERSION}
+
+    def key(self, video: Video, input_keys: Mapping[str, str]) -> str:
+        return stable_hash({"stage": self.name, "identity": self.identity(),
+                            "content": fingerprint_file(video.source)})
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        return each(self.name, tasks, self._one)
+
+    def _one(self, task: Task) -> StageOutput:
+        path = task.video.folder.stage_file(self.name, task.key, "json")
+        start = time.perf_counter()
+        cached = read_json(path) if path.exists() else None
+        if isinstance(cached, dict):
+            info = dataclasses.replace(VideoInfo.from_dict(cached), path=str(task.video.source))
+        else:
+            info = probe(task.video.source)
+            atomic_write_json(path, info.to_dict())
+            task.video.folder.remove_stale(self.name, path)
+        meta = {"info": info, "fingerprint": fingerprint_file(task.video.source)}  # memoised
+        return StageOutput(task.key, cached is not None, meta=meta,
+                           timing={"compute_s": time.perf_counter() - start})
 
 
-def run_component(stage: str, backend: Any, jobs: Sequence[VideoJob], produce: Producer,
-                  progress: Progress) -> None:
-    """Run one Stage 1 component over every video, resuming from its checkpoint."""
-    load = LazyLoad(backend)
-    for job in jobs:
-        if not job.ok or job.info is None:
-            continue
-        with guarded(job, stage):
-            key = job.key(job.shots_key, backend.cache_key())
-            with job.checkpoint(stage, key) as ckpt:
-                todo = [s for s in job.scenes if s.index not in ckpt.done]
-                if todo:
-                    load()  # before the clock: load time is reported apart
-                start = time.perf_counter()
-                if todo:
-                    named = PrefixedProgress(progress, job.source.name)
-                    for line in produce(backend, job, todo, named):
-                        ckpt.append(line)
-                if not ckpt.complete:
-                    ckpt.finish()
-                    remove_stale(job.work_dir, stage, ckpt.final)
-            job.models[stage] = backend.facts()
-            job.record_timing(stage, backend=backend.name, load_s=load.seconds, cached=not todo,
-                              compute_s=time.perf_counter() - start)
+class ShotsStage(Stage):
+    name = "shots"
+    inputs = ("probe",)
+    field = "scene"
+
+    def __init__(self, detector: ShotDetector) -> None:
+        self.detector = detector
+        self.load = LazyLoad(detector)
+
+    def identity(self) -> dict[str, Any]:
+        return self.detector.cache_key()
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        return each(self.name, tasks, lambda task: self._one(task, ctx))
+
+    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+        info = task.info
+        path = task.video.folder.stage_file(self.name, task.key, "json")
+        data = read_json(path) if path.exists() else None
+        cached = isinstance(data, dict) and isinstance(data.get("scenes"), list)
+        if not cached and info.has_video:
+            self.load()  # before the clock: load time is reported apart
+        start = time.perf_counter()
+        if cached:
+            assert isinstance(data, dict)
+            scenes = [Scene.from_dict(s) for s in data["scenes"]]
+        else:
+            cuts = self.detector.detect(info, _named(ctx, task)) if info.has_video else []
+            scenes = cuts_to_scenes(info, cuts, self.detector.options)
+            atomic_write_json(path, {"scenes": [s.to_dict() for s in scenes]})
+            task.video.folder.remove_stale(self.name, path)
+        return StageOutput(task.key, cached, lines={s.index: s.to_dict() for s in scenes},
+                           facts=self.detector.facts(), timing={
+                               "backend": self.detector.name, "load_s": self.load.seconds,
+                               "compute_s": time.perf_counter() - start})
+
+    def close(self) -> None:
+        self.detector.unload()
 
 
-def produce_speech(backend: Any, job: VideoJob, todo: list[Scene],
+def _resume(task: Task, stage: str) -> tuple[JsonlCheckpoint, list[Scene]]:
+    """The stage's checkpoint and the scenes it still lacks."""
+    ckpt = JsonlCheckpoint(task.video.folder.stage_file(stage, task.key))
+    return ckpt, [s for s in task.scenes if s.index not in ckpt.done]
+
+
+def _finish(task: Task, stage: str, ckpt: JsonlCheckpoint) -> None:
+    if not ckpt.complete:
+        ckpt.finish()
+        task.video.folder.remove_stale(stage, ckpt.final)
+
+
+class FramesStage(Stage):
+    """Each scene's sampled frames, saved once as JPEG for every later model."""
+
+    name = "frames"
+    inputs = ("probe", "shots")
+    field = "frames"
+    concurrent = True
+
+    def __init__(self, options: FrameOptions) -> None:
+        self.options = options
+
+    def identity(self) -> dict[str, Any]:
+        return {"version": FRAMES_VERSION, "options": to_dict(self.options)}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        return each(self.name, tasks, lambda task: self._one(task, ctx))
+
+    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+        root = task.video.folder.root
+        with JsonlCheckpoint(task.video.folder.stage_file(self.name, task.key)) as ckpt:
+            for index, line in list(ckpt.done.items()):  # JPEGs deleted since: sample again
+                if not all((root / f["path"]).is_file() for f in line.get("frames", ())):
+                    del ckpt.done[index]
+                    ckpt.final.unlink(missing_ok=True)
+            todo = [s for s in task.scenes if s.index not in ckpt.done]
+            start = time.perf_counter()
+            for index, refs in sample_scene_frames(task.info, todo, self.options, root,
+                                                   _named(ctx, task)):
+                ckpt.append({"index": index, "frames": [r.to_dict() for r in refs]})
+            _finish(task, self.name, ckpt)
+        return StageOutput(task.key, not todo, lines=dict(ckpt.done),
+                           timing={"load_s": 0.0, "compute_s": time.perf_counter() - start})
+
+
+Producer = Callable[[B, Task, list[Scene], Progress], Iterator[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Component(Generic[B]):
+    """A Stage 1 component: which backend kind, which record field, how lines are made and read."""
+
+    kind: Kind
+    backend_type: type[B]  # the typed seam: the interface its backends implement
+    field: str
+    produce: Producer[B]
+    parse: Callable[[Mapping[str, Any]], Any]  # a checkpoint line -> the record field's value
+
+
+class ComponentStage(Stage):
+    """One Stage 1 component over every video, resuming from its checkpoint."""
+
+    inputs = ("probe", "shots")
+    concurrent = True
+
+    def __init__(self, name: str, backend: Backend) -> None:
+        self.name = name
+        self.component = COMPONENTS[name]
+        if not isinstance(backend, self.component.backend_type):
+            raise ConfigError(f"{backend.name} is not a {self.component.backend_type.__name__}")
+        self.field = self.component.field
+        self.backend = backend
+        self.load = LazyLoad(backend)
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self.backend.cache_key())
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        return each(self.name, tasks, lambda task: self._one(task, ctx))
+
+    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+        ckpt, todo = _resume(task, self.name)
+        with ckpt:
+            if todo:
+                self.load()  # before the clock: load time is reported apart
+            start = time.perf_counter()
+            if todo:
+                for line in self.component.produce(self.backend, task, todo, _named(ctx, task)):
+                    ckpt.append(line)
+            missing = [s.index for s in task.scenes if s.index not in ckpt.done]
+            if missing:
+                raise StageFailed(f"{self.backend.name} returned nothing for scene(s) {missing[:5]}")
+            _finish(task, self.name, ckpt)
+        meta = {k: v for k, v in ckpt.done.get(-1, {}).items() if k != "index"}
+        return StageOutput(task.key, not todo, meta=meta, facts=self.backend.facts(),
+                           lines={i: line for i, line in ckpt.done.items() if i >= 0},
+                           timing={"backend": self.backend.name, "load_s": self.load.seconds,
+                                   "compute_s": time.perf_counter() - start})
+
+    def close(self) -> None:
+        self.backend.unload()
+
+
+def produce_speech(backend: SpeechRecognizer, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
     from scenescribe.speech.join import assign_words
 
-    assert job.info is not None
-    result = backend.transcribe(job.info, progress)
+    result = backend.transcribe(task.info, progress)
     yield {"index": -1, "language": result.language,
            "language_probability": result.language_probability}
     transcripts = assign_words(result.words, todo)
@@ -143,22 +239,24 @@ def produce_speech(backend: Any, job: VideoJob, todo: list[Scene],
         yield {"index": scene.index, "transcript": transcripts[scene.index].to_dict()}
 
 
-def produce_sounds(backend: Any, job: VideoJob, todo: list[Scene],
+def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
-    assert job.info is not None
-    for index, tags in backend.tag_scenes(job.info, todo, progress):
+    for index, tags in backend.tag_scenes(task.info, todo, progress):
         yield {"index": index, "sounds": [t.to_dict() for t in tags]}
 
 
-def produce_objects(backend: Any, job: VideoJob, todo: list[Scene],
+def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],
                     progress: Progress) -> Iterator[dict[str, Any]]:
-    assert job.info is not None
-    for index, objects in backend.track_scenes(job.info, todo, progress):
+    for index, objects in backend.track_scenes(task.info, todo, progress):
         yield {"index": index, "objects": [o.to_dict() for o in objects]}
 
 
-PRODUCERS: dict[str, Producer] = {
-    "speech": produce_speech,
-    "sounds": produce_sounds,
-    "objects": produce_objects,
+COMPONENTS: dict[str, Component[Any]] = {
+    "speech": Component("speech", SpeechRecognizer, "transcript", produce_speech,
+                        lambda line: Transcript.from_dict(line.get("transcript"))),
+    "sounds": Component("sounds", SoundTagger, "sounds", produce_sounds,
+                        lambda line: tuple(SoundTag.from_dict(s) for s in line.get("sounds", ()))),
+    "objects": Component("objects", ObjectTracker, "objects", produce_objects,
+                         lambda line: tuple(ObjectSummary.from_dict(o)
+                                            for o in line.get("objects", ()))),
 }

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+log = logging.getLogger("scenescribe.store")
 
 # Files up to this size are hashed whole; larger ones by size plus evenly spread samples.
 FULL_HASH_LIMIT = 64 << 20
@@ -122,10 +125,18 @@ class JsonlCheckpoint:
         self.key_field = key_field
         self._file: IO[str] | None = None
         self.done: dict[Any, dict[str, Any]] = {}
+        self.damaged = False  # a finished file that could not be read: recomputed
         if self.final.exists():
-            self.done = {r[key_field]: r for r in read_jsonl(self.final)}
-        elif self.partial.exists():
-            self.done = {r[key_field]: r for r in _complete_lines(self.partial)}
+            try:
+                self.done = {r[key_field]: r for r in read_jsonl(self.final)}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # Our own cache file, damaged on disk: recompute rather than fail every rerun.
+                log.warning("%s is damaged (%s); recomputing it", self.final, _reason(exc))
+                self.final.unlink(missing_ok=True)
+                self.damaged = True
+        if not self.final.exists() and self.partial.exists():
+            self.done = {r[key_field]: r for r in _complete_lines(self.partial)
+                         if isinstance(r, dict) and key_field in r}
 
     @property
     def complete(self) -> bool:
@@ -161,8 +172,15 @@ class JsonlCheckpoint:
         self.close()
 
 
-def remove_stale(folder: Path, prefix: str, keep: Path) -> None:
-    """Delete checkpoints of an earlier configuration (same prefix, different key)."""
-    for path in folder.glob(f"{prefix}-*"):
-        if path != keep and not path.name.startswith(keep.name):
-            path.unlink(missing_ok=True)
+def read_json(path: Path) -> Any | None:
+    """A finished JSON file of ours, or ``None`` (with a warning naming it) when damaged."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s is damaged (%s); recomputing it", path, _reason(exc))
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"

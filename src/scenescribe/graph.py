@@ -1,0 +1,245 @@
+"""The stage graph: stages declare inputs, the record field they fill and their identity.
+
+A stage's cache key is derived from its identity and the keys of its inputs, so a change
+anywhere upstream changes every key downstream, and nothing else does. The runner plans the
+graph into levels (stages whose inputs are all done), runs each stage over every video
+(stage-major: a model is loaded once), and collects each stage's output per video. Stages
+never share mutable state: a stage reads its inputs' outputs and returns its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenescribe.errors import ScenescribeError
+from scenescribe.progress import Progress
+from scenescribe.records import Scene, VideoInfo
+from scenescribe.store import stable_hash
+from scenescribe.workspace import WorkFolder
+
+log = logging.getLogger("scenescribe.graph")
+
+Line = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What one stage produced for one video.
+
+    ``lines`` maps scene index to that scene's result (the checkpoint's lines); ``meta`` holds
+    whole-video results (the probe's video info, the detected language). ``cached`` is True when
+    the result was reused from an earlier run.
+    """
+
+    key: str
+    cached: bool
+    lines: Mapping[int, Line] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    timing: Mapping[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, Any] | None = None  # the model behind it, for run.json
+    errors: Mapping[int, str] = field(default_factory=dict)  # scenes that failed (not cached)
+
+
+@dataclass(frozen=True)
+class Video:
+    """One input and its output folder; fixed for the whole run."""
+
+    source: Path
+    folder: WorkFolder
+
+
+@dataclass(frozen=True)
+class Task:
+    """One video's share of a stage's work: its inputs' outputs and the key to compute under."""
+
+    video: Video
+    key: str
+    inputs: Mapping[str, StageOutput]
+
+    @property
+    def info(self) -> VideoInfo:
+        info = self.inputs["probe"].meta["info"]
+        assert isinstance(info, VideoInfo)
+        return info
+
+    @property
+    def scenes(self) -> list[Scene]:
+        return [Scene.from_dict(line) for _, line in sorted(self.inputs["shots"].lines.items())]
+
+    @property
+    def name(self) -> str:
+        return self.video.source.name
+
+
+class StageFailed(Exception):
+    """Raised inside a stage for one video: that video stops, the others go on."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    stage: str
+    reason: str
+
+
+Outcome = StageOutput | Failure
+
+
+class Stage(ABC):
+    """A step of the pipeline. Subclasses set ``name``, ``inputs`` and ``field``."""
+
+    name: str = ""
+    inputs: tuple[str, ...] = ()
+    field: str = ""  # the scene record field it fills ("" when none)
+    concurrent: bool = False  # may run beside other concurrent stages of its level
+    optional: bool = False  # its failure is a warning, not the video's failure (captions)
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """What determines the output: backend, checkpoint, revision, output-changing options."""
+
+    def key(self, video: Video, input_keys: Mapping[str, str]) -> str:
+        """Derived from identity and input keys only (the probe adds the file's content)."""
+        return stable_hash({"stage": self.name, "identity": self.identity(),
+                            "inputs": dict(sorted(input_keys.items()))})
+
+    @abstractmethod
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        """Compute (or reuse) this stage's output for each task; keyed by position in ``tasks``."""
+
+    def close(self) -> None:  # noqa: B027 - most stages hold nothing to free
+        """Free what the stage loaded (its model)."""
+
+
+@dataclass
+class RunContext:
+    """What every stage may use: progress, and a place for run-wide warnings (thread-safe)."""
+
+    progress: Progress
+    warnings: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def warn(self, message: str) -> None:
+        log.info("%s", message)  # the run summary prints it once
+        with self._lock:
+            self.warnings.append(message)
+
+
+class Graph:
+    """Stages by name, checked to form a DAG whose inputs all exist."""
+
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        self.stages: dict[str, Stage] = {}
+        for stage in stages:
+            if stage.name in self.stages:
+                raise ValueError(f"stage {stage.name!r} is planned twice")
+            missing = [i for i in stage.inputs if i not in self.stages]
+            if missing:
+                raise ValueError(f"stage {stage.name!r} needs {missing}, not planned before it")
+            self.stages[stage.name] = stage
+
+    def levels(self) -> list[list[Stage]]:
+        """Stages grouped so each group's inputs are all in earlier groups (plan order kept)."""
+        depth: dict[str, int] = {}
+        for name, stage in self.stages.items():
+            depth[name] = 1 + max((depth[i] for i in stage.inputs), default=-1)
+        groups: list[list[Stage]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+        for name, stage in self.stages.items():
+            groups[depth[name]].append(stage)
+        return groups
+
+
+Results = list[dict[str, Outcome]]  # per video: stage name -> outcome
+
+
+def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
+    """Run every stage over every video; a video that fails a stage skips its dependents."""
+    results: Results = [{} for _ in videos]
+    for level in graph.levels():
+        together = [s for s in level if s.concurrent] if parallel else []
+        alone = [s for s in level if s not in together]
+        if together:
+            # Each concurrent stage waits on a different resource (GPU ASR, tagging, detection,
+            # JPEG writing); outputs are merged here, on this thread, once all are done.
+            with ThreadPoolExecutor(len(together), thread_name_prefix="stage") as pool:
+                futures = [(s, pool.submit(_run_stage, s, videos, results, ctx)) for s in together]
+                done = [(s, f.result()) for s, f in futures]
+            for stage, outcomes in done:
+                _merge(stage, outcomes, results)
+        for stage in alone:
+            _merge(stage, _run_stage(stage, videos, results, ctx), results)
+    return results
+
+
+def failure(outcomes: Mapping[str, Outcome]) -> Failure | None:
+    """The first failure among one video's outcomes, if any."""
+    return next((o for o in outcomes.values() if isinstance(o, Failure)), None)
+
+
+def guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput]) -> Outcome:
+    """Run ``fn`` for one video; its failure becomes that video's ``Failure``, not the run's."""
+    try:
+        return fn(task)
+    except (ScenescribeError, StageFailed) as exc:
+        log.info("%s: %s failed: %s", task.video.source, stage, exc)
+        text = str(exc)
+        where = "" if str(task.video.source) in text else f"{task.video.source}: "
+        return Failure(stage, f"{where}{stage}: {text}")
+    except Exception as exc:  # a backend bug must not lose the other videos' work
+        log.info("%s: %s failed", task.video.source, stage, exc_info=True)  # traceback with -v
+        return Failure(stage, f"{task.video.source}: {stage}: internal error: "
+                              f"{type(exc).__name__}: {exc}")
+
+
+def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput]) -> dict[int, Outcome]:
+    """``guarded`` over every task, in order."""
+    return {i: guarded(stage, task, fn) for i, task in enumerate(tasks)}
+
+
+def _run_stage(stage: Stage, videos: Sequence[Video], results: Results,
+               ctx: RunContext) -> dict[int, Outcome]:
+    tasks: list[Task] = []
+    owners: list[int] = []
+    early: dict[int, Outcome] = {}
+    for v, video in enumerate(videos):
+        done = results[v]
+        if failure(done) is not None:
+            continue
+        outputs = {n: o for n in stage.inputs if isinstance(o := done.get(n), StageOutput)}
+        if len(outputs) != len(stage.inputs):
+            continue  # an optional input stage did not run for this video
+        try:
+            key = stage.key(video, {n: o.key for n, o in outputs.items()})
+        except (ScenescribeError, OSError) as exc:  # the input cannot even be read
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            early[v] = Failure(stage.name, f"{video.source}: {reason}")
+            continue
+        tasks.append(Task(video, key, outputs))
+        owners.append(v)
+    if not tasks:
+        return early
+    try:
+        outcomes = stage.run(tasks, ctx)
+    except Exception as exc:  # a bug outside the per-video guards: never lose other stages
+        log.info("%s failed", stage.name, exc_info=True)  # traceback with -v
+        reason = f"{stage.name}: internal error: {type(exc).__name__}: {exc}"
+        if stage.optional:
+            ctx.warn(reason)
+            outcomes = {}
+        else:
+            outcomes = {i: Failure(stage.name, f"{t.video.source}: {reason}")
+                        for i, t in enumerate(tasks)}
+    finally:
+        stage.close()
+    return {**early, **{owners[i]: outcome for i, outcome in outcomes.items()}}
+
+
+def _merge(stage: Stage, outcomes: Mapping[int, Outcome], results: Results) -> None:
+    for v, outcome in outcomes.items():
+        results[v][stage.name] = outcome

@@ -1,0 +1,1 @@
+"""Test support shipped apart from the pipeline: fake backends and tiny media, no model files."""
