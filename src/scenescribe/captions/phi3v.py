@@ -31,6 +31,7 @@ class Phi3VisionCaptioner(TransformersCaptioner):
     """``phi-3.5-vision``: one caption per scene from its frames."""
 
     num_crops: ClassVar[int] = NUM_CROPS
+    end_tokens = END_TOKENS
 
     @classmethod
     def transformers_class(cls) -> Any:
@@ -100,11 +101,6 @@ class Phi3VisionCaptioner(TransformersCaptioner):
             padded_w, padded_h = hd_size(width, height, self.processor.image_processor.num_crops)
             total += num_image_tokens(padded_h, padded_w)
         return total
-
-    def _eos_ids(self) -> list[int]:
-        vocab = self.processor.tokenizer.get_vocab()
-        chat_ends = [vocab[t] for t in END_TOKENS if t in vocab]
-        return sorted({*super()._eos_ids(), *chat_ends})
 
 
 def embedding_key_mapping(folder: Path) -> dict[str, str] | None:

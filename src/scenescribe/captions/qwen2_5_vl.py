@@ -46,6 +46,7 @@ class Qwen25VLCaptioner(TransformersCaptioner):
     """Qwen2.5-VL: each frame is one image at (bounded) native resolution."""
 
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
+    end_tokens = ("<|im_end|>",)
 
     @classmethod
     def published_config(cls, name: str) -> Any:

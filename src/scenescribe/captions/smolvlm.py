@@ -46,6 +46,7 @@ class SmolVLMCaptioner(TransformersCaptioner):
     """SmolVLM2: frames as images, tiled by the processor."""
 
     model_class_name = "SmolVLMForConditionalGeneration"
+    end_tokens = ("<end_of_utterance>",)
 
     def image_tokens(self, sizes: list[tuple[int, int]]) -> int:
         """Tiles (plus the global view) times tokens per tile, with their marker tokens."""
