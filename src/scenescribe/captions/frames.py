@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 from scenescribe.errors import InputError
+
+T = TypeVar("T")
 
 
 def open_rgb(path: str) -> Any:
