@@ -28,10 +28,14 @@ log = logging.getLogger("scenescribe.captions")
 
 def decoding_settings(*, num_beams: int, max_new_tokens: int, min_new_tokens: int,
                       use_cache: bool) -> dict[str, Any]:
-    """Every setting that shapes greedy or beam decoding, at its neutral value where unused."""
+    """Every setting that shapes greedy or beam decoding, at its neutral value where unused.
+
+    Sampling settings are transformers' own defaults, inert without sampling (``top_k=50`` is the
+    value its validation expects then; the checkpoint's own, e.g. Qwen's ``top_k=1``, never apply).
+    """
     return {
         "do_sample": False, "num_beams": num_beams, "num_beam_groups": 1,
-        "temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": None, "typical_p": 1.0,
+        "temperature": 1.0, "top_p": 1.0, "top_k": 50, "min_p": None, "typical_p": 1.0,
         "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "length_penalty": 1.0,
         "early_stopping": False, "max_new_tokens": max_new_tokens,
         "min_new_tokens": min_new_tokens, "use_cache": use_cache,
