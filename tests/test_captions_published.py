@@ -205,3 +205,47 @@ def test_vicuna_grounding_context_is_cut_to_its_4096_positions(
     assert captioner.fit_positions(short) is short
     (caption,) = dict(captioner.caption([long], NullProgress())).values()
     assert caption.error is None
+
+
+def test_instructblip_with_the_published_processor_config_captions_every_scene(
+        tmp_path: Path) -> None:
+    """Issue 9, done-when: the real processor_config.json (InstructBlipVideoProcessor) no longer
+    breaks a run; every scene of the synthetic clip gets a caption, on CPU, through the CLI."""
+    from typer.testing import CliRunner
+
+    from conftest import media
+    from scenescribe.cli import app
+
+    name = "instructblip-vicuna-7b"
+    folder = build(name, tmp_path / "instructblip")
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    assert processor_config["processor_class"] == "InstructBlipVideoProcessor"
+    clip = media("synthetic/synthetic_cuts_speech.mp4")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["run", str(clip), "--out", str(out), "--stages", "none",
+                                      "--vlm", f"{name}={folder}", "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.stderr
+    video = out / "synthetic_cuts_speech"
+    records = [json.loads(x) for x in (video / "scenes.jsonl").read_text().splitlines()]
+    assert len(records) == 7
+    for record in records:
+        caption = record["captions"][name]
+        assert not caption.get("error") and 0 < caption["new_tokens"] <= 3
+    run = json.loads((video / "run.json").read_text())
+    facts = next(m for m in _walk(run) if m.get("name") == name)
+    assert facts["revision"] == registry.get_entry(name).revision
+    assert facts["processor"] == "InstructBlipProcessor"
+    assert facts["decoding"]["num_beams"] == 5 and facts["decoding"]["stop_ids"] == [1, 2]
+
+
+def _walk(data: Any) -> list[dict[str, Any]]:
+    """Every dict nested in ``data``."""
+    found = []
+    if isinstance(data, dict):
+        found.append(data)
+        for value in data.values():
+            found += _walk(value)
+    elif isinstance(data, list):
+        for value in data:
+            found += _walk(value)
+    return found
