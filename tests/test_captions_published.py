@@ -220,6 +220,9 @@ def test_instructblip_with_the_published_processor_config_captions_every_scene(
     folder = build(name, tmp_path / "instructblip")
     processor_config = json.loads((folder / "processor_config.json").read_text())
     assert processor_config["processor_class"] == "InstructBlipVideoProcessor"
+    from transformers import AutoProcessor
+
+    assert type(AutoProcessor.from_pretrained(folder)).__name__ == "InstructBlipVideoProcessor"
     clip = media("synthetic/synthetic_cuts_speech.mp4")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["run", str(clip), "--out", str(out), "--stages", "none",
