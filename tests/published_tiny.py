@@ -23,7 +23,8 @@ FOLDERS = {"llava-v1.6-vicuna-7b": "llava-hf--llava-v1.6-vicuna-7b-hf",
            "llava-v1.6-mistral-7b": "llava-hf--llava-v1.6-mistral-7b-hf",
            "instructblip-vicuna-7b": "Salesforce--instructblip-vicuna-7b",
            "qwen2.5-vl-7b": "Qwen--Qwen2.5-VL-7B-Instruct",
-           "smolvlm2": "HuggingFaceTB--SmolVLM2-500M-Video-Instruct"}
+           "smolvlm2": "HuggingFaceTB--SmolVLM2-500M-Video-Instruct",
+           "phi-3.5-vision": "microsoft--Phi-3.5-vision-instruct"}
 TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "initializer_range": 0.2}
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
@@ -35,7 +36,8 @@ def published(name: str, file: str) -> Any:
     return json.loads((FIXTURES / FOLDERS[name] / file).read_text())
 
 
-def llama_tokenizer(base: int, added: dict[int, str], bos: str, *, legacy: bool = True) -> Any:
+def llama_tokenizer(base: int, added: dict[int, str | tuple[str, bool]], bos: str, *,
+                    legacy: bool = True) -> Any:
     """A Llama-layout SentencePiece BPE: <unk> <s> </s>, 256 byte tokens, pieces, fillers.
 
     ``legacy`` gives the normalizer of legacy Llama ``tokenizer.json`` files (a ``▁`` before every
@@ -64,8 +66,10 @@ def llama_tokenizer(base: int, added: dict[int, str], bos: str, *, legacy: bool 
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
     for i in sorted(added):
-        assert tok.get_vocab_size() == i, f"added token {added[i]} would not land at {i}"
-        tok.add_special_tokens([AddedToken(added[i], normalized=False, special=True)])
+        content, rstrip = (added[i], False) if isinstance(added[i], str) else added[i]
+        assert tok.get_vocab_size() == i, f"added token {content} would not land at {i}"
+        tok.add_special_tokens([AddedToken(content, normalized=False, special=True,
+                                           rstrip=rstrip)])
     return tok
 
 
@@ -80,6 +84,9 @@ def tokenizer_for(name: str, *, legacy: bool = True) -> Any:
     if name == "instructblip-vicuna-7b":
         return llama_tokenizer(32000, {32000: "[PAD]", 32001: "<image>"}, "</s>", legacy=legacy)
     added = published(name, "tokenizer_config.json").get("added_tokens_decoder", {})
+    if name == "phi-3.5-vision":  # as published: the chat tokens strip the whitespace after them
+        chat = {int(k): (v["content"], v["rstrip"]) for k, v in added.items() if int(k) >= 32000}
+        return llama_tokenizer(32000, chat, "<s>", legacy=legacy)
     if name == "qwen2.5-vl-7b":
         specials = {v["content"]: int(k) for k, v in added.items()}
         return byte_level_tokenizer(151643 + len(specials), specials)
@@ -118,11 +125,35 @@ def tiny_config(name: str) -> Any:
     return AutoConfig.for_model(model_type, **data)
 
 
+def build_phi(out: Path) -> None:
+    """Tiny Phi-3.5-Vision in the official layout, at the published ids and vocabulary."""
+    from scenescribe.captions.phi3v_model import Phi3VConfig, Phi3VForCausalLM
+    from scenescribe.captions.phi3v_tiny import tiny_config_dict
+
+    class Ids:  # the published ids, for tiny_config_dict
+        @staticmethod
+        def convert_tokens_to_ids(token: str) -> int:
+            return {"<s>": 1, "</s>": 2, "<|endoftext|>": 32000}[token]
+
+    data = {**tiny_config_dict(Ids()), "vocab_size": published("phi-3.5-vision",
+                                                                 "config.json")["vocab_size"]}
+    Phi3VForCausalLM(Phi3VConfig(**data)).save_pretrained(out)
+    (out / "config.json").write_text(json.dumps(data, indent=2))
+
+
 def build(name: str, out: Path, *, legacy_tokenizer: bool = True, seed: int = 0) -> Path:
     """A folder loadable with ``from_pretrained`` exactly like a download of ``name``."""
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
+    if name == "phi-3.5-vision":
+        torch.manual_seed(seed)
+        build_phi(out)
+        for file in (FIXTURES / FOLDERS[name]).iterdir():
+            if file.name != "config.json":
+                shutil.copy(file, out / file.name)
+        tokenizer_for(name, legacy=legacy_tokenizer).save(str(out / "tokenizer.json"))
+        return out
     cls = registry.get_entry(name, "captioner").load_class()
     torch.manual_seed(seed)
     model = cls.transformers_class()._from_config(tiny_config(name), dtype=torch.float32)

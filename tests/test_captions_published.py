@@ -49,7 +49,19 @@ EXPECTED: dict[str, tuple[str, str, int | None, int | None, set[int]]] = {
     "smolvlm2": ("SmolVLMProcessor",
                  f"<|im_start|>User:<image><image>{P}<end_of_utterance>\nAssistant:",
                  None, 49190, {49279}),
+    # Built natively (no remote code); the image tags are text the processor expands.
+    "phi-3.5-vision": ("Phi3VProcessor",
+                       f"<|user|>\n<|image_1|>\n<|image_2|>\n{P}<|end|>\n<|assistant|>\n",
+                       1, None, {32000, 32001, 32007}),
 }
+
+# The tokenizer class transformers 5 builds from each folder. TokenizersBackend runs the shipped
+# tokenizer.json as it is; the others are rebuilt from tokenizer_config.json (PR #47700), which
+# the load-time guard checks against the shipped file.
+TOKENIZER_CLASS = {"llava-v1.6-vicuna-7b": "TokenizersBackend",
+                   "llava-v1.6-mistral-7b": "TokenizersBackend",
+                   "instructblip-vicuna-7b": "LlamaTokenizer", "qwen2.5-vl-7b": "Qwen2Tokenizer",
+                   "smolvlm2": "TokenizersBackend", "phi-3.5-vision": "TokenizersBackend"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -92,6 +104,7 @@ def test_published_files_give_the_trained_prompt_stops_and_decoding(
     folder = build(name, tmp_path / name)
     captioner = load(name, folder)
     assert type(captioner.processor).__name__ == processor_class
+    assert type(captioner.processor.tokenizer).__name__ == TOKENIZER_CLASS[name]
     request = CaptionRequest(0, frames)
     assert captioner.prompt(request, 2) == prompt
     ids = list(captioner.processor.tokenizer(prompt)["input_ids"])
@@ -100,6 +113,10 @@ def test_published_files_give_the_trained_prompt_stops_and_decoding(
         assert ids[0] == bos and ids[1] != bos
     if image_id is not None:
         assert ids.count(image_id) == 2
+    if name == "phi-3.5-vision":  # <|user|>, and each piece around the image tags tokenized
+        assert ids[1] == 32010  # apart with its own BOS, as the official processor does
+        pieces = captioner.processor.token_ids(prompt, [3, 3])
+        assert pieces.count(1) == 3 and pieces.count(-1) == 3 and pieces.count(-2) == 3
     assert captioner._stop_ids() == stops
 
     # The checkpoint's generation config is read for its end tokens only.
@@ -145,11 +162,12 @@ def test_shipped_tokenizer_guard_restores_the_space_after_special_tokens(
     tokenizer.json and ``legacy: false`` (or no ``legacy`` key) it drops the ``▁`` the model saw
     after a special token. The guard notices and puts the shipped pipeline back.
 
-    Which families this reaches in transformers 5.24: LLaVA-NeXT and SmolVLM2 folders load
-    ``TokenizersBackend`` straight from tokenizer.json, Qwen2.5-VL rebuilds a byte-level
-    tokenizer (ids equal, test above), InstructBLIP and Phi-3.5-Vision rebuild ``LlamaTokenizer``;
-    InstructBLIP's prompt has no special token inside it (its image tokens are tokenized apart),
-    Phi-3.5's has several (``<|user|>\\n<|image_1|>\\n``).
+    Which families this reaches in transformers 5.24 (``TOKENIZER_CLASS``): LLaVA-NeXT,
+    SmolVLM2 and Phi-3.5-Vision load ``TokenizersBackend`` straight from tokenizer.json,
+    Qwen2.5-VL rebuilds a byte-level tokenizer (ids equal, test above), and only InstructBLIP
+    rebuilds ``LlamaTokenizer``, whose prompt has no special token inside it (its image tokens are
+    tokenized apart). So it bites none of the six today; the guard is there for the real files
+    and for the next transformers.
     """
     from scenescribe.captions.published import check_prompt_ids
 
