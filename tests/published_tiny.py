@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scenescribe import registry
-from scenescribe.captions.offline import code_tokenizer
+from scenescribe.testing.code_tokenizers import code_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "published"
 FOLDERS = {"llava-v1.6-vicuna-7b": "llava-hf--llava-v1.6-vicuna-7b-hf",
@@ -90,9 +90,9 @@ def tokenizer_for(name: str, *, legacy: bool = True) -> Any:
     if name == "qwen2.5-vl-7b":
         specials = {v["content"]: int(k) for k, v in added.items()}
         return byte_level_tokenizer(151643 + len(specials), specials)
-    from scenescribe.captions.smolvlm import special_ids
+    from scenescribe.testing.stand_ins import smolvlm_special_ids
 
-    return byte_level_tokenizer(49280, special_ids(49280, 49190))
+    return byte_level_tokenizer(49280, smolvlm_special_ids(49280, 49190))
 
 
 def tiny_config(name: str) -> Any:
@@ -128,7 +128,7 @@ def tiny_config(name: str) -> Any:
 def build_phi(out: Path) -> None:
     """Tiny Phi-3.5-Vision in the official layout, at the published ids and vocabulary."""
     from scenescribe.captions.phi3v_model import Phi3VConfig, Phi3VForCausalLM
-    from scenescribe.captions.phi3v_tiny import tiny_config_dict
+    from scenescribe.testing.phi3v_tiny import tiny_config_dict
 
     class Ids:  # the published ids, for tiny_config_dict
         @staticmethod

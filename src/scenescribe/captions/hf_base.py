@@ -42,8 +42,7 @@ class TransformersCaptioner(Captioner):
     """A transformers vision-language model captioning scenes in batches.
 
     Subclasses set ``model_class_name`` and may override ``images``, ``messages``/``prompt``,
-    ``generation_kwargs``; for random-weight benchmarks and tiny tests they provide
-    ``published_config`` and ``offline_processor``.
+    ``generation_kwargs``; ``--random-weights`` builds them from ``scenescribe.testing``.
     """
 
     model_class_name: ClassVar[str] = ""
@@ -67,16 +66,6 @@ class TransformersCaptioner(Captioner):
         import transformers
 
         return getattr(transformers, cls.model_class_name)
-
-    @classmethod
-    def published_config(cls, name: str) -> Any:
-        """Full-size config of registry model ``name`` built from published hyperparameters."""
-        raise NotImplementedError(f"{cls.__name__} has no built-in config for random weights")
-
-    @classmethod
-    def offline_processor(cls, name: str, config: Any) -> Any:
-        """A processor for ``config`` built in code (tokenizer, image processor, chat format)."""
-        raise NotImplementedError(f"{cls.__name__} has no offline processor")
 
     def instruction(self, request: CaptionRequest) -> str:
         """The caption instruction, after the scene's grounding facts when there are any."""
@@ -110,13 +99,13 @@ class TransformersCaptioner(Captioner):
     def _load(self) -> Any:
         self._check_options()
         dtype = self.torch_dtype()
-        if self.options.random_weights:
-            from scenescribe.captions.offline import random_model
+        if self.options.random_weights:  # benchmarks: the architecture, no checkpoint
+            from scenescribe.testing import stand_ins
 
-            config = self.published_config(self.name)
+            config = stand_ins.published_config(self.name)
             config._attn_implementation = self.attention()
-            self.processor = self.offline_processor(self.name, config)
-            model = random_model(self.transformers_class(), config, self.device, dtype)
+            self.processor = stand_ins.offline_processor(self.name, config)
+            model = stand_ins.random_model(self.transformers_class(), config, self.device, dtype)
         else:
             model = self._from_pretrained(dtype)
             check_prompt_ids(self.name, self.weights(), self.processor.tokenizer,

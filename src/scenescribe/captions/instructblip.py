@@ -20,16 +20,6 @@ from typing import Any
 from scenescribe.captions.base import CaptionRequest
 from scenescribe.captions.hf_base import TransformersCaptioner, open_rgb
 
-# Published config of Salesforce/instructblip-vicuna-7b: EVA ViT-g/14 at 224 px (the defaults of
-# InstructBlipVisionConfig), a BERT-base Q-Former with 32 queries, Vicuna-7B v1.1 with its
-# vocabulary padded to 32,064 (tests/fixtures/published).
-VICUNA_7B = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
-             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-             "max_position_embeddings": 2048, "rms_norm_eps": 1e-6, "vocab_size": 32064,
-             "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 32000}
-PAD_ID, IMAGE_ID = 32000, 32001  # "[PAD]" and "<image>" in the published tokenizer
-QFORMER_VOCAB = 30523  # bert-base-uncased plus BLIP-2's [DEC]
-
 
 def panorama(images: list[Any]) -> Any:
     """Frames side by side at the height of the first, keeping each frame's aspect ratio."""
@@ -73,37 +63,3 @@ class InstructBlipCaptioner(TransformersCaptioner):
 
     def image_tokens(self, sizes: list[tuple[int, int]]) -> int:
         return int(self.processor.num_query_tokens)
-
-    @classmethod
-    def published_config(cls, name: str) -> Any:
-        from transformers import InstructBlipConfig
-
-        return InstructBlipConfig(
-            vision_config={}, qformer_config={"vocab_size": QFORMER_VOCAB},
-            text_config=dict(VICUNA_7B), num_query_tokens=32, image_token_index=IMAGE_ID)
-
-    @classmethod
-    def offline_processor(cls, name: str, config: Any) -> Any:
-        from transformers import BlipImageProcessor, InstructBlipProcessor
-        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-
-        from scenescribe.captions.offline import code_tokenizer
-
-        text = config.text_config
-        image_id = config.image_token_index
-        # As published: "</s>" is bos, eos and unk (so prompts start with id 2).
-        tokenizer = code_tokenizer(
-            text.vocab_size, {"<unk>": 0, "<s>": 1, "</s>": 2, "[PAD]": image_id - 1,
-                              "<image>": image_id},
-            bos="</s>", eos="</s>", pad="[PAD]", unk="</s>", wrap=("</s>", None))
-        qformer = code_tokenizer(
-            config.qformer_config.vocab_size,
-            {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4},
-            pad="[PAD]", unk="[UNK]", wrap=("[CLS]", "[SEP]"))
-        side = config.vision_config.image_size
-        image_processor = BlipImageProcessor(
-            size={"height": side, "width": side}, image_mean=OPENAI_CLIP_MEAN,
-            image_std=OPENAI_CLIP_STD)
-        return InstructBlipProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                     qformer_tokenizer=qformer,
-                                     num_query_tokens=config.num_query_tokens)
