@@ -130,6 +130,10 @@ def test_published_files_give_the_trained_prompt_stops_and_decoding(
                 "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size"):
         assert getattr(effective, key) == decoding[key], key
     assert sorted(effective.eos_token_id) == sorted(stops)
+    inner = getattr(captioner.model, "language_model", None)
+    if hasattr(inner, "generation_config"):  # InstructBLIP's generate delegates to it
+        effective, _ = inner._prepare_generation_config(captioner.generation_config())
+        assert effective.repetition_penalty == 1.0 and effective.num_beams == beams
     facts = captioner.facts()
     assert facts["revision"] == registry.get_entry(name).revision and facts["revision"]
     assert facts["decoding"] == decoding and facts["processor"] == processor_class
@@ -203,6 +207,20 @@ def test_consistent_tokenizer_files_load_without_a_warning(
         with caplog.at_level(logging.WARNING, logger="scenescribe.captions"):
             load("instructblip-vicuna-7b", folder)
     assert not [r for r in caplog.records if "tokenizer" in r.getMessage()]
+
+
+def test_fit_context_keeps_the_longest_head_of_whole_words() -> None:
+    from scenescribe.captions.published import fit_context
+
+    def count(text: str) -> int:  # one token a word, plus a prompt of 10
+        return 10 + len(text.split())
+
+    words = " ".join(f"w{i}" for i in range(100))
+    assert fit_context(words, 110, count) == words
+    assert fit_context(words, 42, count) == " ".join(f"w{i}" for i in range(32))
+    assert fit_context(words, 11, count) == "w0"
+    assert fit_context(words, 10, count) == ""
+    assert fit_context(words, 3, count) == ""  # nothing fits: the context goes, no error
 
 
 def test_vicuna_grounding_context_is_cut_to_its_4096_positions(

@@ -351,7 +351,6 @@ class TransformersCaptioner(Captioner):
                     len(request.context), len(kept))
         return replace(request, context=kept)
 
-
     def prompt_length(self, request: CaptionRequest) -> int:
         """Prompt tokens of a scene, image tokens included, from image sizes (no decoding)."""
         sizes = [image_size(p) for p in request.frames]
