@@ -68,7 +68,7 @@ register(ModelEntry("llava-v1.6-vicuna-7b", "captioner",
 register(ModelEntry("llava-v1.6-mistral-7b", "captioner",
                     "scenescribe.captions.llava_next:LlavaNextCaptioner", "vlm", _HF,
                     checkpoint="llava-hf/llava-v1.6-mistral-7b-hf",
-                    revision="52320fb52229c8d942b1dcb8b63b3dc8087bc83b",
+                    revision="2424fdd47412fccc66d91719126b420e9fbd7065",
                     description="LLaVA-v1.6 (LLaVA-NeXT) Mistral-7B"))
 register(ModelEntry("instructblip-vicuna-7b", "captioner",
                     "scenescribe.captions.instructblip:InstructBlipCaptioner", "vlm", _HF,
