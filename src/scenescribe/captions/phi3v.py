@@ -22,6 +22,8 @@ NUM_CROPS = 4
 # Tokens that end an answer. The official generation config lists <|end|>, <|assistant|> and
 # <|endoftext|>; the tokenizer's own eos is only <|endoftext|>.
 END_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
+
+
 class Phi3VisionCaptioner(TransformersCaptioner):
     """``phi-3.5-vision``: one caption per scene from its frames."""
 
