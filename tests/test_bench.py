@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from scenescribe.bench_report import merge_reports
-from scenescribe.captions.tiny import build_tiny
 from scenescribe.cli import app
+from scenescribe.testing.tiny import build_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("llava-v1.6-vicuna-7b", "instructblip-vicuna-7b")

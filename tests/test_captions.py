@@ -27,7 +27,8 @@ from scenescribe.progress import NullProgress
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from scenescribe.captions.tiny import TINY_CONFIGS, build_tiny, tiny_names  # noqa: E402
+from scenescribe.testing import stand_ins  # noqa: E402
+from scenescribe.testing.tiny import TINY_CONFIGS, build_tiny, tiny_names  # noqa: E402
 
 NEW = 8
 # Frame sizes (width, height) and colours: every frame differs, so do image-token counts.
@@ -218,8 +219,7 @@ def test_out_of_memory_alone_records_an_error_and_goes_on(
 def test_random_weights_mode_needs_no_files(monkeypatch: pytest.MonkeyPatch,
                                             scenes: list[CaptionRequest]) -> None:
     """The benchmark path: config and processor from code, output forced to full length."""
-    cls = registry.get_entry("llava-v1.6-mistral-7b").load_class()
-    monkeypatch.setattr(cls, "published_config", classmethod(lambda c, name: TINY_CONFIGS[name](name)))
+    monkeypatch.setattr(stand_ins, "published_config", lambda name: TINY_CONFIGS[name](name))
     captioner = registry.create("llava-v1.6-mistral-7b", "captioner", device="cpu", model_dir=None,
                                 options=CaptionOptions(max_new_tokens=6, random_weights=True))
     out = dict(captioner.caption(scenes[:2], NullProgress()))
@@ -234,7 +234,7 @@ PUBLISHED_PARAMS = {"llava-v1.6-mistral-7b": 7.57e9, "llava-v1.6-vicuna-7b": 7.0
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
 def test_full_size_configs_have_the_published_size(name: str) -> None:
     cls = registry.get_entry(name).load_class()
-    config = cls.published_config(name)
+    config = stand_ins.published_config(name)
     with torch.device("meta"):
         model = cls.transformers_class()._from_config(config)
     count = sum(p.numel() for p in model.parameters())
@@ -245,7 +245,6 @@ def test_offline_llava_processor_matches_workload_w2(tmp_path: Path) -> None:
     """BENCHMARK W2: two 672x378 frames, about 1,940 AnyRes tokens each, 3,938 in all."""
     from PIL import Image
 
-    from scenescribe.captions.llava_next import LlavaNextCaptioner
 
     name = "llava-v1.6-mistral-7b"
     frames = []
@@ -253,8 +252,7 @@ def test_offline_llava_processor_matches_workload_w2(tmp_path: Path) -> None:
         frames.append(str(tmp_path / f"f{i}.jpg"))
         Image.new("RGB", (672, 378), (90 * i, 60, 30)).save(frames[-1])
     captioner = create(name, tmp_path)
-    captioner.processor = LlavaNextCaptioner.offline_processor(
-        name, LlavaNextCaptioner.published_config(name))
+    captioner.processor = stand_ins.offline_processor(name, stand_ins.published_config(name))
     request = CaptionRequest(0, tuple(frames))
     images = captioner.images(request)
     ids = captioner.encode([images], [captioner.prompt(request, 2)])["input_ids"][0].tolist()

@@ -22,10 +22,10 @@ from scenescribe.captions.phi3v_processing import (
     chat_prompt,
     hd_size,
 )
-from scenescribe.captions.phi3v_tiny import build_tiny_phi3v, build_tiny_tokenizer
 from scenescribe.options import CaptionOptions
 from scenescribe.progress import NullProgress
 from scenescribe.registry import create
+from scenescribe.testing.phi3v_tiny import build_tiny_phi3v, build_tiny_tokenizer
 
 NAME = "phi-3.5-vision"
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import scenescribe
-from scenescribe.captions.tiny import build_tiny
 from scenescribe.options import CaptionOptions, RunOptions
+from scenescribe.testing.tiny import build_tiny
 
 MODELS = ("llava-v1.6-mistral-7b", "smolvlm2")
 

@@ -181,12 +181,13 @@ def models(model_dir: ModelDir = None) -> None:
     table = Table(title="scenescribe models")
     table.add_column("name", no_wrap=True)
     table.add_column("kind", no_wrap=True)
-    for col in ("checkpoint", "installed", "where / how"):
+    for col in ("checkpoint", "revision", "installed", "where / how"):
         table.add_column(col, overflow="fold")
     colour = {"yes": "green", "hub": "yellow", "no": "red"}
     for entry in registry.entries():
         status, where = registry.is_available(entry, model_dir)
         table.add_row(entry.name, entry.kind, entry.checkpoint or "-",
+                      entry.revision[:12] if entry.revision else "-",
                       f"[{colour[status]}]{status}[/{colour[status]}]", where)
     out.print(table)
 

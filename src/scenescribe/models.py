@@ -58,28 +58,37 @@ register(ModelEntry("yolov8n", "objects", "scenescribe.objects.yolo:YoloTracker"
                     local_paths=("yolo/yolov8n.pt",),
                     description="YOLOv8n COCO with ByteTrack"))
 
-# Vision-language captioners.
+# Vision-language captioners. Each revision is the Hugging Face commit whose files
+# tests/fixtures/published/README.md describes (where each hash was seen is recorded there).
 register(ModelEntry("llava-v1.6-vicuna-7b", "captioner",
                     "scenescribe.captions.llava_next:LlavaNextCaptioner", "vlm", _HF,
                     checkpoint="llava-hf/llava-v1.6-vicuna-7b-hf",
+                    revision="c916e6cdcd760b4cecd1dd4907f84ac649f93b23",
                     description="LLaVA-v1.6 (LLaVA-NeXT) Vicuna-7B"))
 register(ModelEntry("llava-v1.6-mistral-7b", "captioner",
                     "scenescribe.captions.llava_next:LlavaNextCaptioner", "vlm", _HF,
                     checkpoint="llava-hf/llava-v1.6-mistral-7b-hf",
+                    revision="2424fdd47412fccc66d91719126b420e9fbd7065",
                     description="LLaVA-v1.6 (LLaVA-NeXT) Mistral-7B"))
 register(ModelEntry("instructblip-vicuna-7b", "captioner",
                     "scenescribe.captions.instructblip:InstructBlipCaptioner", "vlm", _HF,
                     checkpoint="Salesforce/instructblip-vicuna-7b",
+                    revision="19103d0c5b5263c8a7891012e08573439fb6607f",
                     description="InstructBLIP Vicuna-7B (frames stitched into one panorama)"))
 register(ModelEntry("phi-3.5-vision", "captioner",
                     "scenescribe.captions.phi3v:Phi3VisionCaptioner", "vlm", _HF,
                     checkpoint="microsoft/Phi-3.5-vision-instruct",
+                    revision="12b77fb40b63a2c73c68243d3f767aab688a1b2a",
                     description="Phi-3.5-Vision, native transformers build with KV cache"))
 register(ModelEntry("qwen2.5-vl-7b", "captioner",
                     "scenescribe.captions.qwen2_5_vl:Qwen25VLCaptioner", "vlm", _HF,
-                    checkpoint="Qwen/Qwen2.5-VL-7B-Instruct", description="Qwen2.5-VL 7B Instruct"))
+                    checkpoint="Qwen/Qwen2.5-VL-7B-Instruct",
+                    revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
+                    description="Qwen2.5-VL 7B Instruct"))
 register(ModelEntry("smolvlm2", "captioner", "scenescribe.captions.smolvlm:SmolVLMCaptioner",
-                    "vlm", (*_HF, "num2words"), checkpoint="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+                    "vlm", (*_HF, "num2words"),
+                    checkpoint="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+                    revision="7b375e1b73b11138ff12fe22c8f2822d8fe03467",
                     description="SmolVLM2 500M: small enough for CPU"))
 register(ModelEntry("openai-chat", "captioner",
                     "scenescribe.captions.openai_chat:OpenAIChatCaptioner", "api", ("httpx",),

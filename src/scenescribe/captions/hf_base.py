@@ -14,14 +14,24 @@ import importlib.util
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
-from scenescribe.errors import BackendUnavailableError, ConfigError, InputError
+from scenescribe.captions.frames import chunks, image_size, open_rgb, scene_bytes
+from scenescribe.captions.published import (
+    check_prompt_ids,
+    decoding_settings,
+    fit_context,
+    reset_generation_configs,
+)
+from scenescribe.errors import BackendUnavailableError, ConfigError
 from scenescribe.progress import Progress
 from scenescribe.records import Caption
 
 log = logging.getLogger("scenescribe.captions")
+
+__all__ = ["TransformersCaptioner", "image_size", "open_rgb"]
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
@@ -32,13 +42,14 @@ class TransformersCaptioner(Captioner):
     """A transformers vision-language model captioning scenes in batches.
 
     Subclasses set ``model_class_name`` and may override ``images``, ``messages``/``prompt``,
-    ``generation_kwargs``; for random-weight benchmarks and tiny tests they provide
-    ``published_config`` and ``offline_processor``.
+    ``generation_kwargs``; ``--random-weights`` builds them from ``scenescribe.testing``.
     """
 
     model_class_name: ClassVar[str] = ""
     num_beams: ClassVar[int] = 1
     min_new_tokens_floor: ClassVar[int] = 0  # a family's own minimum caption length
+    # Tokens the family ends an answer with, stopped on besides the generation config's eos.
+    end_tokens: ClassVar[tuple[str, ...]] = ()
     cpu_batch_size: ClassVar[int] = 4
     max_batch_size: ClassVar[int] = 64
 
@@ -46,6 +57,7 @@ class TransformersCaptioner(Captioner):
         super().__init__(*args, **kwargs)
         self.processor: Any = None
         self._batch_cap: int | None = None  # lowered after an out-of-memory error
+        self._checkpoint_eos: list[int] = []  # the checkpoint's generation_config.json eos ids
 
     # ---- what subclasses describe -------------------------------------------------------------
 
@@ -54,16 +66,6 @@ class TransformersCaptioner(Captioner):
         import transformers
 
         return getattr(transformers, cls.model_class_name)
-
-    @classmethod
-    def published_config(cls, name: str) -> Any:
-        """Full-size config of registry model ``name`` built from published hyperparameters."""
-        raise NotImplementedError(f"{cls.__name__} has no built-in config for random weights")
-
-    @classmethod
-    def offline_processor(cls, name: str, config: Any) -> Any:
-        """A processor for ``config`` built in code (tokenizer, image processor, chat format)."""
-        raise NotImplementedError(f"{cls.__name__} has no offline processor")
 
     def instruction(self, request: CaptionRequest) -> str:
         """The caption instruction, after the scene's grounding facts when there are any."""
@@ -97,23 +99,26 @@ class TransformersCaptioner(Captioner):
     def _load(self) -> Any:
         self._check_options()
         dtype = self.torch_dtype()
-        if self.options.random_weights:
-            from scenescribe.captions.offline import random_model
+        if self.options.random_weights:  # benchmarks: the architecture, no checkpoint
+            from scenescribe.testing import stand_ins
 
-            config = self.published_config(self.name)
+            config = stand_ins.published_config(self.name)
             config._attn_implementation = self.attention()
-            self.processor = self.offline_processor(self.name, config)
-            model = random_model(self.transformers_class(), config, self.device, dtype)
+            self.processor = stand_ins.offline_processor(self.name, config)
+            model = stand_ins.random_model(self.transformers_class(), config, self.device, dtype)
         else:
             model = self._from_pretrained(dtype)
+            check_prompt_ids(self.name, self.weights(), self.processor.tokenizer,
+                             self.prompt(CaptionRequest(0, ("a.jpg", "b.jpg")), 2))
+        # Only the end tokens are read from the checkpoint's generation config: every decoding
+        # setting is ours (``generation_config``), none is filled in from the file.
+        self._checkpoint_eos = reset_generation_configs(model)
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)
         return model.eval()
 
     def _from_pretrained(self, dtype: Any) -> Any:
-        from transformers import AutoProcessor
-
         path = self.weights()
         kwargs: dict[str, Any] = {"dtype": dtype}
         # Straight onto the device when accelerate can place it; otherwise load, then move.
@@ -129,9 +134,15 @@ class TransformersCaptioner(Captioner):
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
             kwargs["device_map"] = {"": self.device}
             placed = True
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.processor = self.load_processor(path)
         model = self.transformers_class().from_pretrained(path, **kwargs)
         return model if placed else model.to(self.device)
+
+    def load_processor(self, path: Any) -> Any:
+        """The checkpoint's processor (the class its ``processor_config.json`` names)."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path)
 
     def _check_options(self) -> None:
         o = self.options
@@ -188,6 +199,7 @@ class TransformersCaptioner(Captioner):
         if not requests:
             return
         self.load()
+        requests = [self.fit_positions(r) for r in requests]
         # Longest first: the batch most likely to run out of memory runs first, and similar
         # lengths share a batch so padding stays small.
         ordered = sorted(((self.prompt_length(r), r) for r in requests),
@@ -205,7 +217,7 @@ class TransformersCaptioner(Captioner):
     def _run(self, requests: list[CaptionRequest], size: int) -> Iterator[tuple[int, Caption]]:
         import torch
 
-        pending = deque(_chunks(requests, size))
+        pending = deque(chunks(requests, size))
         while pending:
             batch = pending.popleft()
             try:
@@ -227,7 +239,7 @@ class TransformersCaptioner(Captioner):
             log.warning("%s: out of memory at batch size %d; retrying at %d", self.name,
                         len(batch), half)
             rest = [r for b in pending for r in b]
-            pending = deque([*_chunks(batch, half), *_chunks(rest, half)])
+            pending = deque([*chunks(batch, half), *chunks(rest, half)])
 
     def _free_memory(self) -> None:
         gc.collect()
@@ -260,33 +272,52 @@ class TransformersCaptioner(Captioner):
             moved[key] = value
         return moved
 
+    def decoding(self) -> dict[str, Any]:
+        """The effective decoding settings, every one explicit (recorded in ``run.json``)."""
+        o = self.options
+        # Random weights: a fixed output length, the worst case of a real run.
+        min_new = o.max_new_tokens if o.random_weights else max(o.min_new_tokens,
+                                                                  self.min_new_tokens_floor)
+        settings = decoding_settings(num_beams=self.num_beams, max_new_tokens=o.max_new_tokens,
+                                     min_new_tokens=min(min_new, o.max_new_tokens),
+                                     use_cache=o.use_cache)
+        settings.update(self.generation_kwargs())
+        if self.processor is not None and self.model is not None:
+            settings["stop_ids"] = sorted(self._stop_ids())
+        return settings
+
+    def facts(self) -> dict[str, Any]:
+        facts = {**super().facts(), "decoding": self.decoding()}
+        if self.processor is not None:
+            facts["processor"] = type(self.processor).__name__
+        return facts
+
     def generation_config(self) -> Any:
         """Greedy (or the family's beam search) with the model's KV cache, as the reference."""
         from transformers import GenerationConfig
 
-        o = self.options
+        settings = self.decoding()
+        settings.pop("stop_ids", None)
         tokenizer = self.processor.tokenizer
         eos = self._eos_ids()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-        # Random weights: a fixed output length, the worst case of a real run.
-        min_new = o.max_new_tokens if o.random_weights else max(o.min_new_tokens,
-                                                                  self.min_new_tokens_floor)
-        config = GenerationConfig(
-            max_new_tokens=o.max_new_tokens, min_new_tokens=min(min_new, o.max_new_tokens),
-            do_sample=False, num_beams=self.num_beams, use_cache=o.use_cache,
-            eos_token_id=eos, pad_token_id=pad, bos_token_id=tokenizer.bos_token_id)
-        if o.use_cache and o.cache == "static" and self.device.startswith("cuda"):
+        config = GenerationConfig(**settings, eos_token_id=eos, pad_token_id=pad,
+                                  bos_token_id=tokenizer.bos_token_id)
+        if self.options.use_cache and self.options.cache == "static" and \
+                self.device.startswith("cuda"):
             # A preallocated cache lets transformers compile the decode step: far fewer kernel
             # launches per token, which is where batched decoding spends its time.
             config.cache_implementation = "static"
-        config.update(**self.generation_kwargs())
         return config
 
     def _eos_ids(self) -> list[int]:
-        eos = self.model.generation_config.eos_token_id
-        if eos is None:
-            eos = self.processor.tokenizer.eos_token_id
-        ids = [eos] if isinstance(eos, int) else list(eos or [])
+        """The checkpoint's generation-config eos ids, then the family's own end tokens."""
+        tokenizer = self.processor.tokenizer
+        ids = list(self._checkpoint_eos)
+        if not ids and tokenizer.eos_token_id is not None:
+            ids = [tokenizer.eos_token_id]
+        vocab = tokenizer.get_vocab()
+        ids += [vocab[t] for t in self.end_tokens if t in vocab and vocab[t] not in ids]
         if not ids:
             raise ConfigError(f"{self.name}: the tokenizer has no end-of-sequence token")
         return ids
@@ -295,6 +326,30 @@ class TransformersCaptioner(Captioner):
         return set(self._eos_ids())
 
     # ---- batch planning ------------------------------------------------------------------------
+
+    def position_limit(self) -> int | None:
+        """The language model's trained positions (Vicuna-7B: 4,096), if its config says."""
+        return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
+
+    def fit_positions(self, request: CaptionRequest) -> CaptionRequest:
+        """Shorten the grounding context so prompt and caption fit the model's positions."""
+        limit = self.position_limit()
+        if not limit or not request.context.strip():
+            return request
+        budget = limit - self.options.max_new_tokens
+
+        def count(context: str) -> int:
+            return self.prompt_length(replace(request, context=context))
+
+        before = count(request.context)
+        if before <= budget:
+            return request
+        kept = fit_context(request.context, budget, count)
+        log.warning("%s: scene %d: prompt of %d tokens plus %d new exceeds the model's %d "
+                    "positions; grounding context cut from %d to %d characters", self.name,
+                    request.index, before, self.options.max_new_tokens, limit,
+                    len(request.context), len(kept))
+        return replace(request, context=kept)
 
     def prompt_length(self, request: CaptionRequest) -> int:
         """Prompt tokens of a scene, image tokens included, from image sizes (no decoding)."""
@@ -329,42 +384,5 @@ class TransformersCaptioner(Captioner):
 
     def scene_bytes(self, prompt_tokens: int) -> int:
         """Estimated GPU bytes one scene adds to a batch: KV cache plus prefill activations."""
-        text = self.model.config.get_text_config()
-        width = self.torch_dtype().itemsize
-        heads = text.num_attention_heads
-        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-        kv_heads = getattr(text, "num_key_value_heads", None) or heads
-        tokens = prompt_tokens + self.options.max_new_tokens
-        kv = 2 * text.num_hidden_layers * kv_heads * head_dim * width * tokens * self.num_beams
-        # One layer's prefill activations live at a time: q/k/v/out projections, the MLP's three
-        # intermediate tensors, and a few copies of the embedded prompt.
-        act = prompt_tokens * (8 * text.hidden_size + 3 * text.intermediate_size) * width
-        logits = 4 * text.vocab_size * self.num_beams * 2
-        return kv + act + logits
-
-
-def _chunks(items: Sequence[CaptionRequest], size: int) -> list[list[CaptionRequest]]:
-    return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def open_rgb(path: str) -> Any:
-    """A frame as an RGB PIL image; a missing or broken file is an ``InputError`` naming it."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read frame image: {exc}") from exc
-
-
-def image_size(path: str) -> tuple[int, int]:
-    """``(height, width)`` read from the image header only."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"cannot read frame image: {exc}") from exc
-    return height, width
+        return scene_bytes(self.model.config.get_text_config(), self.torch_dtype().itemsize,
+                           prompt_tokens, self.options.max_new_tokens, self.num_beams)

@@ -22,38 +22,19 @@ NUM_CROPS = 4
 # Tokens that end an answer. The official generation config lists <|end|>, <|assistant|> and
 # <|endoftext|>; the tokenizer's own eos is only <|endoftext|>.
 END_TOKENS = ("<|end|>", "<|assistant|>", "<|endoftext|>")
-# Phi-3 special tokens at their published ids (for the random-weights tokenizer).
-PHI3_SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2, "<|endoftext|>": 32000, "<|assistant|>": 32001,
-                 "<|system|>": 32006, "<|end|>": 32007, "<|user|>": 32010}
 
 
 class Phi3VisionCaptioner(TransformersCaptioner):
     """``phi-3.5-vision``: one caption per scene from its frames."""
 
     num_crops: ClassVar[int] = NUM_CROPS
+    end_tokens = END_TOKENS
 
     @classmethod
     def transformers_class(cls) -> Any:
         from scenescribe.captions.phi3v_model import Phi3VForCausalLM
 
         return Phi3VForCausalLM
-
-    @classmethod
-    def published_config(cls, name: str) -> Any:
-        from scenescribe.captions.phi3v_model import Phi3VConfig
-
-        return Phi3VConfig.phi35_vision()
-
-    @classmethod
-    def offline_processor(cls, name: str, config: Any) -> Any:
-        from scenescribe.captions.offline import code_tokenizer
-        from scenescribe.captions.phi3v_processing import Phi3VImageProcessor, Phi3VProcessor
-
-        tokenizer = code_tokenizer(config.vocab_size, PHI3_SPECIALS, bos="<s>",
-                                   eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
-                                   add_bos=True)  # Phi-3's Llama tokenizer starts with BOS
-        return Phi3VProcessor(tokenizer, Phi3VImageProcessor(cls.num_crops),
-                              pad_token_id=config.pad_token_id)
 
     def _from_pretrained(self, dtype: Any) -> Any:
         """Official files -> native model and processor; no remote code runs."""
@@ -100,11 +81,6 @@ class Phi3VisionCaptioner(TransformersCaptioner):
             padded_w, padded_h = hd_size(width, height, self.processor.image_processor.num_crops)
             total += num_image_tokens(padded_h, padded_w)
         return total
-
-    def _eos_ids(self) -> list[int]:
-        vocab = self.processor.tokenizer.get_vocab()
-        chat_ends = [vocab[t] for t in END_TOKENS if t in vocab]
-        return sorted({*super()._eos_ids(), *chat_ends})
 
 
 def embedding_key_mapping(folder: Path) -> dict[str, str] | None:

@@ -78,30 +78,6 @@ class Phi3VConfig(Phi3Config):
             kwargs["rope_scaling"] = {**scaling, "rope_type": "longrope"}
         return super().convert_rope_params_to_dict(default_theta, ignore_keys, **kwargs)
 
-    @classmethod
-    def phi35_vision(cls, **overrides: Any) -> Phi3VConfig:
-        """Full-size Phi-3.5-Vision (Phi-3-mini 3.8B + CLIP ViT-L/14-336) from published values.
-
-        For random-weights benchmarks: the LongRoPE factors are placeholders (1.0), which
-        changes no shape or cost.
-        """
-        head_half = 3072 // 32 // 2
-        values: dict[str, Any] = {
-            "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
-            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-            "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
-            "rope_scaling": {"type": "su", "short_factor": [1.0] * head_half,
-                             "long_factor": [1.0] * head_half},
-            "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2,
-            "pad_token_id": 32000, "sliding_window": 262144, "tie_word_embeddings": False,
-            "img_processor": {"image_dim_out": 1024, "name": "clip_vision_model",
-                              "model_name": "openai/clip-vit-large-patch14-336",
-                              "num_img_tokens": 144},
-            "embd_layer": dict(SUPPORTED_EMBD_LAYER),
-        }
-        values.update(overrides)
-        return cls(**values)
-
 
 class _VisionTower(nn.Module):
     """Holds the CLIP tower at the official path ``img_processor.vision_model``.

@@ -1,7 +1,7 @@
-"""Everything a captioner needs without downloads: tokenizers built in code, random-weight models.
+"""Tokenizers built in code, for captioners without downloads (tiny tests, random-weight runs).
 
 Real VLM checkpoints cannot be had on these machines, so tests (tiny models) and GPU benchmarks
-(full-size architectures) build them here. A tokenizer is a byte-level BPE trained in code on a
+(full-size architectures) build their tokenizers here. A tokenizer is a byte-level BPE trained on a
 small English corpus (so the caption instruction tokenizes to a realistic length), with each
 model's special tokens at their published ids and filler entries up to the model's vocabulary
 size, so every id a random model can generate decodes.
@@ -103,32 +103,3 @@ def _filler(n: int) -> str:
         letters = chr(97 + r) + letters
         if n == 0:
             return "Ġzq" + letters
-
-
-def random_model(model_class: Any, config: Any, device: str, dtype: Any) -> Any:
-    """The architecture of ``config`` with random weights, created directly on ``device``.
-
-    Parameters are allocated and initialised on the target device (no CPU copy of a 7B model).
-    """
-    import torch
-
-    with torch.device(device):
-        model = model_class._from_config(config, dtype=dtype)
-    return model.eval()
-
-
-def build_random(name: str, device: str = "cuda", dtype: str = "bfloat16") -> tuple[Any, Any]:
-    """Full-size model ``name`` (a registry name) with random weights, and its offline processor.
-
-    For GPU throughput benchmarks where real weights cannot be had: published hyperparameters,
-    built in code, nothing downloaded. Returns ``(model, processor)``.
-    """
-    import torch
-
-    from scenescribe import registry
-
-    cls = registry.get_entry(name, "captioner").load_class()
-    config = cls.published_config(name)
-    processor = cls.offline_processor(name, config)
-    model = random_model(cls.transformers_class(), config, device, getattr(torch, dtype))
-    return model, processor

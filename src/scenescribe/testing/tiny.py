@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from scenescribe import registry
+from scenescribe.testing.stand_ins import offline_processor
 
 _TINY_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
@@ -28,9 +29,9 @@ TINY_VOCAB = 512
 def _llava_next(name: str) -> Any:
     from transformers import LlavaNextConfig
 
-    from scenescribe.captions.llava_next import TEXT_CONFIGS
+    from scenescribe.testing.stand_ins import LLAVA_TEXT
 
-    text = {"model_type": TEXT_CONFIGS[name]["model_type"], **_TINY_TEXT,
+    text = {"model_type": LLAVA_TEXT[name]["model_type"], **_TINY_TEXT,
             "vocab_size": TINY_VOCAB}
     vision = {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
               "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32,
@@ -61,9 +62,9 @@ def _instructblip(name: str) -> Any:
 def _qwen2_5_vl(name: str) -> Any:
     from transformers import Qwen2_5_VLConfig
 
-    from scenescribe.captions.qwen2_5_vl import SPECIAL_NAMES, special_ids
+    from scenescribe.testing.stand_ins import QWEN_SPECIALS, qwen_special_ids
 
-    ids = special_ids(TINY_VOCAB - len(SPECIAL_NAMES))
+    ids = qwen_special_ids(TINY_VOCAB - len(QWEN_SPECIALS))
     text = {**_TINY_TEXT, "vocab_size": TINY_VOCAB, "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}  # head_dim 16 / 2
@@ -120,7 +121,7 @@ def build_tiny(name: str, out_dir: Path, seed: int = 0) -> Path:
     config = TINY_CONFIGS[name](name)
     torch.manual_seed(seed)
     model = cls.transformers_class()._from_config(config, dtype=torch.float32)
-    processor = cls.offline_processor(name, config)
+    processor = offline_processor(name, config)
     assert entry.checkpoint is not None
     folder = Path(out_dir) / entry.checkpoint.split("/")[-1]
     model.save_pretrained(folder)
