@@ -49,7 +49,7 @@ def save_random(name: str, target: Path) -> None:
     """The full-size architecture of registry model ``name`` with random bf16 weights, saved."""
     import torch
 
-    from scenescribe.captions.offline import build_random
+    from scenescribe.testing.stand_ins import build_random
 
     if (target / "config.json").exists():
         return
