@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from scenescribe.errors import ScenescribeError
@@ -34,10 +35,11 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ScenescribeError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("interrupted: finished work is kept; rerun the same command to resume")
+            err.print("interrupted: finished work is kept; rerun the same command to resume",
+                      highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -131,16 +133,17 @@ def _print_summary(result: Any) -> None:
         if v.ok:
             total = sum(t.get("compute_s", 0.0) for t in v.timings.values())
             rtf = total / v.duration if v.duration else 0.0
-            out.print(f"[green]ok[/green] {v.path}: {v.scenes} scenes, {v.duration:.1f} s of media "
-                      f"in {total:.1f} s (RTF {rtf:.3f}) -> {v.out_dir}", highlight=False,
-                      soft_wrap=True)
+            out.print(f"[green]ok[/green] {escape(v.path)}: {v.scenes} scenes, "
+                      f"{v.duration:.1f} s of media in {total:.1f} s (RTF {rtf:.3f}) -> "
+                      f"{escape(str(v.out_dir))}", highlight=False, soft_wrap=True)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
     for v in result.failed:
-        err.print(f"[red]failed:[/red] {v.error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]failed:[/red] {escape(str(v.error))}", highlight=False, soft_wrap=True)
     if result.failed:
-        err.print(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
-                  + ", ".join(v.path for v in result.failed), highlight=False, soft_wrap=True)
+        err.print(escape(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
+                         + ", ".join(v.path for v in result.failed)), highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -163,7 +166,7 @@ def scenes(
                                     "max_scene_len": max_scene_len}, "command line")
     with RichProgress(err) as progress:
         found = detect_scenes(video, options, progress=progress)
-    table = Table(title=f"{video.name}: {len(found)} scenes")
+    table = Table(title=escape(f"{video.name}: {len(found)} scenes"))
     for col in ("#", "start", "end", "length", "frames"):
         table.add_column(col, justify="right")
     for s in found:
@@ -186,8 +189,8 @@ def models(model_dir: ModelDir = None) -> None:
     colour = {"yes": "green", "hub": "yellow", "no": "red"}
     for entry in registry.entries():
         status, where = registry.is_available(entry, model_dir)
-        table.add_row(entry.name, entry.kind, entry.checkpoint or "-",
-                      f"[{colour[status]}]{status}[/{colour[status]}]", where)
+        table.add_row(escape(entry.name), entry.kind, escape(entry.checkpoint or "-"),
+                      f"[{colour[status]}]{status}[/{colour[status]}]", escape(where))
     out.print(table)
 
 
@@ -212,7 +215,7 @@ def export(
     if output is not None and len(runs) > 1:
         raise ConfigError(f"{run_dir}: holds {len(runs)} videos; --output needs a single one")
     for r in runs:
-        out.print(str(do_export(r, fmt, output, model)), highlight=False)
+        out.print(escape(str(do_export(r, fmt, output, model))), highlight=False)
 
 
 @app.command()

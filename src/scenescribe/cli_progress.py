@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -38,7 +39,8 @@ class RichProgress:
                               console=console, transient=True)
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
-        return _RichTask(self._bars, self._bars.add_task(description, total=total))
+        # Descriptions hold file and model names: shown literally, never parsed as markup.
+        return _RichTask(self._bars, self._bars.add_task(escape(description), total=total))
 
     def __enter__(self) -> RichProgress:
         self._bars.start()
