@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from scenescribe.errors import ScenescribeError
+from scenescribe.errors import OptionError, ScenescribeError
 
 app = typer.Typer(help="Turn videos into scene-by-scene structured text.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -28,12 +28,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Report ``ScenescribeError`` as one line on stderr with exit code 1, no traceback."""
+    """Report ``ScenescribeError`` as one line on stderr with exit code 1 (2 for a bad option),
+    no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except OptionError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except ScenescribeError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -92,7 +96,7 @@ def run(
 ) -> None:
     """Cut videos into scenes and describe each one; writes OUT/<video>/scenes.jsonl."""
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.options import RunOptions, load_config, merge, validate
+    from scenescribe.options import RunOptions, check_output_folder, load_config, merge, validate
     from scenescribe.pipeline import run as run_pipeline
 
     _logging(verbose)
@@ -100,20 +104,21 @@ def run(
     stage_list = _parse_stages(stages)
     options = merge(base, {
         "shots": merge(base.shots, {"backend": shots, "min_scene_len": min_scene_len,
-                                    "max_scene_len": max_scene_len}, "--shots"),
-        "frames": merge(base.frames, {"short_side": frame_size}, "--frame-size"),
-        "speech": merge(base.speech, {"backend": speech}, "--speech"),
-        "sounds": merge(base.sounds, {"backend": sounds}, "--sounds"),
+                                    "max_scene_len": max_scene_len}, "command line"),
+        "frames": merge(base.frames, {"short_side": frame_size}, "command line"),
+        "speech": merge(base.speech, {"backend": speech}, "command line"),
+        "sounds": merge(base.sounds, {"backend": sounds}, "command line"),
         "objects": merge(base.objects, {"backend": objects, "sample_fps": object_fps},
-                         "--objects"),
+                         "command line"),
         "captions": merge(base.captions, {
             "models": tuple(vlm) if vlm else None, "max_new_tokens": max_new_tokens,
             "prompt": prompt, "grounding": grounding, "batch_size": batch_size, "dtype": dtype,
-            "quantization": quantization}, "--vlm"),
+            "quantization": quantization}, "command line"),
         "stages": stage_list, "device": device,
         "model_dir": str(model_dir) if model_dir else None,
     }, "command line")
     validate(options)
+    check_output_folder(out)
     with RichProgress(err) as progress:
         result = run_pipeline(videos, out, options, progress=progress, force=force)
     _print_summary(result)
@@ -255,13 +260,22 @@ def bench(
     from scenescribe.bench import MODES, BenchOptions
     from scenescribe.bench import bench as run_bench
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.errors import ConfigError
-    from scenescribe.options import RunOptions, load_config, merge
+    from scenescribe.options import (
+        RunOptions,
+        check_output_folder,
+        load_config,
+        merge,
+        validate,
+    )
 
     _logging(verbose)
     modes = tuple(mode) if mode else MODES
     if set(modes) - set(MODES):
-        raise ConfigError(f"--mode: choose from {', '.join(MODES)}")
+        raise OptionError(f"--mode: expected {' or '.join(MODES)}, found {', '.join(modes)}")
+    for flag, value in (("--max-scenes", max_scenes),
+                        ("--reference-max-scenes", reference_max_scenes)):
+        if value < 0:
+            raise OptionError(f"{flag}: expected an integer >= 0 (0: all), found {value}")
     base = load_config(config) if config else RunOptions()
     fixed = max_new_tokens if random_weights else None
     captions = merge(base.captions, {
@@ -271,6 +285,8 @@ def bench(
     stage_list = _parse_stages(stages)
     options = merge(base, {"captions": captions, "device": device, "stages": stage_list,
                            "model_dir": str(model_dir) if model_dir else None}, "bench")
+    validate(options)
+    check_output_folder(out)
     bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
                                  reference_speech=reference_speech, pool=pool, note=note,

@@ -17,7 +17,7 @@ from scenescribe.assemble import write_outputs
 from scenescribe.backend import resolve_device
 from scenescribe.errors import InputError, ScenescribeError
 from scenescribe.media import probe
-from scenescribe.options import RunOptions, ShotOptions, validate
+from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
@@ -102,6 +102,7 @@ def run(
     """
     options = options or RunOptions()
     validate(options)
+    check_output_folder(out)
     progress = progress or NullProgress()
     inputs = [videos] if isinstance(videos, (str, Path)) else list(videos)
     sources = collect_videos(inputs)
