@@ -8,6 +8,7 @@ URLs. Each test failed before its fix.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,64 @@ def test_export_into_an_unwritable_place(tmp_path: Path) -> None:
         code, _, stderr = invoke("export", str(folder), "--format", "srt", "--output", str(target))
         assert code == 1 and "Traceback" not in stderr, stderr
         assert str(target) in stderr and "cannot write the export" in stderr
+
+
+# --- 11: weights that would run code; secrets in URLs and messages -------------------------------
+
+class _Payload:
+    """Pickles as a call that creates a file: proof of code execution if it ever runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def crafted_weights(tmp_path: Path) -> tuple[Path, Path]:
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "pwned"
+    weights = tmp_path / "evil.pt"
+    torch.save({"model": _Payload(marker), "train_args": {}}, weights)
+    assert not marker.exists()
+    return weights, marker
+
+
+def test_crafted_yolo_weights_are_refused_without_running(tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("lap")
+    from scenescribe import registry
+    from scenescribe.errors import ModelNotFoundError
+    from scenescribe.options import ObjectOptions
+
+    weights, marker = crafted_weights(tmp_path)
+    backend = registry.create("yolov8n", "objects", options=ObjectOptions(weights=str(weights)),
+                              device="cpu")
+    with pytest.raises(ModelNotFoundError) as refused:
+        backend.load()
+    assert not marker.exists(), "the pickle's code ran"
+    assert re.search(r"evil\.pt: refused.*\(pathlib\.Path", str(refused.value))
+
+
+def test_crafted_yolo_weights_through_the_cli(tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("lap")
+    weights, marker = crafted_weights(tmp_path)
+    video = make_video(tmp_path / "clip.mp4")
+    config = tmp_path / "c.toml"
+    config.write_text(f"[objects]\nweights = {str(weights)!r}\n")
+    code, _, stderr = invoke("run", str(video), "--out", str(tmp_path / "out"), "--config",
+                             str(config), "--stages", "objects")
+    assert not marker.exists(), "the pickle's code ran"
+    assert code == 1 and "Traceback" not in stderr
+    assert "refused" in stderr and str(weights) in stderr
+
+
+def test_real_yolo_weights_still_load_safely() -> None:
+    pytest.importorskip("ultralytics")
+    from conftest import MODELS
+    from scenescribe.objects.yolo_weights import load_checkpoint
+
+    ckpt = load_checkpoint(MODELS / "yolo" / "yolov8n.pt")
+    model = ckpt.get("ema") or ckpt["model"]
+    assert len(model.names) == 80 and model.names[0] == "person"
