@@ -48,12 +48,26 @@ def make_video(path: Path, seconds: float = 2.0, fps: int = 10) -> Path:
 def test_markup_in_a_file_name_does_not_crash_the_summary(tmp_path: Path) -> None:
     # A "/" cannot be in a file name: the path's folder "a[" and its file "red]b[bold].mp4".
     (tmp_path / "a[").mkdir()
-    video = make_video(tmp_path / "a[/red]b[bold].mp4")
+    video = make_video(tmp_path / "a[/red]b[bold]:thumbs_up:.mp4")
     code, stdout, stderr = invoke("run", str(video), "--out", str(tmp_path / "out"),
                                   "--stages", "none")
     assert code == 0, stderr
     assert "Traceback" not in stderr
-    assert "a[/red]b[bold].mp4" in stdout.replace("\n", "")  # literal, not parsed as markup
+    assert "a[/red]b[bold]:thumbs_up:.mp4" in stdout.replace("\n", "")  # literal: no markup, emoji
+
+
+def test_progress_descriptions_are_literal() -> None:
+    import io
+
+    from rich.console import Console
+
+    from scenescribe.cli_progress import RichProgress
+
+    console = Console(file=io.StringIO(), width=200, emoji=False)
+    progress = RichProgress(console)
+    progress.task("captions [llava] a[/red]b :thumbs_up: [bold]x", total=3)
+    console.print(progress._bars.get_renderable())  # what the live display draws
+    assert "captions [llava] a[/red]b :thumbs_up: [bold]x" in console.file.getvalue()
 
 
 def test_bracketed_text_survives_in_config_errors(tmp_path: Path) -> None:
@@ -77,10 +91,12 @@ CLI_CASES = [
     (["--max-new-tokens", "0"], "captions.max_new_tokens (--max-new-tokens)"),
     (["--dtype", "float8"], "captions.dtype (--dtype)"),
     (["--stages", "speech,ocr"], "stages (--stages)"),
+    (["--model-dir", "/no/such/models"], "model_dir (--model-dir)"),
 ]
 
 CONFIG_CASES = [
     ("[objects]\nconfidence = 5\n", "objects.confidence"),
+    ('[objects]\ntracker = "deepsort"\n', "objects.tracker"),
     ('[shots]\nmin_scene_len = "abc"\n', "shots.min_scene_len"),
     ("[shots]\nmax_scene_len = inf\n", "shots.max_scene_len"),
     ("[shots]\nmax_scene_len = nan\n", "shots.max_scene_len"),

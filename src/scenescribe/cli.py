@@ -22,8 +22,9 @@ from scenescribe.errors import OptionError, ScenescribeError
 
 app = typer.Typer(help="Turn videos into scene-by-scene structured text.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
-out = Console()
+# emoji off: a path such as "a:smile:b.mp4" is printed as it is (markup is escaped per call).
+err = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -210,15 +211,15 @@ def export(
     model: Annotated[str | None, typer.Option(help="Whose captions to use in SRT/VTT.")] = None,
 ) -> None:
     """Export records as one JSON document, JSONL, SRT, WebVTT or an HTML report."""
-    from scenescribe.errors import ConfigError
     from scenescribe.exports import FORMATS, find_runs
     from scenescribe.exports import export as do_export
 
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise OptionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     runs = find_runs(run_dir)
     if output is not None and len(runs) > 1:
-        raise ConfigError(f"{run_dir}: holds {len(runs)} videos; --output needs a single one")
+        raise OptionError(f"--output: expected a folder of one video, found {len(runs)} videos "
+                          f"in {run_dir}")
     for r in runs:
         out.print(escape(str(do_export(r, fmt, output, model))), highlight=False)
 

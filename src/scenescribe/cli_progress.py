@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,13 +33,14 @@ class RichProgress:
     """One live display on stderr; each stage adds a bar and removes it when done."""
 
     def __init__(self, console: Console) -> None:
-        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        # Descriptions hold file and model names: shown literally, never read as markup or emoji.
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                              BarColumn(),
                               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                               console=console, transient=True)
 
     def task(self, description: str, total: float | None = None) -> _RichTask:
-        # Descriptions hold file and model names: shown literally, never parsed as markup.
-        return _RichTask(self._bars, self._bars.add_task(escape(description), total=total))
+        return _RichTask(self._bars, self._bars.add_task(description, total=total))
 
     def __enter__(self) -> RichProgress:
         self._bars.start()

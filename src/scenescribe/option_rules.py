@@ -63,6 +63,8 @@ NAMES: Rule = ("a list of names", lambda v: isinstance(v, tuple)
                and all(isinstance(x, str) and x.strip() for x in v))
 POSITIONS: Rule = ("a non-empty list of fractions in [0, 1)", lambda v: isinstance(v, tuple)
                    and bool(v) and all(_number(x) and 0 <= x < 1 for x in v))
+TRACKER: Rule = ("bytetrack, botsort or a tracker .yaml file", lambda v: isinstance(v, str) and (
+    v in ("bytetrack", "botsort") or v.endswith((".yaml", ".yml"))))
 SCENE_CAP: Rule = (f"0 (never split) or a finite number of seconds >= {MIN_MAX_SCENE_LEN:g}",
                    lambda v: _number(v) and (v == 0 or v >= MIN_MAX_SCENE_LEN))
 
@@ -81,7 +83,7 @@ RULES: dict[str, dict[str, Rule]] = {
                "min_score": number(0, 1), "min_context": number(0, 600),
                "redundant_correlation": number(-1, 1e9)},
     "objects": {"backend": TEXT, "weights": optional(TEXT), "sample_fps": number(0, 240, above=True),
-                "confidence": number(0, 1), "imgsz": integer(32, 8192), "tracker": TEXT},
+                "confidence": number(0, 1), "imgsz": integer(32, 8192), "tracker": TRACKER},
     "captions": {"models": NAMES, "weights": optional(TEXT), "max_new_tokens": integer(1, 1 << 20),
                  "min_new_tokens": integer(0, 1 << 20), "prompt": optional(TEXT),
                  "batch_size": integer(0, 4096),

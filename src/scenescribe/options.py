@@ -213,6 +213,9 @@ def validate(options: RunOptions) -> None:
         check_fields(getattr(options, name), name)
     check_run(options, STAGE1_COMPONENTS, _section_types())
     check_device_present(options.device)
+    if options.model_dir and not Path(options.model_dir).expanduser().is_dir():
+        raise OptionError(f"model_dir (--model-dir): expected an existing folder, found "
+                          f"{options.model_dir!r}")
 
 
 def check_output_folder(out: str | Path) -> None:
