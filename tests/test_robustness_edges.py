@@ -511,6 +511,7 @@ def test_caption_errors_are_short_and_hold_no_secret(server: _Server, tmp_path: 
     from scenescribe.errors import ConfigError
     from scenescribe.progress import NullProgress
 
+    caplog.set_level("DEBUG")  # httpx logs each request's URL at INFO
     captioner = chat_captioner(server.base)
     assert URL_SECRET not in json.dumps(captioner.facts() | {"x": 0}, default=str)
     server.status, server.body = 400, LONG_REPLY
@@ -523,6 +524,7 @@ def test_caption_errors_are_short_and_hold_no_secret(server: _Server, tmp_path: 
         list(captioner.caption([caption_request(tmp_path)], NullProgress()))
     assert "refused the API key" in str(refused.value) and "HTTP 401" in str(refused.value)
     assert_clean(str(refused.value))
+    assert any("127.0.0.1" in r.getMessage() for r in caplog.records)
     for record in caplog.records:
         assert_clean(record.getMessage())
 

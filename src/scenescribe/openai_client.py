@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scenescribe.errors import ConfigError, StageError, redact_secrets, redact_url, short_reason
 
@@ -26,6 +26,17 @@ log = logging.getLogger("scenescribe.api")
 KEY_ENV = ("OPENAI_API_KEY", "SCENESCRIBE_API_KEY")
 BASE_ENV = "OPENAI_BASE_URL"
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``https://user:key@host/v1`` to ``https://host/v1`` and ``(user, key)``: the credentials
+    travel as a Basic auth header, never inside a URL that httpx would log."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
 
 
 def api_key() -> str | None:
@@ -56,13 +67,15 @@ class OpenAIClient:
                  ) -> None:
         import httpx
 
-        self.base = base.rstrip("/")
+        self.base, basic = split_credentials(base.rstrip("/"))
         self.key = key
         self.max_attempts = max(1, max_attempts)
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        # user:key@ in the URL means Basic auth (as httpx would do with the URL as given).
         self._http = httpx.Client(timeout=timeout_s, headers=self._headers(),
+                                  auth=httpx.BasicAuth(*basic) if basic else None,
                                   limits=httpx.Limits(max_connections=max(1, concurrency)))
 
     def _headers(self) -> dict[str, str]:
@@ -86,6 +99,7 @@ class OpenAIClient:
         """
         import httpx
 
+        url = split_credentials(url)[0]  # the client's auth carries them
         problem = ""
         status: int | None = None
         for attempt in range(self.max_attempts):
