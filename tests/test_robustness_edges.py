@@ -139,6 +139,21 @@ def test_bad_config_values_stop_before_any_work(text: str, option: str, tmp_path
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--max-scenes", "-1"], "--max-scenes: expected an integer >= 0"),
+    (["--mode", "fast"], "--mode: expected"),
+    (["--batch-size", "-1"], "captions.batch_size"),
+    (["--device", "tpu"], "device (--device)"),
+])
+def test_bad_bench_values_stop_before_any_work(args: list[str], needle: str,
+                                               tmp_path: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4")
+    out = tmp_path / "bench"
+    code, _, stderr = invoke("bench", str(video), "--out", str(out), "--stages", "none", *args)
+    assert_usage_error(code, stderr, needle)
+    assert not out.exists()
+
+
 def test_config_that_is_not_utf8(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_bytes(b'[captions]\nprompt = "caf\xe9"\n')
