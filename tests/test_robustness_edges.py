@@ -107,6 +107,7 @@ CONFIG_CASES = [
     ('stages = "speech"\n', "stages"),
     ("shots = 3\n", "[shots] must be a table"),
     ("[shots]\nno_such_key = 1\n", "unknown option(s) no_such_key"),
+    ('[speech]\napi_base = "ftp://me:hunter2@host/v1"\n', "'ftp://***@host/v1'"),
 ]
 
 
@@ -136,6 +137,7 @@ def test_bad_config_values_stop_before_any_work(text: str, option: str, tmp_path
     out = tmp_path / "out"
     code, _, stderr = invoke("run", str(video), "--out", str(out), "--config", str(config))
     assert_usage_error(code, stderr, str(config), option)
+    assert "hunter2" not in stderr
     assert not out.exists()
 
 
@@ -589,3 +591,18 @@ def test_one_shared_client_bounds_requests_in_flight(server: _Server, tmp_path: 
     captioner.load()
     assert isinstance(captioner.model, OpenAIClient)
     captioner.unload()
+
+
+def test_yolo_weights_of_other_formats(tmp_path: Path) -> None:
+    pytest.importorskip("ultralytics")
+    from conftest import MODELS
+    from scenescribe.objects.yolo_weights import UnsafeCheckpointError, checked_loading
+
+    with checked_loading(MODELS / "yolo" / "yolov8n_int8.tflite"):  # no pickle inside: as given
+        pass
+    weights, marker = crafted_weights(tmp_path)
+    renamed = weights.rename(tmp_path / "evil.pth")  # a pickle under another name
+    with (pytest.raises(UnsafeCheckpointError, match=r"evil\.pth: expected a \.pt checkpoint"),
+          checked_loading(renamed)):
+        pass
+    assert not marker.exists()

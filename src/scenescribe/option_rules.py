@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from scenescribe.errors import OptionError
+from scenescribe.errors import OptionError, redact_url
 
 # (what is expected, in words; the test). The test sees a value of any type.
 Rule = tuple[str, Callable[[Any], bool]]
@@ -104,7 +104,9 @@ def fail(name: str, expected: str, value: Any) -> OptionError:
     """The one-line error: option (and flag), what was expected, what was found."""
     flag = FLAGS.get(name.removeprefix("run."))
     label = name.removeprefix("run.") + (f" ({flag})" if flag else "")
-    shown = repr(value)
+    # A malformed URL may still hold user:key@: never echo it.
+    shown = repr(redact_url(value) if name.endswith("api_base") and isinstance(value, str)
+                 else value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     kind = "" if _number(value) or value is None else f" ({type(value).__name__})"
     return OptionError(f"{label}: expected {expected}, found {shown}{kind}")

@@ -24,6 +24,7 @@ from scenescribe.errors import ModelNotFoundError
 
 _MODEL_MODULES = ("torch.nn.modules.", "ultralytics.nn.")
 _FORWARDS = frozenset({"forward", "forward_fuse"})
+NO_PICKLE_SUFFIXES = frozenset({".tflite", ".onnx"})
 _lock = threading.Lock()  # torch's allow-list and ultralytics' loader are process-wide
 
 
@@ -118,11 +119,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def checked_loading(path: str | Path) -> Iterator[None]:
     """While open, ultralytics loads ``path`` from the checked checkpoint, never by unpickling.
 
+    TFLite and ONNX files hold no pickle and pass through; other suffixes are refused.
+
     ultralytics (8.3 and 8.4) reads every ``.pt`` through ``ultralytics.nn.tasks.torch_safe_load``;
     it is swapped for one returning the checkpoint ``load_checkpoint`` made.
     """
     from ultralytics.nn import tasks
 
+    suffix = Path(path).suffix.lower()
+    if suffix in NO_PICKLE_SUFFIXES:
+        yield  # ultralytics reads these formats without unpickling anything
+        return
+    if suffix != ".pt":
+        raise UnsafeCheckpointError(f"{path}: expected a .pt checkpoint (or "
+                                    f"{', '.join(sorted(NO_PICKLE_SUFFIXES))}), found "
+                                    f"{suffix or 'no suffix'}")
     ckpt = load_checkpoint(path)
     if not hasattr(tasks, "torch_safe_load"):
         raise UnsafeCheckpointError(f"{path}: this ultralytics version loads weights in a way "
