@@ -606,3 +606,31 @@ def test_yolo_weights_of_other_formats(tmp_path: Path) -> None:
           checked_loading(renamed)):
         pass
     assert not marker.exists()
+
+
+# --- bench --config: the CLI's defaults no longer override the config ---------------------------
+
+def test_bench_config_values_are_kept_unless_given(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import scenescribe.bench
+
+    seen = []
+
+    def capture(videos: object, out: object, options: object, bench_options: object,
+                progress: object = None) -> dict:
+        seen.append((options, bench_options))  # what bench would run with; nothing is timed
+        return {"failed_inputs": [], "rows": [], "summary": []}
+
+    monkeypatch.setattr(scenescribe.bench, "bench", capture)
+    monkeypatch.setattr("scenescribe.bench_report.to_markdown", lambda report: "")
+    config = tmp_path / "c.toml"
+    config.write_text('[captions]\nmodels = ["smolvlm"]\nmax_new_tokens = 7\nbatch_size = 3\n')
+    video = make_video(tmp_path / "clip.mp4")
+    args = ["bench", str(video), "--out", str(tmp_path / "b"), "--config", str(config)]
+    assert invoke(*args)[0] == 0
+    assert invoke(*args, "--max-new-tokens", "9", "--vlm", "phi3v", "--random-weights")[0] == 0
+    (kept, kept_bench), (given, given_bench) = seen
+    assert (kept.captions.models, kept.captions.max_new_tokens, kept.captions.batch_size,
+            kept_bench.models) == (("smolvlm",), 7, 3, ("smolvlm",))
+    assert (given.captions.models, given.captions.max_new_tokens, given.captions.min_new_tokens,
+            given.captions.batch_size, given_bench.models) == (("phi3v",), 9, 9, 3, ("phi3v",))

@@ -242,8 +242,10 @@ def bench(
         help="Stage 1 components, comma-separated ('none' for shots only).")] = None,
     random_weights: Annotated[bool, typer.Option(
         help="Full-size architectures with random weights and a fixed output length.")] = False,
-    max_new_tokens: Annotated[int, typer.Option(help="Caption length limit.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Scenes per batch (0: auto).")] = 0,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help="Caption length limit (default: the config's, else 256).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Scenes per batch (0: auto; default: the config's).")] = None,
     reference_speech: Annotated[bool, typer.Option(
         help="Also time speech transcribed scene by scene, as the reference did.")] = False,
     pool: Annotated[bool, typer.Option(
@@ -278,17 +280,19 @@ def bench(
         if value < 0:
             raise OptionError(f"{flag}: expected an integer >= 0 (0: all), found {value}")
     base = load_config(config) if config else RunOptions()
-    fixed = max_new_tokens if random_weights else None
+    # Only what was given on the command line overrides the config (None: not given).
+    tokens = max_new_tokens if max_new_tokens is not None else base.captions.max_new_tokens
     captions = merge(base.captions, {
-        "models": tuple(vlm or ()), "random_weights": random_weights,
-        "max_new_tokens": max_new_tokens, "min_new_tokens": fixed, "batch_size": batch_size},
-        "bench")
+        "models": tuple(vlm) if vlm else None, "random_weights": random_weights or None,
+        "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+        "min_new_tokens": tokens if random_weights else None}, "command line")
+    models = captions.models
     stage_list = _parse_stages(stages)
     options = merge(base, {"captions": captions, "device": device, "stages": stage_list,
                            "model_dir": str(model_dir) if model_dir else None}, "bench")
     validate(options)
     check_output_folder(out)
-    bench_options = BenchOptions(models=tuple(vlm or ()), modes=modes, baseline=baseline,
+    bench_options = BenchOptions(models=models, modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
                                  reference_speech=reference_speech, pool=pool, note=note,
                                  tag=tag)
