@@ -100,7 +100,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UnsafeCheckpointError(
             f"{path}: refused: loading it would run code outside torch/ultralytics model classes "
             f"({', '.join(refused[:5])}{', ...' if len(refused) > 5 else ''})")
-    with _lock, serialization.safe_globals([(obj, name) for name, obj in allow.items()]):
+    entries: list[Any] = [(obj, name) for name, obj in allow.items()]
+    with _lock, serialization.safe_globals(entries):
         try:
             ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
