@@ -103,4 +103,4 @@ def test_exports_without_vlm_show_labelled_summaries(tmp_path: Path, synthetic_c
     assert vtt.startswith("WEBVTT") and "00:00:04.000" in vtt
     doc = json.loads((folder / "synthetic_cuts_speech.json").read_text())
     assert len(doc["scenes"]) == len(records) and doc["facts"]["scenes"] == len(records)
-    assert invoke("export", str(tmp_path), "--format", "pdf")[0] == 1
+    assert invoke("export", str(tmp_path), "--format", "pdf")[0] == 2

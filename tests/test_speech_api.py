@@ -169,7 +169,7 @@ def test_missing_key_or_endpoint_is_a_config_error(endpoint, monkeypatch) -> Non
 def test_a_refused_key_fails_clearly_without_retrying(endpoint, monkeypatch) -> None:
     base, fake = endpoint
     monkeypatch.setenv("OPENAI_API_KEY", "wrong")
-    with pytest.raises(ConfigError, match="API key was refused"):
+    with pytest.raises(ConfigError, match="refused the API key"):
         recognizer(base).transcribe(probe(media(SYNTHETIC)), NullProgress())
     assert fake.requests <= 4  # one per piece in flight, none retried
 

@@ -15,29 +15,36 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from scenescribe.errors import ScenescribeError
+from scenescribe.errors import OptionError, ScenescribeError
 
 app = typer.Typer(help="Turn videos into scene-by-scene structured text.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-err = Console(stderr=True)
-out = Console()
+# emoji off: a path such as "a:smile:b.mp4" is printed as it is (markup is escaped per call).
+err = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Report ``ScenescribeError`` as one line on stderr with exit code 1, no traceback."""
+    """Report ``ScenescribeError`` as one line on stderr with exit code 1 (2 for a bad option),
+    no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except OptionError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except ScenescribeError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err.print("interrupted: finished work is kept; rerun the same command to resume")
+            err.print("interrupted: finished work is kept; rerun the same command to resume",
+                      highlight=False)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -90,7 +97,7 @@ def run(
 ) -> None:
     """Cut videos into scenes and describe each one; writes OUT/<video>/scenes.jsonl."""
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.options import RunOptions, load_config, merge, validate
+    from scenescribe.options import RunOptions, check_output_folder, load_config, merge, validate
     from scenescribe.pipeline import run as run_pipeline
 
     _logging(verbose)
@@ -98,20 +105,21 @@ def run(
     stage_list = _parse_stages(stages)
     options = merge(base, {
         "shots": merge(base.shots, {"backend": shots, "min_scene_len": min_scene_len,
-                                    "max_scene_len": max_scene_len}, "--shots"),
-        "frames": merge(base.frames, {"short_side": frame_size}, "--frame-size"),
-        "speech": merge(base.speech, {"backend": speech}, "--speech"),
-        "sounds": merge(base.sounds, {"backend": sounds}, "--sounds"),
+                                    "max_scene_len": max_scene_len}, "command line"),
+        "frames": merge(base.frames, {"short_side": frame_size}, "command line"),
+        "speech": merge(base.speech, {"backend": speech}, "command line"),
+        "sounds": merge(base.sounds, {"backend": sounds}, "command line"),
         "objects": merge(base.objects, {"backend": objects, "sample_fps": object_fps},
-                         "--objects"),
+                         "command line"),
         "captions": merge(base.captions, {
             "models": tuple(vlm) if vlm else None, "max_new_tokens": max_new_tokens,
             "prompt": prompt, "grounding": grounding, "batch_size": batch_size, "dtype": dtype,
-            "quantization": quantization}, "--vlm"),
+            "quantization": quantization}, "command line"),
         "stages": stage_list, "device": device,
         "model_dir": str(model_dir) if model_dir else None,
     }, "command line")
     validate(options)
+    check_output_folder(out)
     with RichProgress(err) as progress:
         result = run_pipeline(videos, out, options, progress=progress, force=force)
     _print_summary(result)
@@ -131,16 +139,17 @@ def _print_summary(result: Any) -> None:
         if v.ok:
             total = sum(t.get("compute_s", 0.0) for t in v.timings.values())
             rtf = total / v.duration if v.duration else 0.0
-            out.print(f"[green]ok[/green] {v.path}: {v.scenes} scenes, {v.duration:.1f} s of media "
-                      f"in {total:.1f} s (RTF {rtf:.3f}) -> {v.out_dir}", highlight=False,
-                      soft_wrap=True)
+            out.print(f"[green]ok[/green] {escape(v.path)}: {v.scenes} scenes, "
+                      f"{v.duration:.1f} s of media in {total:.1f} s (RTF {rtf:.3f}) -> "
+                      f"{escape(str(v.out_dir))}", highlight=False, soft_wrap=True)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
     for v in result.failed:
-        err.print(f"[red]failed:[/red] {v.error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]failed:[/red] {escape(str(v.error))}", highlight=False, soft_wrap=True)
     if result.failed:
-        err.print(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
-                  + ", ".join(v.path for v in result.failed), highlight=False, soft_wrap=True)
+        err.print(escape(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
+                         + ", ".join(v.path for v in result.failed)), highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -163,7 +172,7 @@ def scenes(
                                     "max_scene_len": max_scene_len}, "command line")
     with RichProgress(err) as progress:
         found = detect_scenes(video, options, progress=progress)
-    table = Table(title=f"{video.name}: {len(found)} scenes")
+    table = Table(title=escape(f"{video.name}: {len(found)} scenes"))
     for col in ("#", "start", "end", "length", "frames"):
         table.add_column(col, justify="right")
     for s in found:
@@ -186,9 +195,9 @@ def models(model_dir: ModelDir = None) -> None:
     colour = {"yes": "green", "hub": "yellow", "no": "red"}
     for entry in registry.entries():
         status, where = registry.is_available(entry, model_dir)
-        table.add_row(entry.name, entry.kind, entry.checkpoint or "-",
+        table.add_row(escape(entry.name), entry.kind, escape(entry.checkpoint or "-"),
                       entry.revision[:12] if entry.revision else "-",
-                      f"[{colour[status]}]{status}[/{colour[status]}]", where)
+                      f"[{colour[status]}]{status}[/{colour[status]}]", escape(where))
     out.print(table)
 
 
@@ -203,17 +212,17 @@ def export(
     model: Annotated[str | None, typer.Option(help="Whose captions to use in SRT/VTT.")] = None,
 ) -> None:
     """Export records as one JSON document, JSONL, SRT, WebVTT or an HTML report."""
-    from scenescribe.errors import ConfigError
     from scenescribe.exports import FORMATS, find_runs
     from scenescribe.exports import export as do_export
 
     if fmt not in FORMATS:
-        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise OptionError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     runs = find_runs(run_dir)
     if output is not None and len(runs) > 1:
-        raise ConfigError(f"{run_dir}: holds {len(runs)} videos; --output needs a single one")
+        raise OptionError(f"--output: expected a folder of one video, found {len(runs)} videos "
+                          f"in {run_dir}")
     for r in runs:
-        out.print(str(do_export(r, fmt, output, model)), highlight=False)
+        out.print(escape(str(do_export(r, fmt, output, model))), highlight=False)
 
 
 @app.command()
@@ -254,19 +263,24 @@ def bench(
     from scenescribe.bench import MODES, BenchOptions, bench_run_options
     from scenescribe.bench import bench as run_bench
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.errors import ConfigError
-    from scenescribe.options import RunOptions, load_config
+    from scenescribe.options import RunOptions, check_output_folder, load_config, validate
 
     _logging(verbose)
     modes = tuple(mode) if mode else MODES
     if set(modes) - set(MODES):
-        raise ConfigError(f"--mode: choose from {', '.join(MODES)}")
+        raise OptionError(f"--mode: expected {' or '.join(MODES)}, found {', '.join(modes)}")
+    for flag, value in (("--max-scenes", max_scenes),
+                        ("--reference-max-scenes", reference_max_scenes)):
+        if value < 0:
+            raise OptionError(f"{flag}: expected an integer >= 0 (0: all), found {value}")
     base = load_config(config) if config else RunOptions()
     # Only flags actually given override the config: CLI > config > defaults.
     options = bench_run_options(base, models=vlm, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, random_weights=random_weights,
                                 stages=_parse_stages(stages), device=device,
                                 model_dir=str(model_dir) if model_dir else None)
+    validate(options)
+    check_output_folder(out)
     bench_options = BenchOptions(models=options.captions.models, modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
                                  reference_speech=reference_speech, pool=pool, note=note,

@@ -33,7 +33,9 @@ class RichProgress:
     """One live display on stderr; each stage adds a bar and removes it when done."""
 
     def __init__(self, console: Console) -> None:
-        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        # Descriptions hold file and model names: shown literally, never read as markup or emoji.
+        self._bars = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                              BarColumn(),
                               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                               console=console, transient=True)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 
 class ScenescribeError(Exception):
@@ -20,6 +22,11 @@ class InputError(ScenescribeError):
 
 class ConfigError(ScenescribeError):
     """Invalid options or configuration file."""
+
+
+class OptionError(ConfigError):
+    """An option's value is invalid (bad usage: the CLI exits with 2). The message names the
+    option, what was expected and what was found."""
 
 
 class ModelNotFoundError(ScenescribeError):
@@ -41,3 +48,36 @@ class BackendUnavailableError(ScenescribeError):
 
 class StageError(ScenescribeError):
     """A pipeline stage failed on one video; other videos go on."""
+
+
+_SECRET_QUERY = re.compile(r"((?:api[-_]?key|key|token|secret|password|sig|signature)=)[^&#\s]*",
+                           re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: ``user:key@`` becomes ``***@`` and key-like query values
+    become ``***``, so a URL can be written to ``run.json``, logs and messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = _SECRET_QUERY.sub(r"\1***", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_secrets(text: str, secrets: tuple[str | None, ...] = ()) -> str:
+    """``text`` with each of ``secrets`` (API keys) and any URL credentials masked."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return re.sub(r"(https?://)[^/\s@]+@", r"\1***@", text)
+
+
+def short_reason(text: str, limit: int = 80) -> str:
+    """A server's reply cut to one short printable line: never echo a whole body back."""
+    line = "".join(c if c.isprintable() else " " for c in text)
+    line = " ".join(line.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,6 +1,8 @@
 """One options dataclass per component; a run's options gather them.
 
 Precedence: CLI > config file (TOML) > defaults. Unknown keys are rejected with the valid ones.
+Every value is checked when its dataclass is built (the CLI, config files and the Python API all
+build them), so a bad value fails with one line naming the option before any work starts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scenescribe.errors import ConfigError
+from scenescribe.errors import OptionError, redact_url
+from scenescribe.option_rules import check_fields, check_run
 
 T = TypeVar("T")
 
@@ -29,6 +32,9 @@ class ShotOptions:
     threads: int = 0  # decoder threads; 0 lets FFmpeg choose
     workers: int = 0  # processes decoding time segments in parallel; 0: all cores on 4+ cores
 
+    def __post_init__(self) -> None:
+        check_fields(self, "shots")
+
 
 @dataclass(frozen=True, slots=True)
 class FrameOptions:
@@ -37,6 +43,9 @@ class FrameOptions:
     positions: tuple[float, ...] = (0.0, 0.5)  # fractions of the scene: start and middle
     short_side: int = 336
     jpeg_quality: int = 90
+
+    def __post_init__(self) -> None:
+        check_fields(self, "frames")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,9 @@ class SpeechOptions:
     api_model: str | None = None  # model name the transcription API serves (default whisper-1)
     api_concurrency: int = 4
 
+    def __post_init__(self) -> None:
+        check_fields(self, "speech")
+
 
 @dataclass(frozen=True, slots=True)
 class SoundOptions:
@@ -62,6 +74,9 @@ class SoundOptions:
     min_context: float = 3.0  # seconds of audio given to the tagger for scenes shorter than this
     redundant_correlation: float = 0.95  # skip a tag whose scores track a chosen one (>= 1: off)
 
+    def __post_init__(self) -> None:
+        check_fields(self, "sounds")
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectOptions:
@@ -71,6 +86,9 @@ class ObjectOptions:
     confidence: float = 0.25
     imgsz: int = 640
     tracker: str = "bytetrack"
+
+    def __post_init__(self) -> None:
+        check_fields(self, "objects")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +109,9 @@ class CaptionOptions:
     api_base: str | None = None
     api_concurrency: int = 8
 
+    def __post_init__(self) -> None:
+        check_fields(self, "captions")
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -107,9 +128,17 @@ class RunOptions:
     model_dir: str | None = None
     parallel: bool | None = None  # Stage 1 components side by side; None: on GPU hosts only
 
+    def __post_init__(self) -> None:
+        check_run(self, STAGE1_COMPONENTS, _section_types())
+
 
 STAGE1_COMPONENTS = ("speech", "sounds", "objects")
 _SECTIONS = ("shots", "frames", "speech", "sounds", "objects", "captions")
+
+
+def _section_types() -> dict[str, type]:
+    return {"shots": ShotOptions, "frames": FrameOptions, "speech": SpeechOptions,
+            "sounds": SoundOptions, "objects": ObjectOptions, "captions": CaptionOptions}
 
 
 def build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
@@ -117,13 +146,15 @@ def build(cls: type[T], values: Mapping[str, Any], where: str) -> T:
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; "
+        raise OptionError(f"{where}: unknown option(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(sorted(names))}")
     clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
         return cls(**clean)
+    except OptionError as exc:
+        raise OptionError(f"{where}: {exc}") from None
     except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        raise OptionError(f"{where}: {exc}") from exc
 
 
 def merge(base: T, overrides: Mapping[str, Any], where: str) -> T:
@@ -138,14 +169,15 @@ def run_options_from_mapping(data: Mapping[str, Any], where: str = "config") -> 
     top = {f.name for f in dataclasses.fields(RunOptions)}
     unknown = sorted(set(data) - top)
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+        raise OptionError(f"{where}: unknown section(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(sorted(top))}")
     kwargs: dict[str, Any] = {}
     defaults = RunOptions()
     for key, value in data.items():
         if key in _SECTIONS:
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: [{key}] must be a table")
+                raise OptionError(f"{where}: [{key}] must be a table of options, found "
+                                  f"{type(value).__name__}")
             kwargs[key] = merge(getattr(defaults, key), value, f"{where} [{key}]")
         else:
             kwargs[key] = tuple(value) if isinstance(value, list) else value
@@ -157,27 +189,83 @@ def run_options_from_mapping(data: Mapping[str, Any], where: str = "config") -> 
 def load_config(path: str | Path) -> RunOptions:
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: config file not found") from exc
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise OptionError(f"{p}: config file not found") from None
+    except OSError as exc:
+        raise OptionError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OptionError(f"{p}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                          f"{exc.start}); TOML files must be UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+        raise OptionError(f"{p}: not valid TOML: {exc}") from None
     return run_options_from_mapping(data, where=str(p))
 
 
 def validate(options: RunOptions) -> None:
-    bad = sorted(set(options.stages) - set(STAGE1_COMPONENTS))
-    if bad:
-        raise ConfigError(f"unknown stage(s) {', '.join(bad)}; valid: "
-                          f"{', '.join(STAGE1_COMPONENTS)}")
-    if not options.frames.positions or any(not 0 <= p < 1 for p in options.frames.positions):
-        raise ConfigError("frames.positions must be fractions in [0, 1)")
-    if options.shots.min_scene_len < 0 or options.shots.max_scene_len < 0:
-        raise ConfigError("shots.min_scene_len and max_scene_len must be >= 0")
-    if options.objects.sample_fps <= 0:
-        raise ConfigError("objects.sample_fps must be > 0")
+    """Check a run's options before any work: every value (again, in case a caller bypassed the
+    constructors) and that the requested device exists here."""
+    for name in _SECTIONS:
+        check_fields(getattr(options, name), name)
+    check_run(options, STAGE1_COMPONENTS, _section_types())
+    check_device_present(options.device)
+    if options.model_dir and not Path(options.model_dir).expanduser().is_dir():
+        raise OptionError(f"model_dir (--model-dir): expected an existing folder, found "
+                          f"{options.model_dir!r}")
+
+
+def check_output_folder(out: str | Path) -> None:
+    """``--out`` must be a folder this process can write, or creatable inside one; checked with
+    a real probe file (permission bits say nothing for root or read-only mounts)."""
+    import tempfile
+
+    path = Path(out)
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent  # the nearest existing folder is where writing starts
+    if not target.is_dir():
+        found = "a file" if target == path else f"a file in its path ({target})"
+        raise OptionError(f"--out {path}: expected a folder, found {found}")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        raise OptionError(f"--out {path}: expected a writable folder, but {target} is not "
+                          f"writable ({exc.strerror or exc})") from None
+
+
+def check_device_present(device: str) -> None:
+    """``cuda``/``cuda:N`` must name a GPU torch can see; imports torch only when asked for one."""
+    if not device.startswith("cuda"):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise OptionError(f"device (--device): expected a device this machine has, found "
+                          f"{device!r} but torch is not installed")
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise OptionError(f"device (--device): expected a device this machine has (cpu or "
+                          f"{count} CUDA GPU(s)), found {device!r}")
 
 
 def to_dict(options: Any) -> dict[str, Any]:
-    """Plain dict of an options dataclass (tuples as lists), for fingerprints and run facts."""
-    return dataclasses.asdict(options)
+    """Plain dict of an options dataclass (tuples as lists), for fingerprints and run facts.
+
+    Credentials in ``api_base`` URLs are redacted: this dict is written to ``run.json``.
+    """
+    return _redacted(dataclasses.asdict(options))
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: redact_url(v) if k == "api_base" and isinstance(v, str) else _redacted(v)
+                for k, v in value.items()}
+    return value

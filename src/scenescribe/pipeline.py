@@ -34,7 +34,7 @@ from scenescribe.graph import (
     run_graph,
 )
 from scenescribe.media import probe
-from scenescribe.options import RunOptions, ShotOptions, validate
+from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
@@ -124,6 +124,7 @@ def run(
     """
     options = options or RunOptions()
     validate(options)
+    check_output_folder(out)
     inputs = [videos] if isinstance(videos, (str, Path)) else list(videos)
     sources = collect_videos(inputs)
     if not sources:

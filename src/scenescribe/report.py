@@ -25,7 +25,7 @@ def _timings_table(facts: dict[str, Any]) -> str:
     for stage, t in facts.get("timings", {}).items():
         rtf = t.get("rtf")
         rows.append(f"<tr><td>{html.escape(stage)}</td><td>{html.escape(str(t.get('backend', '')))}"
-                    f"</td><td>{t.get('load_s', 0):.2f}</td><td>{t.get('compute_s', 0):.2f}</td>"
+                    f"</td><td>{t.get('load_s') or 0:.2f}</td><td>{t.get('compute_s') or 0:.2f}</td>"
                     f"<td>{'' if rtf is None else f'{rtf:.4f}'}</td>"
                     f"<td>{'yes' if t.get('cached') else ''}</td></tr>")
     head = ("<tr><th>stage</th><th>backend</th><th>load s</th><th>compute s</th><th>RTF</th>"
@@ -53,12 +53,12 @@ def _scene_html(record: SceneRecord) -> str:
 
 def to_html(run_dir: Path, records: Iterator[SceneRecord], facts: dict[str, Any]) -> Iterator[str]:
     video = facts.get("video", {})
-    title = html.escape(Path(video.get("path", run_dir.name)).name)
+    title = html.escape(Path(video.get("path") or run_dir.name).name)
     yield (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
            f"<style>{_STYLE}</style></head><body><h1>{title}</h1>")
     if video:
-        yield (f"<p>{video.get('duration', 0):.1f} s, {video.get('width')}x{video.get('height')}, "
-               f"{video.get('fps', 0):.2f} fps, {facts.get('scenes', '?')} scenes</p>")
+        yield (f"<p>{video.get('duration') or 0:.1f} s, {video.get('width')}x{video.get('height')}, "
+               f"{video.get('fps') or 0:.2f} fps, {facts.get('scenes', '?')} scenes</p>")
     yield _timings_table(facts)
     for record in records:
         yield _scene_html(record)

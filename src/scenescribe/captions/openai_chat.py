@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -26,20 +24,11 @@ from typing import Any
 
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
 from scenescribe.errors import ConfigError, InputError
+from scenescribe.openai_client import BASE_ENV, KEY_ENV, ApiError, OpenAIClient, api_key, base_url
 from scenescribe.progress import Progress
 from scenescribe.records import Caption
 
 log = logging.getLogger("scenescribe.captions.api")
-
-KEY_ENV = ("OPENAI_API_KEY", "SCENESCRIBE_API_KEY")
-BASE_ENV = "OPENAI_BASE_URL"
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-class _Retryable(Exception):
-    def __init__(self, reason: str, wait_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.wait_s = wait_s
 
 
 class OpenAIChatCaptioner(Captioner):
@@ -58,36 +47,41 @@ class OpenAIChatCaptioner(Captioner):
     def weights(self) -> Path | str:
         return self.served_model or (self.options.weights or "")
 
-    def _load(self) -> Any:
-        import httpx
-
-        base = self.options.api_base or os.environ.get(BASE_ENV)
+    def _load(self) -> OpenAIClient:
+        base = base_url(self.options.api_base)
         if not base:
             raise ConfigError(f"{self.name}: no server: set captions.api_base or {BASE_ENV} "
                               f"(e.g. http://localhost:8000/v1)")
-        key = next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
+        key = api_key()
         if not key:
             raise ConfigError(f"{self.name}: no API key: set {' or '.join(KEY_ENV)} (any "
                               f"value for a local server without authentication)")
-        self.base_url = base.rstrip("/")
-        client = httpx.Client(headers={"Authorization": f"Bearer {key}"},
-                              timeout=self.timeout_s,
-                              limits=httpx.Limits(max_connections=self._concurrency()))
-        self.served_model = self.options.weights or self._first_model(client)
+        client = OpenAIClient(base, key, concurrency=self._concurrency(), timeout_s=self.timeout_s,
+                              max_attempts=self.max_attempts, backoff_s=self.retry_base_s,
+                              max_backoff_s=self.retry_max_s)
+        self.base_url = client.shown()  # what facts and messages show: no credentials
+        try:
+            self.served_model = self.options.weights or self._first_model(client)
+        except BaseException:
+            client.close()
+            raise
         return client
 
-    def _first_model(self, client: Any) -> str:
+    def _first_model(self, client: OpenAIClient) -> str:
         try:
-            response = client.get(f"{self.base_url}/models")
-            response.raise_for_status()
+            response = client.request("GET", f"{client.base}/models")
             models = [m["id"] for m in response.json().get("data", [])]
-        except Exception as exc:  # any failure here means the user must name the model
-            raise ConfigError(f"{self.name}: cannot list the models of {self.base_url} ({exc}); "
-                              f"name one as openai-chat=MODEL") from exc
+        except ApiError as exc:
+            raise ConfigError(f"{self.name}: cannot list the models ({exc}); name one as "
+                              f"openai-chat=MODEL") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{self.name}: {self.base_url}/models gave an unexpected answer "
+                              f"({type(exc).__name__}); name a model as openai-chat=MODEL"
+                              ) from None
         if not models:
             raise ConfigError(f"{self.name}: {self.base_url} lists no models; name one as "
                               f"openai-chat=MODEL")
-        return models[0]
+        return str(models[0])
 
     def unload(self) -> None:
         if self.model is not None:
@@ -126,45 +120,23 @@ class OpenAIChatCaptioner(Captioner):
             task.close()
 
     def caption_one(self, request: CaptionRequest) -> Caption:
-        """Caption one scene, retrying transient failures; other failures become an error."""
-        body = self.payload(request)
-        last = ""
-        for attempt in range(self.max_attempts):
-            try:
-                return self._post(body)
-            except _Retryable as exc:
-                last = str(exc)
-                if attempt + 1 < self.max_attempts:
-                    delay = exc.wait_s if exc.wait_s is not None else self.retry_base_s * 2**attempt
-                    delay = min(delay, self.retry_max_s)
-                    log.info("scene %d: %s; retry in %.1f s", request.index, last, delay)
-                    time.sleep(delay)
-        log.warning("scene %d: giving up after %d attempts: %s", request.index,
-                    self.max_attempts, last)
-        return Caption("", 0, error=f"API request failed after {self.max_attempts} attempts: "
-                                    f"{last}")
-
-    def _post(self, body: dict[str, Any]) -> Caption:
-        import httpx
-
+        """Caption one scene (the client retries transient failures); a failure that is not
+        the key's becomes the scene's error caption and the run goes on."""
+        client: OpenAIClient = self.model
         try:
-            response = self.model.post(f"{self.base_url}/chat/completions", json=body)
-        except (httpx.TimeoutException, httpx.TransportError) as exc:
-            raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code in (401, 403):
-            raise ConfigError(f"{self.name}: {self.base_url} refused the API key "
-                              f"(HTTP {response.status_code}): {response.text[:200]}")
-        if response.status_code in RETRY_STATUS:
-            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
-        if response.status_code >= 400:
-            return Caption("", 0, error=f"HTTP {response.status_code}: {response.text[:200]}")
+            response = client.request("POST", f"{client.base}/chat/completions",
+                                      json=self.payload(request))
+        except ApiError as exc:
+            log.warning("scene %d: %s", request.index, exc)
+            return Caption("", 0, error=str(exc))
         try:
             data = response.json()
             text = data["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return Caption("", 0, error=f"unexpected response: {exc}: {response.text[:200]}")
-        tokens = (data.get("usage") or {}).get("completion_tokens") or 0
-        return Caption(text.strip(), int(tokens))
+            tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            return Caption("", 0, error=f"unexpected response ({type(exc).__name__}: "
+                                        f"{client.clean(str(exc))})")
+        return Caption(str(text).strip(), tokens)
 
     def payload(self, request: CaptionRequest) -> dict[str, Any]:
         """The chat request body: the frames as base64 JPEG parts, then the instruction."""
@@ -190,11 +162,3 @@ def jpeg_data_url(path: str) -> str:
     except OSError as exc:
         raise InputError(path, f"cannot read frame image: {exc}") from exc
     return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _retry_after(response: Any) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: fall back to the exponential backoff

@@ -99,10 +99,14 @@ class YoloTracker(ObjectTracker):
         import_ultralytics()
         from ultralytics import YOLO
 
-        try:
-            return YOLO(str(weights), task="detect")
-        except Exception as exc:  # torch and ultralytics raise many types for a bad file
-            raise ModelNotFoundError(f"{self.name}: cannot load {weights}: {exc}") from exc
+        from scenescribe.objects.yolo_weights import checked_loading
+
+        # A .pt file is a pickle: it is unpickled with weights_only=True, never in full.
+        with checked_loading(weights):
+            try:
+                return YOLO(str(weights), task="detect")
+            except Exception as exc:  # torch and ultralytics raise many types for a bad file
+                raise ModelNotFoundError(f"{self.name}: cannot load {weights}: {exc}") from exc
 
     def _weights_file(self, path: Path) -> Path:
         """The ``.pt`` file itself, or the one inside a folder (a hub snapshot)."""

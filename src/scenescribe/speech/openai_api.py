@@ -19,9 +19,6 @@ already ends in ``/audio/transcriptions``, such as an Azure deployment URL with 
 from __future__ import annotations
 
 import logging
-import os
-import random
-import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,8 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scenescribe.backend import Backend
-from scenescribe.errors import ConfigError, StageError
+from scenescribe.errors import ConfigError, redact_url
 from scenescribe.media import SAMPLE_RATE
+from scenescribe.openai_client import BASE_ENV, KEY_ENV, ApiError, OpenAIClient, api_key, base_url
 from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
@@ -39,10 +37,7 @@ from scenescribe.wav import wav_bytes
 
 log = logging.getLogger("scenescribe.speech")
 
-KEY_ENV = ("OPENAI_API_KEY", "SCENESCRIBE_API_KEY")
-BASE_ENV = "OPENAI_BASE_URL"
 DEFAULT_MODEL = "whisper-1"
-RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 # verbose_json names the language in English ("english"); the common ones map to ISO codes.
 _LANGUAGE_CODES = {
     "english": "en", "german": "de", "french": "fr", "spanish": "es", "italian": "it",
@@ -101,8 +96,8 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
     def __init__(self, entry: Any, options: Any, device: str = "cpu",
                  model_dir: Path | None = None) -> None:
         Backend.__init__(self, entry, options, device, model_dir)
-        self.api_key = next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
-        base = options.api_base or os.environ.get(BASE_ENV)
+        self.api_key = api_key()
+        base = base_url(options.api_base)
         if not self.api_key:
             raise ConfigError(f"{entry.name}: no API key; set {KEY_ENV[0]} (or {KEY_ENV[1]})")
         if not base:
@@ -116,23 +111,19 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
 
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "engine": "openai-api", "model": self.model_name,
-                "endpoint": self.url}
+                "endpoint": redact_url(self.url)}
 
-    def _load(self) -> Any:
-        import httpx
-
-        return httpx.Client(timeout=self.timeout_seconds, headers=self._headers())
+    def _load(self) -> OpenAIClient:
+        assert self.api_key is not None
+        return OpenAIClient(self.url, self.api_key, concurrency=self.options.api_concurrency,
+                            timeout_s=self.timeout_seconds, max_attempts=self.max_retries + 1,
+                            backoff_s=self.backoff_seconds,
+                            max_backoff_s=self.max_backoff_seconds)
 
     def unload(self) -> None:
         if self.model is not None:
             self.model.close()
         self.model = None
-
-    def _headers(self) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self.api_key}"}
-        if (urlsplit(self.url).hostname or "").endswith(".azure.com"):
-            headers["api-key"] = str(self.api_key)  # Azure OpenAI's header
-        return headers
 
     def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
@@ -171,51 +162,24 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
         task.advance(seconds)
 
     def _request(self, wav: bytes, offset: float) -> tuple[list[Word], str | None]:
-        """POST one piece, retrying transient failures; its words and language."""
-        import httpx
-
+        """POST one piece (the client retries transient failures); its words and language."""
         data: dict[str, str | list[str]] = {
             "model": self.model_name, "response_format": "verbose_json",
             "timestamp_granularities[]": ["word", "segment"]}
         if self.options.language:
             data["language"] = self.options.language
-        for attempt in range(self.max_retries + 1):
-            retry_after = None
-            try:
-                response = self.model.post(self.url, data=data,
-                                           files={"file": ("audio.wav", wav, "audio/wav")})
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code == 200:
-                    payload = response.json()
-                    return response_words(payload, offset), language_code(payload.get("language"))
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-                if response.status_code not in RETRY_STATUS:
-                    raise self._fatal(response.status_code, problem)
-                retry_after = response.headers.get("retry-after")
-            if attempt == self.max_retries:
-                raise StageError(f"{self.url}: giving up after {attempt + 1} attempts: {problem}")
-            delay = self._delay(attempt, retry_after)
-            log.warning("transcription request failed (%s); retry %d in %.1f s", problem,
-                        attempt + 1, delay)
-            time.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(self.max_backoff_seconds, max(0.0, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: fall back to our own backoff
-        base = self.backoff_seconds * 2 ** attempt
-        return min(self.max_backoff_seconds, base * (1 + random.random() * 0.25))
-
-    def _fatal(self, status: int, problem: str) -> Exception:
-        if status in (401, 403):
-            return ConfigError(f"{self.url}: the API key was refused ({problem})")
-        if status == 404:
-            return ConfigError(f"{self.url}: endpoint or model {self.model_name!r} not found "
-                               f"({problem})")
-        return StageError(f"{self.url}: request failed ({problem})")
-
+        try:
+            response = self.model.request("POST", self.url, data=data,
+                                          files={"file": ("audio.wav", wav, "audio/wav")})
+        except ApiError as exc:
+            if exc.status == 404:
+                raise ConfigError(f"{exc}: endpoint or model {self.model_name!r} not "
+                                  f"found") from None
+            raise
+        try:
+            payload = response.json()
+            words = response_words(payload, offset)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ApiError(f"{self.model.shown(self.url)}: unexpected response "
+                           f"({type(exc).__name__})") from None
+        return words, language_code(payload.get("language"))
