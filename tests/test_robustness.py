@@ -92,7 +92,7 @@ def test_out_is_a_file_is_one_line(clip: Path, tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.write_text("x")
     result = CliRunner().invoke(app, ["run", str(clip), "--out", str(target), *FAKE_CLI])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad usage: checked with the options, before any work
     assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
     assert target.read_text() == "x"
 
