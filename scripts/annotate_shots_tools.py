@@ -178,10 +178,10 @@ def zoom(path: str, out: str, first: int, last: int, width: int = 480, cols: int
 
 
 def overview(path: str, prefix: str, step: int = 4, cols: int = 10, rows: int = 12,
-             width: int = 160) -> list[str]:
+             width: int = 160, start: int = 0, end: int | None = None) -> list[str]:
     """Grids of every step-th frame, rows*cols tiles a page, each labelled with its index."""
     arr, _ = thumbs(path)
-    idx = list(range(0, len(arr), step))
+    idx = list(range(start, len(arr) if end is None else min(end + 1, len(arr)), step))
     h = round(arr.shape[1] * width / arr.shape[2])
     pages = []
     for p in range(0, len(idx), cols * rows):
@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     o.add_argument("clip")
     o.add_argument("prefix")
     o.add_argument("--step", type=int, default=4)
+    o.add_argument("--start", type=int, default=0)
+    o.add_argument("--end", type=int, default=None)
+    o.add_argument("--width", type=int, default=160)
     tr = sub.add_parser("trim")
     for a in ("src", "dst"):
         tr.add_argument(a)
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "zoom":
         zoom(a.clip, a.out, a.first, a.last, a.width, a.cols)
     elif a.cmd == "overview":
-        print("\n".join(overview(a.clip, a.prefix, a.step)))
+        print("\n".join(overview(a.clip, a.prefix, a.step, width=a.width, start=a.start,
+                                 end=a.end)))
     elif a.cmd == "trim":
         trim(a.src, a.dst, a.start_s, a.dur_s)
     return 0
