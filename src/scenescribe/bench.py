@@ -160,12 +160,19 @@ def _time_videos(captioner: Captioner, model: str, mode: str, folders: Sequence[
         "model": model, "mode": mode, "video": video, "videos": len(folders),
         "duration_s": duration, "scenes": total, "scenes_timed": len(reqs), "load_s": load_s,
         "weights": "random" if copts.random_weights else "real", "status": "ok"}
+    warm_up = getattr(captioner, "warm_up", None)
+    if callable(warm_up):  # CUDA: a short generate at the first batch's shape, off the clock
+        warm_up(reqs)
     _reset_peak(device)
     _sync(device)
     start = time.perf_counter()
     captions = dict(captioner.caption(reqs, progress))
     _sync(device)
     caption_s = time.perf_counter() - start
+    tuner = getattr(captioner, "tuner", None)
+    if tuner is not None:  # the batch the engine ran at, and what each trial size measured
+        row["batch"] = tuner.chosen or tuner.sizes[0]
+        row["batch_trials"] = {str(s): round(tuner.per_scene(s), 4) for s in tuner.timings}
     errors = [c.error for c in captions.values() if c.error]
     if errors:
         row["status"] = f"{len(errors)} scene(s) failed: {errors[0]}"

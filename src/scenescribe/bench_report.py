@@ -166,7 +166,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         head += f"\n{report['bench']['note']}\n"
     parts = [head, "## VLM stage per model and video\n", _table(report["rows"], (
         "model", "mode", "weights", "video", "duration_s", "scenes", "scenes_timed", "vlm_s",
-        "rtf", "s_per_scene", "peak_gpu_gb", "load_s", "status")),
+        "rtf", "s_per_scene", "batch", "peak_gpu_gb", "load_s", "status")),
         "\n## Per-model summary\n", _table(report["summary"], (
             "model", "mode", "weights", "videos", "scenes", "scenes_timed", "vlm_s", "rtf",
             "s_per_scene", "min_rtf", "max_rtf", "relative_speed", "speedup_vs_reference",

@@ -57,7 +57,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
     # Preprocess batch k+1 on a thread while batch k generates; None: on CUDA only (on a CPU the
     # thread would take cores from generation itself).
     prefetch: ClassVar[bool | None] = None
-    warm_up_tokens: ClassVar[int] = 4  # decode steps of the warm-up generate (CUDA)
+    warm_up_tokens: ClassVar[int] = 4  # new tokens of the warm-up generate (CUDA; 0: none)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -256,21 +256,35 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         H200 at batch 64). An out-of-memory error here is left to the real batch to handle."""
         import torch
 
-        if not self.device.startswith("cuda") or len(batch) <= self._warm_size:
+        if (not self.device.startswith("cuda") or self.warm_up_tokens <= 0
+                or len(batch) <= self._warm_size):
             return
-        config = self.generation_config()
-        steps = min(self.warm_up_tokens, config.max_new_tokens)
-        config.max_new_tokens = config.min_new_tokens = steps
         try:
-            with torch.inference_mode():
-                self.model.generate(**self._to_device(inputs), generation_config=config)
+            self.short_generate(inputs, self.warm_up_tokens)
             torch.cuda.synchronize()
         except torch.cuda.OutOfMemoryError:
             log.info("%s: warm-up at batch %d ran out of memory", self.name, len(batch))
+            self.free_memory()  # only then: the cached blocks are what the warm-up is for
         else:
             self._warm_size = len(batch)
-            log.info("%s: warmed up at batch %d (%d decode steps)", self.name, len(batch), steps)
-        self.free_memory()
+            log.info("%s: warmed up at batch %d", self.name, len(batch))
+
+    def short_generate(self, inputs: Any, steps: int) -> Any:
+        """``generate`` with the real settings (so a static cache gets its real shape) stopped
+        after ``steps`` new tokens."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        moved = self._to_device(inputs)
+        stop_at = moved["input_ids"].shape[1] + steps
+
+        class Steps(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), input_ids.shape[1] >= stop_at,
+                                  dtype=torch.bool, device=input_ids.device)
+
+        return self.model.generate(**moved, generation_config=self.generation_config(),
+                                   stopping_criteria=StoppingCriteriaList([Steps()]))
 
     def free_memory(self) -> None:
         gc.collect()
