@@ -97,7 +97,8 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str | None) -> list[dict
     return out
 
 
-def job_summary(job: dict[str, Any] | None, stage1: Sequence[dict]) -> dict[str, Any] | None:
+def job_summary(job: dict[str, Any] | None,
+                stage1: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """The job's clock with the videos' total duration and real-time factor added."""
     if job is None:
         return None

@@ -241,8 +241,8 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         return self.device.startswith("cuda") if self.prefetch is None else self.prefetch
 
     def warm_up(self, requests: Sequence[CaptionRequest]) -> None:
-        """On CUDA: the short generate ``caption`` would run first, at the shape of the first
-        batch of ``requests``, run now (so a benchmark can run it before its clock starts)."""
+        """On CUDA: run now the warm-up ``caption`` would run before its first batch of
+        ``requests`` (so a benchmark can pay it before its clock starts)."""
         if not requests or not self.device.startswith("cuda"):
             return
         self.load()
@@ -251,9 +251,9 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         self.warm(batch, self.prepare(batch))
 
     def warm(self, batch: Sequence[CaptionRequest], inputs: Any) -> None:
-        """On CUDA, once per batch size: prefill at full batch and a few decode steps, so the
-        first real batch does not pay kernel selection and allocator growth (10-25 s on an
-        H200 at batch 64). An out-of-memory error here is left to the real batch to handle."""
+        """On CUDA, when ``batch`` is larger than any warmed before: prefill at full batch and
+        a few decode steps, so the first real batch does not pay kernel selection and allocator
+        growth (10-25 s on an H200 at batch 64). Out of memory here is left to the real batch."""
         import torch
 
         if (not self.device.startswith("cuda") or self.warm_up_tokens <= 0
@@ -262,12 +262,15 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         try:
             self.short_generate(inputs, self.warm_up_tokens)
             torch.cuda.synchronize()
+            done = True
         except torch.cuda.OutOfMemoryError:
-            log.info("%s: warm-up at batch %d ran out of memory", self.name, len(batch))
-            self.free_memory()  # only then: the cached blocks are what the warm-up is for
-        else:
+            done = False
+        if done:
             self._warm_size = len(batch)
             log.info("%s: warmed up at batch %d", self.name, len(batch))
+        else:  # outside the except block: the traceback no longer pins tensors
+            log.info("%s: warm-up at batch %d ran out of memory", self.name, len(batch))
+            self.free_memory()  # only then: the cached blocks are what the warm-up is for
 
     def short_generate(self, inputs: Any, steps: int) -> Any:
         """``generate`` with the real settings (so a static cache gets its real shape) stopped
