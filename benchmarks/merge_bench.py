@@ -3,7 +3,7 @@
     python benchmarks/merge_bench.py RUN1/bench.json RUN2/bench.json --out DIR
 
 Writes ``DIR/bench.json``, ``bench.md`` and ``bench.png`` with the rows of every run and the
-per-model summary and whole-pipeline totals recomputed over all of them.
+per-model summary recomputed over all of them (the whole job's clock: the first report's).
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
         assert r["status"] == "ok" and r["weights"] == "real"
         assert r["rtf"] == pytest.approx(r["vlm_s"] / r["duration_s"])
         assert r["vlm_s"] == pytest.approx(r["s_per_scene"] * r["scenes"])
-        assert r["vlm_s"] >= r["caption_s"] > 0
+        assert r["vlm_s"] >= r["caption_s"] > 0  # frames are the job's, not counted again
+        assert r["s_per_scene"] == pytest.approx(r["caption_s"] / r["scenes_timed"])
         if r["mode"] == "reference":  # video by video
             assert r["scenes"] == stage1[r["video"]]["scenes"] == r["scenes_timed"] >= 1
         else:  # both videos pooled into one stream
@@ -83,18 +84,24 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
             sum(row[f"{k}_s"] for k in ("shots", "speech", "sounds", "objects")))
         assert row["stage1_rtf"] == pytest.approx(row["stage1_s"] / row["duration_s"])
         assert row["speech_s"] > 0 and row["objects_s"] > 0  # the real small models ran
-    for total in report["totals"]:
-        s = summary[(total["model"], total["mode"])]
-        assert total["video_s"] == pytest.approx(sum(r["duration_s"] for r in stage1.values()))
-        assert total["stage1_s"] == report["stage1_wall_s"] > 0  # Stage 1 as the user waits
-        assert total["total_s"] == pytest.approx(total["stage1_s"] + s["vlm_s"])
-        assert total["rtf"] == pytest.approx(total["total_s"] / total["video_s"])
+    job = report["job"]  # one clock around `run` with the first model's captions
+    assert job["model"] == MODELS[0] and job["videos"] == 2 and not job["cached"]
+    assert report["job_wall_s"] == job["wall_s"] > 0
+    assert job["video_s"] == pytest.approx(sum(r["duration_s"] for r in stage1.values()))
+    assert job["rtf"] == pytest.approx(job["wall_s"] / job["video_s"])
+    split = {r["stage"]: r for r in job["stages"]}
+    assert {"shots", "frames", "speech", "sounds", "objects", f"captions[{MODELS[0]}]"} <= set(split)
+    # On CPU the stages run one after another: the split fits inside the one clock.
+    assert job["split_sum_s"] == pytest.approx(job["load_s"] + job["compute_s"])
+    assert job["split_sum_s"] <= job["wall_s"]
+    assert split["speech"]["compute_s"] == pytest.approx(sum(r["speech_s"] for r in stage1.values()))
+    assert "Whole job (one wall clock)" in (out / "bench.md").read_text()
 
     # Reports of separate runs (one device call per model, say) merge into the same tables.
     half = len(rows) // 2
     parts = [dict(report, rows=rows[:half]), dict(report, rows=rows[half:])]
     merged = merge_reports(parts)
     assert merged["summary"] == report["summary"]
-    assert merged["totals"] == report["totals"]
+    assert merged["job"] == report["job"]
     with pytest.raises(ValueError, match="different videos"):
         merge_reports([report, dict(report, stage1=report["stage1"][:1])])

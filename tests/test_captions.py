@@ -81,21 +81,21 @@ def create(name: str, model_dir: Path, **options: Any) -> Any:
 def record_tokens(captioner: Any) -> dict[int, list[int]]:
     """Spy on ``generate``: the new token ids of every scene, by scene index."""
     tokens: dict[int, list[int]] = {}
-    model_generate, batch_generate = captioner.model.generate, captioner.generate
+    model_generate, batch_generate = captioner.model.generate, captioner.generate_prepared
 
     def spy_model(**kwargs: Any) -> Any:
         out = model_generate(**kwargs)
         spy_model.new = out[:, kwargs["input_ids"].shape[1]:].tolist()
         return out
 
-    def spy_batch(batch: Any) -> Any:
-        results = batch_generate(batch)
+    def spy_batch(batch: Any, inputs: Any) -> Any:
+        results = batch_generate(batch, inputs)
         for request, row in zip(batch, spy_model.new, strict=True):
             tokens[request.index] = row
         return results
 
     captioner.model.generate = spy_model
-    captioner.generate = spy_batch
+    captioner.generate_prepared = spy_batch
     return tokens
 
 
@@ -171,7 +171,7 @@ def test_greedy_new_tokens_only_and_counted_to_the_end_token(
 def _oom_when(captioner: Any, fails: Any) -> list[int]:
     """Make ``generate`` raise CUDA's out-of-memory error when ``fails(batch)``; log batch sizes."""
     sizes: list[int] = []
-    model_generate, batch_generate = captioner.model.generate, captioner.generate
+    model_generate, batch_generate = captioner.model.generate, captioner.generate_prepared
     current: list[list[int]] = [[]]
 
     def generate(**kwargs: Any) -> Any:
@@ -180,12 +180,12 @@ def _oom_when(captioner: Any, fails: Any) -> list[int]:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return model_generate(**kwargs)
 
-    def batch(requests: Any) -> Any:
+    def batch(requests: Any, inputs: Any) -> Any:
         current[0] = [r.index for r in requests]
-        return batch_generate(requests)
+        return batch_generate(requests, inputs)
 
     captioner.model.generate = generate
-    captioner.generate = batch
+    captioner.generate_prepared = batch
     return sizes
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (the device tool), from the repository root:
 #   [ONLY='w1_sitcom'] [REF_SCENES=1] [STAGES=all] [MODE=scenescribe] [CONFIG=...] [TAG=...] \
-#   [SHOT_SCALING=1] \
+#   [SHOT_SCALING=1] [FRESH=1] \
 #     bash benchmarks/gpu/w1_bench.sh OUTDIR MODEL...
 # Carried: .whl (av, scenedetect, platformdirs, ultralytics, ultralytics-thop, lap wheels),
 # .carry/media (the clips scripts/make_w1_suite.py reads), .carry/whisper-tok (the tiny.en
@@ -9,6 +9,8 @@
 #
 # Idempotent per machine: W1 and the random-weight Stage 1 models are built once; Stage 1 runs
 # once into .carry/bench/runs and later calls reuse it (OUTDIR gets each call's bench files).
+# The whole job (`run` over W1 with the first MODEL's captions) is timed by one clock; it is a
+# full job only when nothing was cached: FRESH=1 recomputes every stage (bench --fresh).
 # Then `scenescribe bench` times full-size random-weight VLMs in both modes: scenescribe (all
 # videos' scenes pooled into one batched stream) and reference (one scene per generate call,
 # video by video), the latter on REF_SCENES scenes per video, projected to all scenes.
@@ -43,6 +45,7 @@ stages=()
 vlms=()
 for m in "$@"; do vlms+=(--vlm "$m"); done
 [ -n "${MODE:-}" ] && vlms+=(--mode "$MODE")
+[ -n "${FRESH:-}" ] && vlms+=(--fresh)
 note="Weights: random for every VLM, and for Whisper large-v3 and AST in Stage 1 \
 (benchmarks/gpu/random_stage1.py; each Whisper chunk decodes the full 224 tokens); YOLOv8n real."
 mkdir -p "$out"

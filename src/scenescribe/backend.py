@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
 
-# Loads run one at a time: Stage 1 components load from parallel threads, and transformers'
+# Imports run one at a time: Stage 1 components load from parallel threads, and transformers'
 # lazy module imports are not thread-safe (two threads importing at once can see a half-built
-# module: "cannot import name 'ASTForAudioClassification'"). Computing still overlaps.
+# module: "cannot import name 'ASTForAudioClassification'"). A backend that names what it imports
+# (``load_imports`` or ``_imports``) imports under this lock, then reads its weights outside it,
+# side by side with the others; one that names nothing loads wholly under it, one at a time.
 _LOAD_LOCK = threading.RLock()
+
+
+def import_names(names: tuple[str, ...]) -> None:
+    """Import ``"pkg.module"`` names; ``"pkg:Name"`` also resolves a lazily exported name (the
+    attribute access is what makes transformers import the submodule behind it)."""
+    for name in names:
+        module, _, attr = name.partition(":")
+        loaded = importlib.import_module(module)
+        if attr:
+            getattr(loaded, attr)
 
 
 def resolve_device(device: str) -> str:
@@ -43,7 +56,10 @@ class Backend:
 
     # Options that change only speed or what else the run does, never this backend's output.
     SPEED_OPTIONS: tuple[str, ...] = ("batch_size", "api_concurrency", "threads", "workers",
-                                      "models", "cache", "use_cache")
+                                      "models", "cache", "use_cache", "max_batch",
+                                      "adaptive_batch")
+    # What ``_load`` imports (see ``import_names``); empty: the whole load is serialised.
+    load_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, entry: ModelEntry, options: Any, device: str = "cpu",
                  model_dir: Path | None = None) -> None:
@@ -81,10 +97,24 @@ class Backend:
         return self.model is not None
 
     def load(self) -> None:
-        if self.model is None:
+        if self.model is not None:
+            return
+        # Per backend: two threads asking for one model load it once. dict.setdefault is atomic.
+        with self.__dict__.setdefault("_own_load_lock", threading.Lock()):
+            if self.model is not None:
+                return
             with _LOAD_LOCK:
-                if self.model is None:
+                side_by_side = self._imports()
+                if not side_by_side:
                     self.model = self._load()
+            if side_by_side:  # the modules are in place: weights load beside other backends'
+                self.model = self._load()
+
+    def _imports(self) -> bool:
+        """Import what ``_load`` needs, under the process-wide lock; True lets the weights load
+        outside it. The default imports ``load_imports`` (none: False, load under the lock)."""
+        import_names(self.load_imports)
+        return bool(self.load_imports)
 
     def _load(self) -> Any:
         return True

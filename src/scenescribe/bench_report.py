@@ -1,4 +1,4 @@
-"""Benchmark tables: per model and video, per model summary, Stage 1 breakdown, whole pipeline."""
+"""Benchmark tables: per model and video, per model summary, Stage 1 breakdown, the whole job."""
 
 from __future__ import annotations
 
@@ -97,38 +97,35 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str | None) -> list[dict
     return out
 
 
-def totals(stage1: Sequence[dict], summary: Sequence[dict],
-           stage1_wall_s: float | None = None) -> list[dict[str, Any]]:
-    """Whole pipeline per model and mode: Stage 1 plus VLM over all videos.
-
-    Stage 1 counts as its wall clock when known (side by side, components overlap), else as the
-    sum of its components' compute times.
-    """
+def job_summary(job: dict[str, Any] | None,
+                stage1: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The job's clock with the videos' total duration and real-time factor added."""
+    if job is None:
+        return None
     duration = sum(r["duration_s"] for r in stage1)
-    s1 = stage1_wall_s if stage1_wall_s is not None else sum(r["stage1_s"] for r in stage1)
-    return [{"model": s["model"], "mode": s["mode"], "video_s": duration, "stage1_s": s1,
-             "vlm_s": s["vlm_s"], "total_s": s1 + s["vlm_s"],
-             "rtf": (s1 + s["vlm_s"]) / duration if duration else None} for s in summary]
+    return {**job, "video_s": duration, "scenes": sum(r["scenes"] for r in stage1),
+            "rtf": job["wall_s"] / duration if duration else None}
 
 
 def build_report(folders: Sequence[Path], rows: list[dict], bench: Any, options: RunOptions,
                  reference_speech: dict[str, float], failed: list[dict],
-                 stage1_wall_s: float | None = None) -> dict[str, Any]:
+                 job: dict[str, Any] | None = None) -> dict[str, Any]:
     stage1 = stage1_rows(folders, reference_speech)
     baseline = (bench.baseline or (bench.models[0] if bench.models else None))
     summary = summarize(rows, baseline.partition("=")[0] if baseline else None)
     return {"created": datetime.now(UTC).isoformat(timespec="seconds"),
             "system": system_info(), "options": to_dict(options),
             "bench": to_dict(bench), "baseline": baseline, "rows": rows, "summary": summary,
-            "stage1": stage1, "stage1_wall_s": stage1_wall_s,
-            "totals": totals(stage1, summary, stage1_wall_s), "failed_inputs": failed}
+            "stage1": stage1, "job": job_summary(job, stage1),
+            "job_wall_s": job["wall_s"] if job else None, "failed_inputs": failed}
 
 
 def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One report from several runs over the same videos (one device call each, say).
 
     Rows are concatenated (a later run's row replaces an earlier one for the same model, mode
-    and video); Stage 1, system and options come from the first; summaries are recomputed.
+    and video); Stage 1, the job, system and options come from the first; summaries are
+    recomputed.
     """
     first = reports[0]
     videos = {r["video"] for r in first["stage1"]}
@@ -143,7 +140,6 @@ def merge_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         dict.fromkeys(r["bench"].get("note", "") for r in reports if r["bench"].get("note"))))
     baseline = first["baseline"]
     merged["summary"] = summarize(merged["rows"], baseline.partition("=")[0] if baseline else None)
-    merged["totals"] = totals(first["stage1"], merged["summary"], first.get("stage1_wall_s"))
     merged["merged_from"] = [r["created"] for r in reports]
     return merged
 
@@ -171,26 +167,35 @@ def to_markdown(report: dict[str, Any]) -> str:
         head += f"\n{report['bench']['note']}\n"
     parts = [head, "## VLM stage per model and video\n", _table(report["rows"], (
         "model", "mode", "weights", "video", "duration_s", "scenes", "scenes_timed", "vlm_s",
-        "rtf", "s_per_scene", "peak_gpu_gb", "load_s", "status")),
+        "rtf", "s_per_scene", "batch", "peak_gpu_gb", "load_s", "status")),
         "\n## Per-model summary\n", _table(report["summary"], (
             "model", "mode", "weights", "videos", "scenes", "scenes_timed", "vlm_s", "rtf",
             "s_per_scene", "min_rtf", "max_rtf", "relative_speed", "speedup_vs_reference",
             "subset")),
-        "\n## Stage 1 per video (compute seconds; load apart)\n", _stage1_wall(report),
+        "\n## Stage 1 per video (compute seconds; load apart)\n",
         _table(report["stage1"], (
             "video", "duration_s", "scenes", "shots_s", "speech_s", "sounds_s", "objects_s",
             "stage1_s", "stage1_rtf", "reference_speech_s")),
-        "\n## Whole pipeline\n", _table(report["totals"], (
-            "model", "mode", "video_s", "stage1_s", "vlm_s", "total_s", "rtf"))]
+        "\n## Whole job (one wall clock)\n", _job(report.get("job"))]
     return "\n".join(parts) + "\n"
 
 
-def _stage1_wall(report: dict[str, Any]) -> str:
-    wall = report.get("stage1_wall_s")
-    if wall is None:
-        return ""
-    return (f"Wall clock of Stage 1 for all videos, model loads included: {wall:.1f} s. On GPU "
-            "hosts the components run side by side, so their compute times overlap.\n")
+def _job(job: dict[str, Any] | None) -> str:
+    if not job:
+        return "Not measured in this report.\n"
+    what = f"captions by {job['model']}" if job.get("model") else "Stage 1 only, no captions"
+    text = (f"`scenescribe run` over all {job['videos']} videos ({what}), one clock from the "
+            f"command's start to the last record written: **{job['wall_s']:.1f} s** for "
+            f"{job['video_s']:.0f} s of video, {job['scenes']} scenes (RTF {_fmt(job['rtf'])}). "
+            f"Split: each model load once, each stage's compute summed over videos; stages of "
+            f"one level run side by side on GPU hosts, so the split sums to "
+            f"{job['split_sum_s']:.1f} s ({job['overlap_s']:.1f} s overlapped).\n")
+    if job.get("cached"):
+        text += (f"\n**Not a full job**: reused from cache: {', '.join(job['cached'])} "
+                 f"(bench --fresh recomputes).\n")
+    rows = [*job["stages"], {"stage": "sum", "load_s": job["load_s"],
+                             "compute_s": job["compute_s"]}]
+    return text + "\n" + _table(rows, ("stage", "load_s", "compute_s", "cached")) + "\n"
 
 
 def write_chart(report: dict[str, Any], path: Path) -> bool:

@@ -251,6 +251,12 @@ def bench(
     pool: Annotated[bool, typer.Option(
         help="Caption all videos' scenes as one stream (as `run` does); --no-pool times each "
              "video alone.")] = True,
+    job_captions: Annotated[bool, typer.Option(
+        help="The timed whole job includes the first --vlm's captions (--no-job-captions: "
+             "Stage 1 only).")] = True,
+    fresh: Annotated[bool, typer.Option(
+        help="Recompute every stage of the job (cached stages make its clock no full job).")
+                     ] = False,
     note: Annotated[str, typer.Option(help="Text printed under the report's title.")] = "",
     tag: Annotated[str, typer.Option(
         help="Label added to model names in rows (tells settings apart in merged reports).")] = "",
@@ -284,7 +290,7 @@ def bench(
     bench_options = BenchOptions(models=options.captions.models, modes=modes, baseline=baseline,
                                  max_scenes=max_scenes, reference_max_scenes=reference_max_scenes,
                                  reference_speech=reference_speech, pool=pool, note=note,
-                                 tag=tag)
+                                 tag=tag, job_captions=job_captions, fresh=fresh)
     with RichProgress(err) as progress:
         report = run_bench(videos, out, options, bench_options, progress=progress)
     from scenescribe.bench_report import to_markdown

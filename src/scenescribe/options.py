@@ -98,7 +98,9 @@ class CaptionOptions:
     max_new_tokens: int = 256
     min_new_tokens: int = 0
     prompt: str | None = None  # None: the reference's caption instruction
-    batch_size: int = 0  # 0: chosen from free GPU memory
+    batch_size: int = 0  # 0: chosen from free GPU memory, capped at max_batch
+    max_batch: int = 0  # cap on the automatic batch; 0: the family's measured throughput knee
+    adaptive_batch: bool = False  # CUDA: time the cap and half of it on the first batches, keep the faster
     dtype: str = "auto"  # auto, bfloat16, float16, float32
     quantization: str | None = None  # "nf4" for 4-bit through bitsandbytes
     attention: str = "auto"  # auto, sdpa, flash_attention_2, eager

@@ -3,8 +3,11 @@
 Subclasses name the model class and say how a scene becomes a prompt and images; everything else
 lives here. Batching across scenes is the speed lever: prompts are left-padded (decoder-only
 language models continue from the right edge), scenes are sorted by prompt length so a batch holds
-similar lengths (little padding), the batch size comes from free GPU memory, and an out-of-memory
-error halves the batch and retries, recording an error only for a scene that fails alone.
+similar lengths (little padding), the batch size comes from free GPU memory capped at the
+family's measured throughput knee (``batching``), and an out-of-memory error halves the batch and
+retries, recording an error only for a scene that fails alone. Batch k+1 is preprocessed on a CPU
+thread while batch k generates (``engine``); on CUDA one short generate at the first batch's
+shape runs first, so kernel selection and allocator growth are not paid inside the first batch.
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
-from collections import deque
+import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
-from scenescribe.captions.frames import chunks, image_size, open_rgb, scene_bytes
+from scenescribe.captions.batching import BatchTuner
+from scenescribe.captions.engine import run_batches
+from scenescribe.captions.frames import image_size, open_rgb
+from scenescribe.captions.planning import BatchPlanner
 from scenescribe.captions.published import (
     check_prompt_ids,
     decoding_settings,
-    fit_context,
     reset_generation_configs,
 )
 from scenescribe.errors import BackendUnavailableError, ConfigError
@@ -35,10 +39,9 @@ __all__ = ["TransformersCaptioner", "image_size", "open_rgb"]
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
-GPU_MEMORY_SHARE = 0.85  # of the free memory a batch may plan to use; the rest absorbs fragmentation
 
 
-class TransformersCaptioner(Captioner):
+class TransformersCaptioner(BatchPlanner, Captioner):
     """A transformers vision-language model captioning scenes in batches.
 
     Subclasses set ``model_class_name`` and may override ``images``, ``messages``/``prompt``,
@@ -51,13 +54,21 @@ class TransformersCaptioner(Captioner):
     # Tokens the family ends an answer with, stopped on besides the generation config's eos.
     end_tokens: ClassVar[tuple[str, ...]] = ()
     cpu_batch_size: ClassVar[int] = 4
-    max_batch_size: ClassVar[int] = 64
+    # Preprocess batch k+1 on a thread while batch k generates; None: on CUDA only (on a CPU the
+    # thread would take cores from generation itself).
+    prefetch: ClassVar[bool | None] = None
+    warm_up_tokens: ClassVar[int] = 4  # new tokens of the warm-up generate (CUDA; 0: none)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.processor: Any = None
         self._batch_cap: int | None = None  # lowered after an out-of-memory error
         self._checkpoint_eos: list[int] = []  # the checkpoint's generation_config.json eos ids
+        self._warm_size = 0  # the largest batch a warm-up generate has run at
+        # Fast tokenizers reconfigure themselves (padding) when encoding: never while another
+        # thread decodes with them ("Already borrowed"), so encode and decode share a lock.
+        self._tokenizer_lock = threading.Lock()
+        self.tuner: BatchTuner | None = None  # the last caption call's (its choice is logged)
 
     # ---- what subclasses describe -------------------------------------------------------------
 
@@ -199,68 +210,116 @@ class TransformersCaptioner(Captioner):
         if not requests:
             return
         self.load()
-        requests = [self.fit_positions(r) for r in requests]
-        # Longest first: the batch most likely to run out of memory runs first, and similar
-        # lengths share a batch so padding stays small.
-        ordered = sorted(((self.prompt_length(r), r) for r in requests),
-                         key=lambda x: (-x[0], x[1].index))
-        size = min(self.batch_size(ordered[0][0]), self._batch_cap or len(requests))
-        log.info("%s: %d scenes, batch size %d", self.name, len(requests), size)
-        task = progress.task(f"captions [{self.name}]", total=len(requests))
+        ordered, size = self._plan(requests)
+        self.tuner = BatchTuner.plan(size, len(ordered), self._adaptive(), self.name)
+        log.info("%s: %d scenes, batch size %d%s", self.name, len(ordered), size,
+                 f" (trying {self.tuner.sizes})" if len(self.tuner.sizes) > 1 else "")
+        task = progress.task(f"captions [{self.name}]", total=len(ordered))
         try:
-            for index, caption in self._run([r for _, r in ordered], size):
+            for index, caption in run_batches(self, ordered, self.tuner, self._prefetching()):
                 task.advance()
                 yield index, caption
         finally:
             task.close()
 
-    def _run(self, requests: list[CaptionRequest], size: int) -> Iterator[tuple[int, Caption]]:
+    def _plan(self, requests: Sequence[CaptionRequest]) -> tuple[list[CaptionRequest], int]:
+        """Requests in batch order and the batch size for the first batch."""
+        fitted = [self.fit_positions(r) for r in requests]
+        # Longest first: the batch most likely to run out of memory runs first, and similar
+        # lengths share a batch so padding stays small.
+        ordered = sorted(((self.prompt_length(r), r) for r in fitted),
+                         key=lambda x: (-x[0], x[1].index))
+        size = min(self.batch_size(ordered[0][0]), self._batch_cap or len(fitted))
+        return [r for _, r in ordered], size
+
+    def _adaptive(self) -> bool:
+        """The throughput tuner runs for an automatic batch on CUDA, when asked."""
+        o = self.options
+        return o.adaptive_batch and o.batch_size == 0 and self.device.startswith("cuda")
+
+    def _prefetching(self) -> bool:
+        return self.device.startswith("cuda") if self.prefetch is None else self.prefetch
+
+    def warm_up(self, requests: Sequence[CaptionRequest]) -> None:
+        """On CUDA: run now the warm-up ``caption`` would run before its first batch of
+        ``requests`` (so a benchmark can pay it before its clock starts)."""
+        if not requests or not self.device.startswith("cuda"):
+            return
+        self.load()
+        ordered, size = self._plan(requests)
+        batch = ordered[:size]
+        self.warm(batch, self.prepare(batch))
+
+    def warm(self, batch: Sequence[CaptionRequest], inputs: Any) -> None:
+        """On CUDA, when ``batch`` is larger than any warmed before: prefill at full batch and
+        a few decode steps, so the first real batch does not pay kernel selection and allocator
+        growth (10-25 s on an H200 at batch 64). Out of memory here is left to the real batch."""
         import torch
 
-        pending = deque(chunks(requests, size))
-        while pending:
-            batch = pending.popleft()
-            try:
-                results = self.generate(batch)
-            except torch.cuda.OutOfMemoryError as exc:
-                results, error = None, str(exc).split("\n")[0][:200]
-            if results is not None:
-                yield from results
-                continue
-            self._free_memory()  # outside the except block: the traceback no longer pins tensors
-            if len(batch) == 1:
-                log.warning("%s: scene %d out of memory alone: %s", self.name, batch[0].index,
-                            error)
-                yield batch[0].index, Caption("", 0, error=f"out of memory at batch size 1: "
-                                                          f"{error}")
-                continue
-            half = (len(batch) + 1) // 2
-            self._batch_cap = half
-            log.warning("%s: out of memory at batch size %d; retrying at %d", self.name,
-                        len(batch), half)
-            rest = [r for b in pending for r in b]
-            pending = deque([*chunks(batch, half), *chunks(rest, half)])
+        if (not self.device.startswith("cuda") or self.warm_up_tokens <= 0
+                or len(batch) <= self._warm_size):
+            return
+        try:
+            self.short_generate(inputs, self.warm_up_tokens)
+            torch.cuda.synchronize()
+            done = True
+        except torch.cuda.OutOfMemoryError:
+            done = False
+        if done:
+            self._warm_size = len(batch)
+            log.info("%s: warmed up at batch %d", self.name, len(batch))
+        else:  # outside the except block: the traceback no longer pins tensors
+            log.info("%s: warm-up at batch %d ran out of memory", self.name, len(batch))
+            self.free_memory()  # only then: the cached blocks are what the warm-up is for
 
-    def _free_memory(self) -> None:
+    def short_generate(self, inputs: Any, steps: int) -> Any:
+        """``generate`` with the real settings (so a static cache gets its real shape) stopped
+        after ``steps`` new tokens."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        moved = self._to_device(inputs)
+        stop_at = moved["input_ids"].shape[1] + steps
+
+        class Steps(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), input_ids.shape[1] >= stop_at,
+                                  dtype=torch.bool, device=input_ids.device)
+
+        return self.model.generate(**moved, generation_config=self.generation_config(),
+                                   stopping_criteria=StoppingCriteriaList([Steps()]))
+
+    def free_memory(self) -> None:
         gc.collect()
         if self.device.startswith("cuda"):
             import torch
 
             torch.cuda.empty_cache()
 
-    def generate(self, batch: Sequence[CaptionRequest]) -> list[tuple[int, Caption]]:
-        """Caption one batch with one ``generate`` call; only the new tokens are decoded."""
+    def prepare(self, batch: Sequence[CaptionRequest]) -> Any:
+        """A batch's CPU work: frames read, prompts built, processor outputs (on the CPU)."""
         images = [self.images(r) for r in batch]
         prompts = [self.prompt(r, len(imgs)) for r, imgs in zip(batch, images, strict=True)]
-        inputs = self._to_device(self.encode(images, prompts))
-        output = self.model.generate(**inputs, generation_config=self.generation_config())
-        new = output[:, inputs["input_ids"].shape[1]:].tolist()
+        with self._tokenizer_lock:
+            return self.encode(images, prompts)
+
+    def generate(self, batch: Sequence[CaptionRequest]) -> list[tuple[int, Caption]]:
+        """Caption one batch with one ``generate`` call; only the new tokens are decoded."""
+        return self.generate_prepared(batch, self.prepare(batch))
+
+    def generate_prepared(self, batch: Sequence[CaptionRequest],
+                          inputs: Any) -> list[tuple[int, Caption]]:
+        """``generate`` on a batch ``prepare`` made."""
+        moved = self._to_device(inputs)
+        output = self.model.generate(**moved, generation_config=self.generation_config())
+        new = output[:, moved["input_ids"].shape[1]:].tolist()
         stops = self._stop_ids()
         results = []
-        for request, row in zip(batch, new, strict=True):
-            count = next((i for i, t in enumerate(row) if t in stops), len(row))
-            text = self.processor.tokenizer.decode(row[:count], skip_special_tokens=True)
-            results.append((request.index, Caption(text.strip(), count)))
+        with self._tokenizer_lock:
+            for request, row in zip(batch, new, strict=True):
+                count = next((i for i, t in enumerate(row) if t in stops), len(row))
+                text = self.processor.tokenizer.decode(row[:count], skip_special_tokens=True)
+                results.append((request.index, Caption(text.strip(), count)))
         return results
 
     def _to_device(self, inputs: Any) -> dict[str, Any]:
@@ -324,65 +383,3 @@ class TransformersCaptioner(Captioner):
 
     def _stop_ids(self) -> set[int]:
         return set(self._eos_ids())
-
-    # ---- batch planning ------------------------------------------------------------------------
-
-    def position_limit(self) -> int | None:
-        """The language model's trained positions (Vicuna-7B: 4,096), if its config says."""
-        return getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
-
-    def fit_positions(self, request: CaptionRequest) -> CaptionRequest:
-        """Shorten the grounding context so prompt and caption fit the model's positions."""
-        limit = self.position_limit()
-        if not limit or not request.context.strip():
-            return request
-        budget = limit - self.options.max_new_tokens
-
-        def count(context: str) -> int:
-            return self.prompt_length(replace(request, context=context))
-
-        before = count(request.context)
-        if before <= budget:
-            return request
-        kept = fit_context(request.context, budget, count)
-        log.warning("%s: scene %d: prompt of %d tokens plus %d new exceeds the model's %d "
-                    "positions; grounding context cut from %d to %d characters", self.name,
-                    request.index, before, self.options.max_new_tokens, limit,
-                    len(request.context), len(kept))
-        return replace(request, context=kept)
-
-    def prompt_length(self, request: CaptionRequest) -> int:
-        """Prompt tokens of a scene, image tokens included, from image sizes (no decoding)."""
-        sizes = [image_size(p) for p in request.frames]
-        text = self.processor.tokenizer(self.prompt(request, len(sizes)))["input_ids"]
-        return len(text) + self.image_tokens(sizes)
-
-    def image_tokens(self, sizes: list[tuple[int, int]]) -> int:
-        """Tokens the images of one scene expand to; ``sizes`` are ``(height, width)``."""
-        counter = getattr(self.processor, "_get_num_multimodal_tokens", None)
-        if counter is None or not sizes:
-            return 0
-        try:
-            return int(sum(counter(image_sizes=sizes)["num_image_tokens"]))
-        except Exception:  # only a sort key: a processor that cannot count sorts by text length
-            return 0
-
-    def batch_size(self, prompt_tokens: int) -> int:
-        """Scenes per ``generate`` call: the option, else from free GPU memory, else small on CPU."""
-        if self.options.batch_size > 0:
-            return self.options.batch_size
-        if not self.device.startswith("cuda"):
-            return self.cpu_batch_size
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
-        per_scene = self.scene_bytes(prompt_tokens)
-        fits = int(free * GPU_MEMORY_SHARE // per_scene)
-        log.info("%s: %.1f GiB free, about %.2f GiB per scene -> %d scenes per batch", self.name,
-                 free / 2**30, per_scene / 2**30, fits)
-        return max(1, min(self.max_batch_size, fits))
-
-    def scene_bytes(self, prompt_tokens: int) -> int:
-        """Estimated GPU bytes one scene adds to a batch: KV cache plus prefill activations."""
-        return scene_bytes(self.model.config.get_text_config(), self.torch_dtype().itemsize,
-                           prompt_tokens, self.options.max_new_tokens, self.num_beams)

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.backend import import_names
 from scenescribe.errors import BackendUnavailableError, ModelNotFoundError
 from scenescribe.media import DecodedFrame, frames_at, iter_frames
 from scenescribe.objects.base import ObjectTracker
@@ -90,6 +91,16 @@ class YoloTracker(ObjectTracker):
         # Measured on CPU (Big Buck Bunny 30 s at 2 fps, one torch thread): 9.6 CPU-s at batch
         # 1, 6.6 at 4, 6.4 at 8. The GPU size is a guess, unmeasured: big enough to fill it.
         return 32 if self.device.startswith("cuda") else 4
+
+    def _imports(self) -> bool:
+        """ultralytics (configured offline) under the load lock; the weights then load beside
+        the other components'. Without it, ``_load`` names the missing package under the lock."""
+        if importlib.util.find_spec("ultralytics") is None:
+            return False
+        import_ultralytics()
+        import_names(("ultralytics:YOLO", "ultralytics.nn.tasks", "ultralytics.trackers",
+                      "scenescribe.objects.yolo_weights"))
+        return True
 
     def _load(self) -> Any:
         # ByteTrack imports lap; without it ultralytics would try to pip-install it at run time.

@@ -126,6 +126,10 @@ class _Ast:
 class ASTTagger(WindowedTagger):
     """AST on CUDA in bf16 (fp16 where bf16 is unsupported) or on the CPU in fp32."""
 
+    # Imported under the load lock; the weights then load beside the other components'.
+    load_imports = ("torch", "transformers.audio_utils", "transformers:ASTFeatureExtractor",
+                    "transformers:ASTForAudioClassification")
+
     def _load(self) -> Any:
         model = _Ast(self.weights(), self.device)
         # Measured on an H100 (bf16, full-size AST): 4.8 ms per window at batch 1, 1.15 at 8,

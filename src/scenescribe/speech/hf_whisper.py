@@ -129,6 +129,10 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     chunk_seconds = 30.0  # Whisper's window
     chunk_search_seconds = 10.0  # a chunk ends at the quietest point of its last 10 s
     max_new_tokens = MAX_NEW_TOKENS
+    # Imported under the load lock; the weights then load beside the other components'.
+    load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
+                    "transformers:WhisperProcessor", "transformers:WhisperFeatureExtractor",
+                    "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
 
     def _load(self) -> Any:
         import torch

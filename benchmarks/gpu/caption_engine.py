@@ -1,0 +1,127 @@
+"""The caption engine's levers, one fresh process each: batch cap, warm-up, prefetch, tuner.
+
+Runs on the GPU machine (the device tool). Each variant runs in its own Python process, because
+what the warm-up removes is a cost paid by the first large batch *in a process*. A variant
+captions the same W2-shaped scenes (two 672x378 frames each, the reference's prompt, exactly
+``--tokens`` new tokens, random full-size weights in bf16) and is timed as a job pays it:
+one clock around ``caption()``, preprocessing, warm-up and generation included. Printed: one
+JSON line per variant and a markdown table (s/scene, batch run, load, peak GiB).
+
+    python benchmarks/gpu/caption_engine.py --video .carry/media/real/big_buck_bunny_0_30.webm \
+        --scenes 192 --variants plain warm prefetch engine tuner cap96 --json OUT.json
+
+Variants: plain (cap 64, no warm-up, no prefetch: the engine before issue 12), warm (+ warm-up),
+prefetch (+ preprocessing on a thread, no warm-up), engine (warm-up + prefetch: the default),
+tuner (engine + ``adaptive_batch``: 64 against 32), capN (engine with ``max_batch = N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nf4_vs_bf16 import scene_frames
+
+FIXED = ("plain", "warm", "prefetch", "engine", "tuner")
+
+
+def settings(variant: str) -> dict[str, Any]:
+    """What a variant changes: warm-up tokens, prefetch, max_batch, adaptive_batch."""
+    base = {"warm_up_tokens": 4, "prefetch": True, "max_batch": 64, "adaptive_batch": False}
+    if variant == "plain":
+        return {**base, "warm_up_tokens": 0, "prefetch": False}
+    if variant == "warm":
+        return {**base, "prefetch": False}
+    if variant == "prefetch":
+        return {**base, "warm_up_tokens": 0}
+    if variant == "engine":
+        return base
+    if variant == "tuner":
+        return {**base, "adaptive_batch": True}
+    if variant.startswith("cap") and variant[3:].isdigit():
+        return {**base, "max_batch": int(variant[3:])}
+    raise SystemExit(f"unknown variant {variant!r}: {', '.join(FIXED)} or capN")
+
+
+def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) -> dict[str, Any]:
+    """One variant in this process."""
+    import torch
+
+    from scenescribe import registry
+    from scenescribe.captions.base import CaptionRequest
+    from scenescribe.captions.hf_base import TransformersCaptioner
+    from scenescribe.options import CaptionOptions
+    from scenescribe.progress import NullProgress
+
+    s = settings(variant)
+    TransformersCaptioner.warm_up_tokens = s["warm_up_tokens"]
+    TransformersCaptioner.prefetch = s["prefetch"]
+    options = CaptionOptions(models=(model,), max_new_tokens=tokens, min_new_tokens=tokens,
+                             dtype="bfloat16", random_weights=True, max_batch=s["max_batch"],
+                             adaptive_batch=s["adaptive_batch"])
+    captioner: Any = registry.create(model, "captioner", options=options, device="cuda")
+    start = time.perf_counter()
+    captioner.load()
+    torch.cuda.synchronize()
+    load_s = time.perf_counter() - start
+    requests = [CaptionRequest(i, pair) for i, pair in enumerate(frames)]
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    new = sum(c.new_tokens for _, c in captioner.caption(requests, NullProgress()))
+    torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    tuner = captioner.tuner
+    return {"variant": variant, **s, "model": model, "weights": "random", "scenes": len(frames),
+            "batch": tuner.chosen or tuner.sizes[0],
+            "trials": {str(k): round(tuner.per_scene(k), 4) for k in tuner.timings},
+            "load_s": round(load_s, 1), "caption_s": round(elapsed, 2),
+            "s_per_scene": round(elapsed / len(frames), 4), "new_tokens": new,
+            "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--video", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/caption-engine"))
+    parser.add_argument("--model", default="llava-v1.6-mistral-7b")
+    parser.add_argument("--scenes", type=int, default=192)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--variants", nargs="+", default=["plain", "engine"])
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    for variant in args.variants:
+        settings(variant)  # a bad name fails before any work
+    frames = scene_frames(args.video, args.work / "frames", args.scenes)
+    if args.one:
+        print("ROW " + json.dumps(one(args.one, args.model, frames, args.tokens)), flush=True)
+        return
+    rows = []
+    for variant in args.variants:
+        done = subprocess.run([sys.executable, __file__, "--video", str(args.video), "--work",
+                               str(args.work), "--model", args.model, "--scenes",
+                               str(args.scenes), "--tokens", str(args.tokens), "--one", variant],
+                              capture_output=True, text=True)
+        found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
+        if done.returncode or not found:
+            print(f"{variant}: failed ({done.returncode}): {done.stderr[-2000:]}", flush=True)
+            continue
+        rows.append(json.loads(found[0]))
+        print(found[0], flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print("\n| variant | batch | s/scene | caption s | load s | peak GiB | trials |\n"
+          "|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['variant']} | {r['batch']} | {r['s_per_scene']} | {r['caption_s']} | "
+              f"{r['load_s']} | {r['peak_gib']} | {r['trials'] or '-'} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The whole job's clock and its per-stage split: each load once, each compute once."""
+
+from __future__ import annotations
+
+import pytest
+
+from scenescribe.bench import job_split
+from scenescribe.bench_report import _job, job_summary
+
+# Two videos as `run` reports them: one speech model loaded once, reported by both videos.
+TIMINGS = [
+    {"shots": {"load_s": 0.0, "compute_s": 2.0, "cached": False},
+     "frames": {"load_s": 0.0, "compute_s": 3.0, "cached": False},
+     "speech": {"load_s": 10.0, "compute_s": 5.0, "cached": False},
+     "captions[m]": {"load_s": 7.0, "compute_s": 4.0, "cached": False}},
+    {"shots": {"load_s": 0.0, "compute_s": 1.0, "cached": False},
+     "frames": {"load_s": 0.0, "compute_s": 1.5, "cached": False},
+     "speech": {"load_s": 10.0, "compute_s": 6.0, "cached": False},
+     "captions[m]": {"load_s": 7.0, "compute_s": 2.0, "cached": False}},
+]
+
+
+def test_split_counts_each_load_and_compute_once() -> None:
+    job = job_split(TIMINGS, wall_s=40.0, model="m")
+    split = {r["stage"]: r for r in job["stages"]}
+    assert split["speech"] == {"stage": "speech", "load_s": 10.0, "compute_s": 11.0,
+                               "cached": False}
+    assert split["frames"]["compute_s"] == 4.5  # frames once: not again in the captions' time
+    assert split["captions[m]"]["load_s"] == 7.0 and split["captions[m]"]["compute_s"] == 6.0
+    assert job["load_s"] == 17.0
+    assert job["compute_s"] == pytest.approx(3.0 + 4.5 + 11.0 + 6.0)
+    assert job["split_sum_s"] == pytest.approx(41.5)
+    assert job["overlap_s"] == pytest.approx(1.5)  # side by side: the split exceeds the clock
+    assert job["wall_s"] == 40.0 and job["cached"] == [] and job["videos"] == 2
+
+
+def test_cached_stage_marks_the_job_as_partial() -> None:
+    timings = [dict(v) for v in TIMINGS]
+    for video in timings:
+        video["speech"] = {**video["speech"], "cached": True, "load_s": 0.0, "compute_s": 0.0}
+    timings[1]["shots"] = {**timings[1]["shots"], "cached": True}  # cached for one video only
+    job = job_split(timings, wall_s=12.0, model=None)
+    assert job["cached"] == ["speech"]
+    stage1 = [{"duration_s": 60.0, "scenes": 5}, {"duration_s": 40.0, "scenes": 3}]
+    summary = job_summary(job, stage1)
+    assert summary is not None
+    assert summary["video_s"] == 100.0 and summary["scenes"] == 8
+    assert summary["rtf"] == pytest.approx(0.12)
+    text = _job(summary)
+    assert "Not a full job" in text and "speech" in text and "Stage 1 only" in text
+    assert "**12.0 s**" in text
+
+
+def test_report_without_a_job() -> None:
+    assert job_summary(None, []) is None
+    assert "Not measured" in _job(None)
