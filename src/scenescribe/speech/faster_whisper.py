@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -32,13 +31,18 @@ from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import is_hallucination, stream_pieces
+from scenescribe.speech.chunking import stream_pieces
+from scenescribe.speech.guard import (
+    COMPRESSION_RATIO_THRESHOLD,
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    LanguageVote,
+    SpeechGuard,
+)
 
 log = logging.getLogger("scenescribe.speech")
 
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-COMPRESSION_RATIO_THRESHOLD = 2.4
+GUARD = SpeechGuard()  # Silero VAD runs first, so no log-probability floor is needed
 
 
 def compute_type_for(option: str, device: str) -> str:
@@ -63,15 +67,6 @@ def cpu_threads() -> int:
     usually want the rest of the machine; CTranslate2's own default is 4.
     """
     return max(1, min(4, (os.cpu_count() or 1) // 2))
-
-
-def keep_segment(segment: Any) -> bool:
-    """Whisper's silence and failure tests, plus the stock-phrase hallucination filter."""
-    if segment.no_speech_prob > NO_SPEECH_THRESHOLD and segment.avg_logprob < LOG_PROB_THRESHOLD:
-        return False
-    if segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
-        return False
-    return not is_hallucination(segment.text, segment.avg_logprob, segment.no_speech_prob)
 
 
 def segment_words(segment: Any, offset: float) -> list[Word]:
@@ -116,18 +111,22 @@ class FasterWhisperRecognizer(SpeechRecognizer):
 
     def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
-        speech_seconds: dict[str, float] = defaultdict(float)
-        language_prob: dict[str, float] = defaultdict(float)
+        vote = LanguageVote()
         pieces = 0
         for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
             pieces += 1
             piece_words, info = self._transcribe_piece(samples, start)
             words.extend(piece_words)
             if piece_words:  # languages count only where something was said
-                speech_seconds[info.language] += info.duration_after_vad
-                language_prob[info.language] += info.language_probability * info.duration_after_vad
+                vote.add(info.language, info.duration_after_vad, info.language_probability)
             task.advance(len(samples) / SAMPLE_RATE)
-        return self._result(words, speech_seconds, language_prob, pieces)
+        words.sort(key=lambda w: w.start)
+        if not words:
+            return SpeechResult(extra={"pieces": pieces, "speech_seconds": 0.0})
+        language, probability = vote.result()
+        return SpeechResult(tuple(words), language, probability,
+                            extra={"pieces": pieces,
+                                   "speech_seconds": round(vote.total_seconds, 3)})
 
     def _transcribe_piece(self, samples: np.ndarray, offset: float) -> tuple[list[Word], Any]:
         from faster_whisper import BatchedInferencePipeline
@@ -139,31 +138,23 @@ class FasterWhisperRecognizer(SpeechRecognizer):
             log_prob_threshold=LOG_PROB_THRESHOLD,
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD)
         if self.batched:
+            # With timestamps, a window decodes into sentence-sized segments as in the
+            # sequential decoder; without them (the pipeline's default) tiny.en stopped after
+            # the first of eight sentences in a packed 24 s window, and the guard could only
+            # judge the whole window.
             pipeline = BatchedInferencePipeline(self.model)
             segments, info = pipeline.transcribe(samples, batch_size=self.options.batch_size,
-                                                 **kwargs)
+                                                 without_timestamps=False, **kwargs)
         else:
             segments, info = self.model.transcribe(samples, **kwargs)
         words: list[Word] = []
         for segment in segments:
-            if keep_segment(segment):
+            # faster-whisper's scores are the whole window's; the text is the segment's own.
+            why = GUARD.reason(segment.text, segment.avg_logprob, segment.no_speech_prob)
+            if why is None:
                 words.extend(segment_words(segment, offset))
             else:
-                log.debug("dropped segment %.2f-%.2f %r (no-speech %.2f, log-prob %.2f)",
-                          segment.start + offset, segment.end + offset, segment.text,
+                log.debug("dropped segment %.2f-%.2f %r (%s; no-speech %.2f, log-prob %.2f)",
+                          segment.start + offset, segment.end + offset, segment.text, why,
                           segment.no_speech_prob, segment.avg_logprob)
         return words, info
-
-    @staticmethod
-    def _result(words: list[Word], speech_seconds: dict[str, float],
-                language_prob: dict[str, float], pieces: int) -> SpeechResult:
-        """The language heard longest, its speech-weighted probability, and the words."""
-        words.sort(key=lambda w: w.start)
-        if not words:
-            return SpeechResult(extra={"pieces": pieces, "speech_seconds": 0.0})
-        language = max(speech_seconds, key=lambda k: speech_seconds[k])
-        seconds = speech_seconds[language]
-        probability = language_prob[language] / seconds if seconds > 0 else None
-        return SpeechResult(tuple(words), language, probability,
-                            extra={"pieces": pieces,
-                                   "speech_seconds": round(sum(speech_seconds.values()), 3)})
