@@ -174,6 +174,24 @@ def test_guard_judges_a_sentence_not_its_window() -> None:
     # A runaway loop within one segment is still dropped.
     assert guard.reason(" Thank you." * 40, -0.3, 0.1) == "repetition loop"
     assert guard.reason(" the" * 60, -0.2, 0.1) == "repetition loop"
+    # A whole untimestamped window repeats for real unless the decoder ran out of tokens.
+    assert guard.reason(window, -0.1, 0.05, truncated=False) is None
+    assert guard.reason(window, -0.1, 0.05, truncated=True) == "repetition loop"
+
+
+@pytest.mark.slow
+def test_transformers_whisper_keeps_a_window_of_repeated_sentences() -> None:
+    """The GPU path judges a whole chunk: real repeats must survive its guard."""
+    recognizer = registry.create("whisper-tiny.en", "speech", options=SpeechOptions(),
+                                 device="cpu", model_dir=MODELS)
+    montage = build_montage("repeats")
+    (decoded,) = recognizer.decode([(0.0, montage.audio)])
+    assert compression_ratio(decoded.text) > 2.3 and not decoded.truncated
+    assert decoded.keep(), decoded.text
+    texts = slot_texts(montage, decoded.words)
+    for (_, _, sentence), text in zip(montage.slots, texts, strict=False):
+        assert jiwer.wer(sentence, text or "<none>") <= 0.5, (sentence, text)
+    recognizer.unload()
 
 
 def test_guard_drops_silence_stock_phrases_and_unsure_text() -> None:

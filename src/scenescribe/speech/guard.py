@@ -7,11 +7,13 @@ log-probability < -1), when its mean log-probability is below a floor (for decod
 protects), when its own text compresses like a repetition loop (gzip ratio > 2.4), or when it is
 a stock phrase ("you", "thanks for watching", "[Music]") decoded without confidence.
 
-The repetition test reads the text of the one span being judged (a timestamped segment, about a
-sentence), never a whole 30 s window: real speech repeats itself across a window. A montage of
-GRID sentences (a 51-word grammar) compresses at 2.2 to 2.8 over 30 s, so judging the window
-threw away all of its speech; one sentence compresses at about 0.7, and a runaway loop, which
-runs on to the token limit, still compresses far above 2.4 within one span.
+Real speech repeats itself across a 30 s window: tiny.en's text for ~30 s montages of GRID
+sentences (a 51-word grammar) compresses at 2.1 to 2.8, so a guard that judged whole windows
+threw all of their speech away. The repetition test therefore reads the text of one timestamped
+segment (about a sentence: 0.65 to 0.8 for a GRID sentence), where a runaway loop still
+compresses far above 2.4. A decoder without segments (transformers Whisper decodes each chunk
+without timestamps) passes its whole window with ``truncated``: its repetition counts as a loop
+only when the decoder also ran out of tokens, as Whisper's loops do.
 """
 
 from __future__ import annotations
@@ -73,11 +75,13 @@ class SpeechGuard:
     compression_ratio_threshold: float = COMPRESSION_RATIO_THRESHOLD
     log_prob_floor: float | None = None
 
-    def reason(self, text: str, avg_logprob: float, no_speech_prob: float) -> str | None:
+    def reason(self, text: str, avg_logprob: float, no_speech_prob: float,
+               truncated: bool | None = None) -> str | None:
         """Why the span ``text`` is not speech, or None to keep it.
 
-        ``text`` is the span's own text (one segment), not its whole decoding window's; the
-        scores may be the window's, as faster-whisper and the API report them.
+        ``text`` is one segment's own text; its scores may be its window's, as faster-whisper
+        and the API report them. For a whole window's text, ``truncated`` says whether the
+        decoder stopped at its token limit rather than at end-of-text.
         """
         if not normalise(text) and not is_annotation(text):
             return "empty"
@@ -85,14 +89,15 @@ class SpeechGuard:
             return "no speech"
         if self.log_prob_floor is not None and avg_logprob < self.log_prob_floor:
             return "low log-probability"
-        if compression_ratio(text) > self.compression_ratio_threshold:
+        if compression_ratio(text) > self.compression_ratio_threshold and truncated is not False:
             return "repetition loop"
         if is_hallucination(text, avg_logprob, no_speech_prob):
             return "stock phrase"
         return None
 
-    def keep(self, text: str, avg_logprob: float, no_speech_prob: float) -> bool:
-        return self.reason(text, avg_logprob, no_speech_prob) is None
+    def keep(self, text: str, avg_logprob: float, no_speech_prob: float,
+             truncated: bool | None = None) -> bool:
+        return self.reason(text, avg_logprob, no_speech_prob, truncated) is None
 
 
 @dataclass(slots=True)
