@@ -76,10 +76,17 @@ MONTAGES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
 
 
 def build_montage(name: str, sample_rate: int = 16_000) -> Montage:
-    """The named montage from the GRID clips' decoded audio (gaps cycle through the list)."""
+    """The named montage of ``MONTAGES``."""
+    order, gaps = MONTAGES[name]
+    return montage_from(order, gaps, sample_rate)
+
+
+def montage_from(order: tuple[str, ...] | list[str], gaps: tuple[float, ...] | list[float],
+                 sample_rate: int = 16_000) -> Montage:
+    """GRID clips in ``order`` from their decoded audio, each followed by a pause of silence
+    (``gaps`` in seconds, cycled)."""
     from scenescribe.media import decode_audio
 
-    order, gaps = MONTAGES[name]
     clips = {stem: decode_audio(GRID_DIR / f"{stem}.mpg", sample_rate) for stem in set(order)}
     parts: list[np.ndarray] = []
     slots = []

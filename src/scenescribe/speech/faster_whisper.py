@@ -86,6 +86,7 @@ class FasterWhisperRecognizer(SpeechRecognizer):
 
     block_seconds = 600.0  # audio held at once; pieces are cut at quiet points near the end
     search_seconds = 30.0  # how far back from a piece's end to look for a quiet cut
+    window_seconds = 30  # speech packed into one batched window (faster-whisper's chunk_length)
 
     def _load(self) -> Any:
         from faster_whisper import WhisperModel
@@ -146,7 +147,8 @@ class FasterWhisperRecognizer(SpeechRecognizer):
             # judge the whole window.
             pipeline = BatchedInferencePipeline(self.model)
             segments, info = pipeline.transcribe(samples, batch_size=self.options.batch_size,
-                                                 without_timestamps=False, **kwargs)
+                                                 without_timestamps=False,
+                                                 chunk_length=self.window_seconds, **kwargs)
         else:
             segments, info = self.model.transcribe(samples, **kwargs)
         words: list[Word] = []
