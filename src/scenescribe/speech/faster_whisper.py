@@ -138,6 +138,11 @@ class FasterWhisperRecognizer(SpeechRecognizer):
             language=self.options.language, beam_size=self.options.beam_size,
             word_timestamps=True, vad_filter=self.options.vad,
             condition_on_previous_text=False, no_speech_threshold=NO_SPEECH_THRESHOLD,
+            # Greedy only, as the batched pipeline decodes: the fallback to sampling is
+            # triggered by the whole window's compression ratio, which real repetitive speech
+            # exceeds; it then wrote "Layer-ed with P-9" for "Lay red with P9", differently
+            # on each run. Loops are the guard's to drop, segment by segment.
+            temperature=0.0,
             log_prob_threshold=LOG_PROB_THRESHOLD,
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD)
         if self.batched:
