@@ -10,9 +10,9 @@ timestamps (the pipeline's default is without), so each window comes back as sen
 segments as in the sequential decoder. Untimestamped, a window was one segment: on ~30 s
 montages of the GRID clips tiny.en stopped after the first sentence of some packed windows, and
 the guard judged the whole window's text, whose gzip ratio real repetitive speech pushes past
-2.4, so whole windows of speech were dropped (mean WER 0.61 over 20 random montages; 0.20 now,
-plain faster-whisper 0.24). Without VAD the sequential decoder runs (the batched one needs VAD
-to find windows in audio longer than 30 s).
+2.4, so whole windows of speech were dropped (``benchmarks/bench_speech.py --random 10``:
+pooled montage WER 0.52 before, 0.14 now, plain faster-whisper 0.15). Without VAD the
+sequential decoder runs (the batched one needs VAD to find windows in audio longer than 30 s).
 
 Hallucination guard: Silero VAD drops music and silence before decoding (Big Buck Bunny's 30 s
 of music and effects keep no speech at all); decoding runs with
