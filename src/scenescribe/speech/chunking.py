@@ -1,5 +1,6 @@
-"""Audio cutting shared by the speech backends: long pieces cut at quiet points, silence gates,
-and a filter for Whisper's well-known hallucinated phrases.
+"""Audio cutting shared by the speech backends: long pieces cut at quiet points, and silence
+gates. (The hallucination filter lives in ``guard``; its names are re-exported here for callers
+not yet moved to ``guard.SpeechGuard``.)
 
 A recognizer never holds a whole long file: ``stream_pieces`` reads the audio in blocks (10
 minutes by default) and cuts each piece at the quietest moment near its end, carrying the rest
@@ -9,13 +10,16 @@ so no overlap and no de-duplication of words is needed, and every time is on the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from scenescribe.media import SAMPLE_RATE, iter_audio_blocks
+from scenescribe.speech.guard import is_annotation, is_hallucination, normalise
+
+__all__ = ["frame_rms", "is_annotation", "is_hallucination", "is_silent", "normalise",
+           "quietest_point", "split_at_silences", "stream_pieces"]
 
 FRAME = SAMPLE_RATE // 100  # 10 ms energy frames
 SMOOTH_FRAMES = 20  # a cut sits in the middle of the quietest 200 ms
@@ -93,32 +97,3 @@ def is_silent(samples: np.ndarray, dbfs: float = SILENCE_DBFS) -> bool:
     """True when no 10 ms frame reaches ``dbfs`` (digital silence, room tone)."""
     rms = frame_rms(samples)
     return rms.size == 0 or float(rms.max()) < 10 ** (dbfs / 20)
-
-
-# Phrases Whisper is known to invent on silence, music and noise (from its subtitle training
-# data). They are dropped only when the decoder itself was unsure; see ``is_hallucination``.
-_HALLUCINATIONS = frozenset({
-    "you", "thank you", "thanks", "thank you very much", "thanks for watching",
-    "thank you for watching", "thank you so much for watching", "please subscribe",
-    "subscribe", "like and subscribe", "bye", "so", "okay", "oh", "uh", "um", "hmm",
-    "subtitles by the amaraorg community", "i'm sorry", "the end",
-})
-_NON_WORD = re.compile(r"[^\w\s']+")
-# "[Music]", "(upbeat music)", "♪♪": annotations of non-speech, never spoken words.
-_ANNOTATION = re.compile(r"^\s*(\[[^\]]*\]|\([^)]*\)|[♪♫#*\s]+)\s*$")
-
-
-def normalise(text: str) -> str:
-    """Lower case, punctuation removed, spaces collapsed."""
-    return " ".join(_NON_WORD.sub("", text.lower()).split())
-
-
-def is_annotation(text: str) -> bool:
-    """True for bracketed non-speech labels such as ``[Music]`` or ``(applause)``."""
-    return bool(_ANNOTATION.match(text))
-
-
-def is_hallucination(text: str, avg_logprob: float, no_speech_prob: float) -> bool:
-    """A stock phrase decoded with low confidence or a high no-speech probability."""
-    unsure = avg_logprob < -0.7 or no_speech_prob > 0.3
-    return unsure and (normalise(text) in _HALLUCINATIONS or is_annotation(text))

@@ -5,25 +5,26 @@ in long pieces cut at quiet points (``chunking.stream_pieces``), so memory stays
 hours of video; each piece's word times are shifted onto the video clock.
 
 With ``batch_size > 1`` and VAD on, pieces go through faster-whisper's
-``BatchedInferencePipeline``: Silero VAD packs speech into 30 s windows decoded as a batch.
-Checked on the synthetic clip and GRID: its word times equal the sequential decoder's to the
-10 ms, and it is 2x faster on one 30 s clip on two CPU cores. Without VAD the sequential decoder
-runs (the batched one needs VAD to find windows in audio longer than 30 s).
+``BatchedInferencePipeline``: Silero VAD packs speech into 30 s windows decoded as a batch, with
+timestamps (the pipeline's default is without), so each window comes back as sentence-sized
+segments as in the sequential decoder. Untimestamped, a window was one segment: on ~30 s
+montages of the GRID clips tiny.en stopped after the first sentence of some packed windows, and
+the guard judged the whole window's text, whose gzip ratio real repetitive speech pushes past
+2.4, so whole windows of speech were dropped (``benchmarks/bench_speech.py --random 10``:
+pooled montage WER 0.52 before, 0.14 now, plain faster-whisper 0.15). Without VAD the
+sequential decoder runs (the batched one needs VAD to find windows in audio longer than 30 s).
 
 Hallucination guard: Silero VAD drops music and silence before decoding (Big Buck Bunny's 30 s
 of music and effects keep no speech at all); decoding runs with
-``condition_on_previous_text=False`` (no runaway repetition loops); segments are dropped when
-Whisper's own no-speech test says so (no-speech probability > 0.6 with mean log-probability
-< -1), when they compress like repetition loops, or when they are a stock phrase ("you",
-"thanks for watching") decoded with low confidence. The batched pipeline ignores those
-thresholds, so they are applied here.
+``condition_on_previous_text=False`` (no runaway repetition loops); then the shared
+``guard.SpeechGuard`` judges each segment's own text with the window's scores (faster-whisper
+reports the window's compression ratio on every segment, so it is recomputed per segment).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -32,13 +33,18 @@ from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import is_hallucination, stream_pieces
+from scenescribe.speech.chunking import stream_pieces
+from scenescribe.speech.guard import (
+    COMPRESSION_RATIO_THRESHOLD,
+    LOG_PROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    LanguageVote,
+    SpeechGuard,
+)
 
 log = logging.getLogger("scenescribe.speech")
 
-NO_SPEECH_THRESHOLD = 0.6
-LOG_PROB_THRESHOLD = -1.0
-COMPRESSION_RATIO_THRESHOLD = 2.4
+GUARD = SpeechGuard()  # Silero VAD runs first, so no log-probability floor is needed
 
 
 def compute_type_for(option: str, device: str) -> str:
@@ -65,15 +71,6 @@ def cpu_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
-def keep_segment(segment: Any) -> bool:
-    """Whisper's silence and failure tests, plus the stock-phrase hallucination filter."""
-    if segment.no_speech_prob > NO_SPEECH_THRESHOLD and segment.avg_logprob < LOG_PROB_THRESHOLD:
-        return False
-    if segment.compression_ratio > COMPRESSION_RATIO_THRESHOLD:
-        return False
-    return not is_hallucination(segment.text, segment.avg_logprob, segment.no_speech_prob)
-
-
 def segment_words(segment: Any, offset: float) -> list[Word]:
     """The segment's words shifted by ``offset`` seconds, with times clamped to be valid."""
     words = []
@@ -89,6 +86,7 @@ class FasterWhisperRecognizer(SpeechRecognizer):
 
     block_seconds = 600.0  # audio held at once; pieces are cut at quiet points near the end
     search_seconds = 30.0  # how far back from a piece's end to look for a quiet cut
+    window_seconds = 30  # speech packed into one batched window (faster-whisper's chunk_length)
 
     def _load(self) -> Any:
         from faster_whisper import WhisperModel
@@ -116,18 +114,22 @@ class FasterWhisperRecognizer(SpeechRecognizer):
 
     def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
-        speech_seconds: dict[str, float] = defaultdict(float)
-        language_prob: dict[str, float] = defaultdict(float)
+        vote = LanguageVote()
         pieces = 0
         for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
             pieces += 1
             piece_words, info = self._transcribe_piece(samples, start)
             words.extend(piece_words)
             if piece_words:  # languages count only where something was said
-                speech_seconds[info.language] += info.duration_after_vad
-                language_prob[info.language] += info.language_probability * info.duration_after_vad
+                vote.add(info.language, info.duration_after_vad, info.language_probability)
             task.advance(len(samples) / SAMPLE_RATE)
-        return self._result(words, speech_seconds, language_prob, pieces)
+        words.sort(key=lambda w: w.start)
+        if not words:
+            return SpeechResult(extra={"pieces": pieces, "speech_seconds": 0.0})
+        language, probability = vote.result()
+        return SpeechResult(tuple(words), language, probability,
+                            extra={"pieces": pieces,
+                                   "speech_seconds": round(vote.total_seconds, 3)})
 
     def _transcribe_piece(self, samples: np.ndarray, offset: float) -> tuple[list[Word], Any]:
         from faster_whisper import BatchedInferencePipeline
@@ -136,34 +138,32 @@ class FasterWhisperRecognizer(SpeechRecognizer):
             language=self.options.language, beam_size=self.options.beam_size,
             word_timestamps=True, vad_filter=self.options.vad,
             condition_on_previous_text=False, no_speech_threshold=NO_SPEECH_THRESHOLD,
+            # Greedy only, as the batched pipeline decodes: the fallback to sampling is
+            # triggered by the whole window's compression ratio, which real repetitive speech
+            # exceeds; it then wrote "Layer-ed with P-9" for "Lay red with P9", differently
+            # on each run. Loops are the guard's to drop, segment by segment.
+            temperature=0.0,
             log_prob_threshold=LOG_PROB_THRESHOLD,
             compression_ratio_threshold=COMPRESSION_RATIO_THRESHOLD)
         if self.batched:
+            # With timestamps, a window decodes into sentence-sized segments as in the
+            # sequential decoder; without them (the pipeline's default) tiny.en stopped after
+            # the first of eight sentences in a packed 24 s window, and the guard could only
+            # judge the whole window.
             pipeline = BatchedInferencePipeline(self.model)
             segments, info = pipeline.transcribe(samples, batch_size=self.options.batch_size,
-                                                 **kwargs)
+                                                 without_timestamps=False,
+                                                 chunk_length=self.window_seconds, **kwargs)
         else:
             segments, info = self.model.transcribe(samples, **kwargs)
         words: list[Word] = []
         for segment in segments:
-            if keep_segment(segment):
+            # faster-whisper's scores are the whole window's; the text is the segment's own.
+            why = GUARD.reason(segment.text, segment.avg_logprob, segment.no_speech_prob)
+            if why is None:
                 words.extend(segment_words(segment, offset))
             else:
-                log.debug("dropped segment %.2f-%.2f %r (no-speech %.2f, log-prob %.2f)",
-                          segment.start + offset, segment.end + offset, segment.text,
+                log.debug("dropped segment %.2f-%.2f %r (%s; no-speech %.2f, log-prob %.2f)",
+                          segment.start + offset, segment.end + offset, segment.text, why,
                           segment.no_speech_prob, segment.avg_logprob)
         return words, info
-
-    @staticmethod
-    def _result(words: list[Word], speech_seconds: dict[str, float],
-                language_prob: dict[str, float], pieces: int) -> SpeechResult:
-        """The language heard longest, its speech-weighted probability, and the words."""
-        words.sort(key=lambda w: w.start)
-        if not words:
-            return SpeechResult(extra={"pieces": pieces, "speech_seconds": 0.0})
-        language = max(speech_seconds, key=lambda k: speech_seconds[k])
-        seconds = speech_seconds[language]
-        probability = language_prob[language] / seconds if seconds > 0 else None
-        return SpeechResult(tuple(words), language, probability,
-                            extra={"pieces": pieces,
-                                   "speech_seconds": round(sum(speech_seconds.values()), 3)})
