@@ -32,7 +32,8 @@ from scenescribe.openai_client import BASE_ENV, KEY_ENV, ApiError, OpenAIClient,
 from scenescribe.progress import Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import is_hallucination, is_silent, stream_pieces
+from scenescribe.speech.chunking import is_silent, stream_pieces
+from scenescribe.speech.guard import LanguageVote, SpeechGuard
 from scenescribe.wav import wav_bytes
 
 log = logging.getLogger("scenescribe.speech")
@@ -76,11 +77,12 @@ def response_words(payload: dict[str, Any], offset: float) -> list[Word]:
 
 
 def _keep_segment(segment: dict[str, Any]) -> bool:
-    no_speech = float(segment.get("no_speech_prob", 0.0))
-    logprob = float(segment.get("avg_logprob", 0.0))
-    if no_speech > 0.6 and logprob < -1.0:
-        return False
-    return not is_hallucination(str(segment.get("text", "")), logprob, no_speech)
+    """The shared speech guard on one verbose_json segment (its own text and scores)."""
+    return _GUARD.keep(str(segment.get("text", "")), float(segment.get("avg_logprob", 0.0)),
+                       float(segment.get("no_speech_prob", 0.0)))
+
+
+_GUARD = SpeechGuard()
 
 
 class OpenAITranscriptionRecognizer(SpeechRecognizer):
@@ -127,7 +129,7 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
 
     def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:
         words: list[Word] = []
-        languages: dict[str, float] = {}
+        languages = LanguageVote()
         limit = max(1, self.options.api_concurrency)
         pending: deque[tuple[float, Future]] = deque()
         sent = 0
@@ -149,16 +151,16 @@ class OpenAITranscriptionRecognizer(SpeechRecognizer):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         words.sort(key=lambda w: w.start)
-        language = max(languages, key=lambda k: languages[k]) if words and languages else None
+        language = languages.result()[0] if words else None
         return SpeechResult(tuple(words), language, None, extra={"requests": sent})
 
     def _collect(self, item: tuple[float, Future], words: list[Word],
-                 languages: dict[str, float], task: Any) -> None:
+                 languages: LanguageVote, task: Any) -> None:
         seconds, future = item
         piece_words, language = future.result()
         words.extend(piece_words)
-        if language and piece_words:
-            languages[language] = languages.get(language, 0.0) + seconds
+        if piece_words:  # pieces with no kept words must not vote
+            languages.add(language, seconds)
         task.advance(seconds)
 
     def _request(self, wav: bytes, offset: float) -> tuple[list[Word], str | None]:
