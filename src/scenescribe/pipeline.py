@@ -21,7 +21,15 @@ from scenescribe.options import RunOptions, ShotOptions, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
-from scenescribe.stages import PRODUCERS, guarded, run_component, run_frames, run_shots, timed_load
+from scenescribe.stages import (
+    PRODUCERS,
+    guarded,
+    run_component,
+    run_frames,
+    run_frames_and_objects,
+    run_shots,
+    timed_load,
+)
 from scenescribe.workspace import WORK_DIR, VideoJob, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")
@@ -148,9 +156,12 @@ def _run_stages(jobs: list[VideoJob], backends: dict[str, Any], options: RunOpti
     detector = backends["shots"]
     run_shots(jobs, detector, progress)
     detector.unload()
-    tasks = [functools.partial(run_frames, jobs, options, progress)]
+    # Decode once: with objects on, one pass per video feeds the scene frames and the tracker.
+    together = "objects" in options.stages
+    tasks = [functools.partial(run_frames_and_objects, jobs, options, backends["objects"], progress)
+             if together else functools.partial(run_frames, jobs, options, progress)]
     tasks += [functools.partial(_run_one_component, stage, backends[stage], jobs, progress)
-              for stage in options.stages]
+              for stage in options.stages if not (together and stage == "objects")]
     if _side_by_side(options):
         # GPU ASR, GPU/CPU tagging, detection and JPEG writing overlap: each waits on a
         # different resource, and the small Stage 1 models fit on one GPU together.

@@ -17,7 +17,7 @@ from scenescribe.errors import ScenescribeError
 from scenescribe.options import RunOptions, to_dict
 from scenescribe.progress import PrefixedProgress, Progress
 from scenescribe.records import Scene
-from scenescribe.sampling import sample_scene_frames
+from scenescribe.sampling import sample_and_track, sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.store import atomic_write_json, fingerprint_file, remove_stale
 from scenescribe.workspace import VideoJob
@@ -99,6 +99,48 @@ def run_frames(jobs: Sequence[VideoJob], options: RunOptions, progress: Progress
                     remove_stale(job.work_dir, "frames", ckpt.final)
             job.record_timing("frames", load_s=0.0, cached=not todo,
                               compute_s=time.perf_counter() - start)
+
+
+def run_frames_and_objects(jobs: Sequence[VideoJob], options: RunOptions, tracker: Any,
+                           progress: Progress) -> None:
+    """The frames and objects stages from one decode pass per video (decode once).
+
+    Each keeps its own key and checkpoint, so either may be cached while the other runs; the
+    shared pass's time is recorded for both.
+    """
+    load = LazyLoad(tracker)
+    try:
+        for job in jobs:
+            if not job.ok or job.info is None:
+                continue
+            with guarded(job, "frames/objects"):
+                job.frames_key = job.key(job.shots_key, to_dict(options.frames))
+                objects_key = job.key(job.shots_key, tracker.cache_key())
+                with job.checkpoint("frames", job.frames_key) as frames, \
+                        job.checkpoint("objects", objects_key) as objects:
+                    frame_todo = [s for s in job.scenes if s.index not in frames.done]
+                    object_todo = [s for s in job.scenes if s.index not in objects.done]
+                    if object_todo and job.info.has_video:
+                        load()  # before the clock: load time is reported apart
+                    start = time.perf_counter()
+                    sample_and_track(
+                        job.info, frame_todo, options.frames, job.out_dir, tracker, object_todo,
+                        PrefixedProgress(progress, job.source.name),
+                        on_frames=lambda i, refs, c=frames: c.append(
+                            {"index": i, "frames": [r.to_dict() for r in refs]}),
+                        on_objects=lambda i, objs, c=objects: c.append(
+                            {"index": i, "objects": [o.to_dict() for o in objs]}))
+                    elapsed = time.perf_counter() - start
+                    for stage, ckpt in (("frames", frames), ("objects", objects)):
+                        if not ckpt.complete:
+                            ckpt.finish()
+                            remove_stale(job.work_dir, stage, ckpt.final)
+                job.models["objects"] = tracker.facts()
+                job.record_timing("frames", load_s=0.0, cached=not frame_todo, compute_s=elapsed)
+                job.record_timing("objects", backend=tracker.name, load_s=load.seconds,
+                                  cached=not object_todo, compute_s=elapsed)
+    finally:
+        tracker.unload()
 
 
 Producer = Callable[[Any, VideoJob, list[Scene], Progress], Iterator[dict[str, Any]]]
