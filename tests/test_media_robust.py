@@ -229,3 +229,22 @@ def test_sampled_frames_come_from_one_pass(tmp_path: Path) -> None:
     for index, refs in out:
         start = np.asarray(Image.open(tmp_path / refs[0].path))
         assert abs(_level(start) - (2 * index * FPS) % 200) < 6  # the scene's own first frame
+
+
+def test_segments_decoded_side_by_side_give_the_same_picks(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time segments decoded at once (as on a many-core host) pick exactly what one pass picks,
+    in the same order: the frame on screen at each time, and one frame per tick."""
+    from scenescribe.media import segments
+
+    monkeypatch.setattr(segments, "MIN_SEGMENT_S", 1.0)
+    clip = _write(tmp_path / "p.mp4", 250, gop=25, audio=False)
+    requests = [FrameRequest((0.0, 0.999, 1.0, 2.5, 3.04, 4.0, 7.7, 9.98, 12.0), SHOWN,
+                             short_side=20),
+                FrameRequest(tuple(k / 2 for k in range(20)), TICK, short_side=30)]
+    one = [(p.request, p.time, p.frame.time, p.frame.image.tobytes())
+           for p in decode_pass(clip, requests, workers=1)]
+    assert len(segments.segment_starts([k / 1.0 for k in range(10)], 10.0, 3)) >= 3
+    many = [(p.request, p.time, p.frame.time, p.frame.image.tobytes())
+            for p in decode_pass(clip, requests, workers=3)]
+    assert many == one

@@ -222,17 +222,26 @@ class _Want:
         return self.times[self.pos] if self.pos < len(self.times) else None
 
 
-def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *,
-                threads: int = 0) -> Iterator[Pick]:
+def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *, threads: int = 0,
+                workers: int | None = None) -> Iterator[Pick]:
     """Serve every request in one forward pass over the video, picks in frame-time order.
 
     ``SHOWN`` times each get the frame on screen then (the last frame at the end of the stream
     covers later times); ``TICK`` times each get the first frame at or after them, one pick per
     frame. A pick's image has its request's size; one frame converted for several times of a
     request is converted once. Raises ``InputError`` when nothing at all decodes.
+
+    ``workers`` above 1 (default: one per four cores) decodes time segments side by side
+    (``media.segments``), with the same picks in the same order.
     """
     wants = [_Want(r) for r in requests]
     if all(w.next is None for w in wants):
+        return
+    from scenescribe.media import segments  # imports this module
+
+    workers = segments.auto_workers() if workers is None else workers
+    if workers > 1:
+        yield from segments.parallel_pass(path, requests, workers, threads)
         return
     video = _Video(path, threads)
     picked = 0
