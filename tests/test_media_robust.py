@@ -248,3 +248,19 @@ def test_segments_decoded_side_by_side_give_the_same_picks(tmp_path: Path,
     many = [(p.request, p.time, p.frame.time, p.frame.image.tobytes())
             for p in decode_pass(clip, requests, workers=3)]
     assert many == one
+
+
+def test_legacy_rotate_tag_is_the_fallback(tmp_path: Path) -> None:
+    """Without a display matrix, the old ``rotate`` tag (here a Matroska tag) still counts."""
+    path = tmp_path / "tagged.mkv"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        video.metadata["rotate"] = "90"
+        for k in range(10):
+            out.mux(video.encode(av.VideoFrame.from_ndarray(_image(k), format="rgb24")))
+        out.mux(video.encode(None))
+    info = probe(path)
+    assert (info.width, info.height, info.rotation) == (H, W, 90)
+    image = frames_at(path, [0.2])[0.2].image
+    assert image.shape == (W, H, 3) and image[:8].mean() > 240  # the left band is now on top

@@ -88,6 +88,7 @@ class DamageLog:
         """The demuxer gave up: nothing after the last good data can be read."""
         start = self.last_time or 0.0
         self._add(start, max(start, self.expected_end or start), f"unreadable: {_reason(exc)}")
+        self.expected_end = None  # already covered: no separate cut-off span
 
     def finish(self, reached_end: bool) -> None:
         """Close the pass; a pass that read to the end checks the data reached the declared end."""
@@ -95,6 +96,8 @@ class DamageLog:
             self._close(None)
         end, last = self.expected_end, self.last_time
         if reached_end and end is not None and last is not None and end - last > TRUNCATION_SLACK_S:
+            if self.spans and self.spans[-1].end >= last - TRUNCATION_SLACK_S:
+                last = self.spans.pop().start  # bad packets right before the end: one span
             self._add(last, end, "no data: the file is cut off")
 
     def report(self, kept: str) -> None:

@@ -46,8 +46,11 @@ def _ffmpeg_reason(exc: BaseException) -> str:
 
 
 def rotation_of(stream: Any) -> int:
-    """Clockwise degrees from the stream's legacy ``rotate`` tag (0 when absent or unreadable)."""
-    rotate = stream.metadata.get("rotate")
+    """Clockwise degrees from the stream's legacy ``rotate`` tag (0 when absent or unreadable).
+
+    Any case: MP4 read by older FFmpeg says ``rotate``, Matroska keeps tags as ``ROTATE``.
+    """
+    rotate = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
     if rotate:
         try:
             return _quarter_turns(float(rotate))
