@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ from scenescribe.records import FrameRef, ObjectSummary, Scene, VideoInfo
 from scenescribe.store import atomic_write_bytes
 
 FRAMES_DIR = "frames"
+TRACKER_QUEUE_BYTES = 512 * 2**20  # decoded frames the tracker may lag by (about 740 at 640x360)
 
 
 def sample_times(scene: Scene, options: FrameOptions, fps: float) -> list[float]:
@@ -142,25 +144,30 @@ def sample_and_track(
     progress: Progress,
     on_frames: Callable[[int, list[FrameRef]], None],
     on_objects: Callable[[int, list[ObjectSummary]], None],
-) -> None:
+) -> tuple[float, float]:
     """Decode once: one pass saves the sampled frames and feeds ``tracker`` its own frames.
 
     ``frame_scenes`` and ``object_scenes`` are the scenes each still lacks (either may be empty).
     The tracker runs on its own thread, so the GPU works while this thread writes JPEGs; results
     go to ``on_frames`` (this thread) and ``on_objects`` (the tracker's thread) as they finish.
-    The tracker must be loaded.
+    The tracker must be loaded. Returns the seconds until the frames were done and until both
+    were: the tracker's frames queue up to ``TRACKER_QUEUE_BYTES`` so the JPEGs need not wait
+    for a slower tracker.
     """
+    start = time.perf_counter()
     if not video.has_video or not object_scenes:
         for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir, progress):
             on_frames(index, refs)
+        frames_s = time.perf_counter() - start
         if object_scenes:
             for index, summaries in tracker.track_scenes(video, object_scenes, progress):
                 on_objects(index, summaries)
-        return
+        return frames_s, time.perf_counter() - start
     shared = SharedPass(video.path)
     frame_feed = shared.subscribe([frame_request(video, frame_scenes, options)]) if frame_scenes \
         else None
-    object_feed = shared.subscribe(tracker.frame_requests(video, object_scenes))
+    object_feed = shared.subscribe(tracker.frame_requests(video, object_scenes),
+                                   depth=_tracker_depth(video, tracker))
     failure: list[BaseException] = []
 
     def track() -> None:
@@ -181,6 +188,7 @@ def sample_and_track(
             for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir,
                                                    progress, picks=frame_feed):
                 on_frames(index, refs)
+        frames_s = time.perf_counter() - start
     finally:
         if frame_feed is not None:
             frame_feed.close()
@@ -188,3 +196,12 @@ def sample_and_track(
         shared.close()
     if failure:
         raise failure[0]
+    return frames_s, time.perf_counter() - start
+
+
+def _tracker_depth(video: VideoInfo, tracker: Any) -> int:
+    """Picks the tracker may fall behind by: ``TRACKER_QUEUE_BYTES`` of its RGB frames."""
+    side = int(getattr(getattr(tracker, "options", None), "imgsz", 640) or 640)
+    aspect = min(video.width, video.height) / max(video.width, video.height, 1) or 1.0
+    frame_bytes = 3 * side * side * aspect
+    return int(min(4096, max(32, TRACKER_QUEUE_BYTES // max(frame_bytes, 1))))

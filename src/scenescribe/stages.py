@@ -105,8 +105,8 @@ def run_frames_and_objects(jobs: Sequence[VideoJob], options: RunOptions, tracke
                            progress: Progress) -> None:
     """The frames and objects stages from one decode pass per video (decode once).
 
-    Each keeps its own key and checkpoint, so either may be cached while the other runs; the
-    shared pass's time is recorded for both.
+    Each keeps its own key and checkpoint, so either may be cached while the other runs. The
+    frames' time runs until their JPEGs are written, the objects' until the tracker is done.
     """
     load = LazyLoad(tracker)
     try:
@@ -122,21 +122,19 @@ def run_frames_and_objects(jobs: Sequence[VideoJob], options: RunOptions, tracke
                     object_todo = [s for s in job.scenes if s.index not in objects.done]
                     if object_todo and job.info.has_video:
                         load()  # before the clock: load time is reported apart
-                    start = time.perf_counter()
-                    sample_and_track(
+                    frames_s, elapsed = sample_and_track(
                         job.info, frame_todo, options.frames, job.out_dir, tracker, object_todo,
                         PrefixedProgress(progress, job.source.name),
                         on_frames=lambda i, refs, c=frames: c.append(
                             {"index": i, "frames": [r.to_dict() for r in refs]}),
                         on_objects=lambda i, objs, c=objects: c.append(
                             {"index": i, "objects": [o.to_dict() for o in objs]}))
-                    elapsed = time.perf_counter() - start
                     for stage, ckpt in (("frames", frames), ("objects", objects)):
                         if not ckpt.complete:
                             ckpt.finish()
                             remove_stale(job.work_dir, stage, ckpt.final)
                 job.models["objects"] = tracker.facts()
-                job.record_timing("frames", load_s=0.0, cached=not frame_todo, compute_s=elapsed)
+                job.record_timing("frames", load_s=0.0, cached=not frame_todo, compute_s=frames_s)
                 job.record_timing("objects", backend=tracker.name, load_s=load.seconds,
                                   cached=not object_todo, compute_s=elapsed)
     finally:
