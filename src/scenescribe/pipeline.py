@@ -172,12 +172,11 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     stages: list[Node] = [ProbeStage(), ShotsStage(detector)]
     objects = next((c for c in components if c.name == "objects"), None)
     if objects is not None and shares_decode(objects.backend):
-        # Decode once: one pass per video feeds the scene frames and the tracker.
-        stages.append(FramesAndObjects(frames, objects))
-        components.remove(objects)
+        # Decode once: one pass per video feeds the scene frames and the tracker. Planned in
+        # the objects' place: run in turn, the components before it finish even if it fails.
+        stages += [FramesAndObjects(frames, c) if c is objects else c for c in components]
     else:
-        stages.append(frames)
-    stages += components
+        stages += [frames, *components]
     grounded = ([n for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])
     for spec in specs:
