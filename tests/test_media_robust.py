@@ -264,3 +264,22 @@ def test_legacy_rotate_tag_is_the_fallback(tmp_path: Path) -> None:
     assert (info.width, info.height, info.rotation) == (H, W, 90)
     image = frames_at(path, [0.2])[0.2].image
     assert image.shape == (W, H, 3) and image[:8].mean() > 240  # the left band is now on top
+
+
+def test_damaged_first_keyframe_still_probes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The probe looks past a damaged start; the GOP lost with its keyframe is the span named."""
+    clip = _write(tmp_path / "start.mp4", 125, gop=25)
+    with av.open(str(clip)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+        pos, size = first.pos, first.size
+    data = bytearray(clip.read_bytes())
+    data[pos + 4:pos + size] = bytes(size - 4)
+    damaged = tmp_path / "damaged_start.mp4"
+    damaged.write_bytes(bytes(data))
+    info = probe(damaged)
+    assert info.has_video and (info.width, info.height) == (W, H)
+    with caplog.at_level(logging.WARNING, logger="scenescribe.media"):
+        frames = list(iter_frames(damaged))
+    assert 90 <= len(frames) < 125 and frames[0].time >= 0.9
+    (span,) = [s for s in damage_report(damaged) if s.stream == "video"]
+    assert span.start == 0.0 and span.end == pytest.approx(1.0, abs=0.05)
