@@ -283,3 +283,19 @@ def test_damaged_first_keyframe_still_probes(tmp_path: Path, caplog: pytest.LogC
     assert 90 <= len(frames) < 125 and frames[0].time >= 0.9
     (span,) = [s for s in damage_report(damaged) if s.stream == "video"]
     assert span.start == 0.0 and span.end == pytest.approx(1.0, abs=0.05)
+
+
+def test_stopped_shared_pass_is_an_error_for_the_other_consumer(tmp_path: Path) -> None:
+    """When one consumer fails, the others must not mistake the stop for the end of the video."""
+    from scenescribe.media.shared import PassCancelled
+
+    clip = _write(tmp_path / "x.mp4", 125, audio=False)
+    shared = SharedPass(clip)
+    first = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
+    other = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
+    shared.start()
+    next(first), next(other)
+    shared.close()  # as sample_and_track does when writing the JPEGs fails
+    with pytest.raises(PassCancelled):
+        for _ in range(50):
+            next(other)
