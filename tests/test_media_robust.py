@@ -264,3 +264,38 @@ def test_legacy_rotate_tag_is_the_fallback(tmp_path: Path) -> None:
     assert (info.width, info.height, info.rotation) == (H, W, 90)
     image = frames_at(path, [0.2])[0.2].image
     assert image.shape == (W, H, 3) and image[:8].mean() > 240  # the left band is now on top
+
+
+def test_damaged_first_keyframe_still_probes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The probe looks past a damaged start; the GOP lost with its keyframe is the span named."""
+    clip = _write(tmp_path / "start.mp4", 125, gop=25)
+    with av.open(str(clip)) as container:
+        first = next(p for p in container.demux(video=0) if p.size)
+        pos, size = first.pos, first.size
+    data = bytearray(clip.read_bytes())
+    data[pos + 4:pos + size] = bytes(size - 4)
+    damaged = tmp_path / "damaged_start.mp4"
+    damaged.write_bytes(bytes(data))
+    info = probe(damaged)
+    assert info.has_video and (info.width, info.height) == (W, H)
+    with caplog.at_level(logging.WARNING, logger="scenescribe.media"):
+        frames = list(iter_frames(damaged))
+    assert 90 <= len(frames) < 125 and frames[0].time >= 0.9
+    (span,) = [s for s in damage_report(damaged) if s.stream == "video"]
+    assert span.start == 0.0 and span.end == pytest.approx(1.0, abs=0.05)
+
+
+def test_stopped_shared_pass_is_an_error_for_the_other_consumer(tmp_path: Path) -> None:
+    """When one consumer fails, the others must not mistake the stop for the end of the video."""
+    from scenescribe.media.shared import PassCancelled
+
+    clip = _write(tmp_path / "x.mp4", 125, audio=False)
+    shared = SharedPass(clip)
+    first = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
+    other = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
+    shared.start()
+    next(first), next(other)
+    shared.close()  # as sample_and_track does when writing the JPEGs fails
+    with pytest.raises(PassCancelled):
+        for _ in range(50):
+            next(other)

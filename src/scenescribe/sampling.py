@@ -189,6 +189,9 @@ def sample_and_track(
                                                    progress, picks=frame_feed):
                 on_frames(index, refs)
         frames_s = time.perf_counter() - start
+    except BaseException:
+        shared.close()  # stop now: the tracker sees an error, never an early end of video
+        raise
     finally:
         if frame_feed is not None:
             frame_feed.close()

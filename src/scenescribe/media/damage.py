@@ -122,8 +122,11 @@ class DamageLog:
     def _close(self, next_good: float | None) -> None:
         assert self._run is not None
         start, end, count, reason = self._run
+        # The frames lost lie between the last good one and the next: a damaged keyframe takes
+        # its whole GOP along, whatever its packet's own time says.
+        start = min(start, self.last_time if self.last_time is not None else 0.0)
         if next_good is not None and next_good > end:
-            end = next_good  # frames between the bad packets and the next good one are lost
+            end = next_good
         noun = "packet" if count == 1 else "packets"
         self._add(start, end, f"{count} {noun} undecodable: {reason}")
         self._run = None

@@ -146,7 +146,9 @@ class _Video:
         self.reached_end = True
 
     def seek(self, seconds: float) -> None:
-        target = int(math.floor((max(0.0, seconds) + self.origin) / self.stream.time_base))
+        # round, not floor: a keyframe time turned back into its timestamp must hit it exactly,
+        # or the backward seek lands one keyframe early
+        target = round((max(0.0, seconds) + self.origin) / self.stream.time_base)
         self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
 
     def close(self, kept: str) -> None:
@@ -270,12 +272,13 @@ def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
         if target is not None:
             frames = _reseek(video, frames, target)
             prev, seeked, floor = None, True, target
+            frames = _or_back_to(video, frames, position)
         try:
             frame, t = next(frames)
             if target is not None and keyframes and t > need + TIME_TOLERANCE:
-                # The keyframe decodes before ``need`` but shows after it: the frame on screen
-                # then lies in the GOP before, so go back one keyframe.
-                earlier = bisect.bisect_left(keyframes, target) - 1
+                # Landed on a keyframe shown after ``need``: the frame on screen then lies in
+                # the GOP before, so go back one more keyframe.
+                earlier = bisect.bisect_right(keyframes, t) - 2
                 if earlier >= 0:
                     frames = _reseek(video, frames, keyframes[earlier])
                     frame, t = next(frames)
@@ -303,6 +306,23 @@ def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
             want.pos += 1
 
 
+def _or_back_to(video: _Video, frames: Iterator[tuple[Any, float]],
+                position: float) -> Iterator[tuple[Any, float]]:
+    """``frames``, or, when the seek found nothing (an index pointing past a cut-off tail),
+    decoding forward again from ``position`` so the frames that exist still serve."""
+    try:
+        first = next(frames)
+    except StopIteration:
+        return _reseek(video, frames, position)
+    return _prepend(first, frames)
+
+
+def _prepend(first: tuple[Any, float],
+             rest: Iterator[tuple[Any, float]]) -> Iterator[tuple[Any, float]]:
+    yield first
+    yield from rest  # closing this closes ``rest`` too
+
+
 def _reseek(video: _Video, frames: Iterator[tuple[Any, float]],
             target: float) -> Iterator[tuple[Any, float]]:
     frames.close()  # type: ignore[attr-defined]
@@ -314,9 +334,12 @@ def _seek_target(need: float, position: float, keyframes: list[float],
                  floor: float) -> float | None:
     """Where to seek before decoding toward ``need``, or None to decode forward."""
     if keyframes:
+        # The index gives decode times; a seek compares presentation times, which come a frame
+        # or two later. So seek to ``need`` itself: FFmpeg lands on the last keyframe shown at
+        # or before it (seeking to the keyframe's decode time would land one keyframe early).
         k = bisect.bisect_right(keyframes, need + TIME_TOLERANCE) - 1
-        if k >= 0 and keyframes[k] > max(position + SEEK_MIN_GAIN_SECONDS, floor):
-            return keyframes[k]
+        if k >= 0 and keyframes[k] > position + SEEK_MIN_GAIN_SECONDS and need > floor:
+            return need
         return None
     target = need - 0.5  # a little early: the keyframe before may show just before ``need``
     if need - position > SEEK_GAP_SECONDS and target > floor:

@@ -128,9 +128,13 @@ def _duration(container: Any, stream: Any) -> float:
 
 
 def _check_first_frame(p: Path, container: Any, video: Any) -> tuple[int, float]:
-    try:
-        for frame in container.decode(video):
-            return display_rotation(frame, video), float(frame.time or 0.0)
-    except av.error.FFmpegError as exc:
-        raise InputError(p, f"video stream cannot be decoded ({_ffmpeg_reason(exc)})") from exc
-    raise InputError(p, "video stream holds no decodable frame")
+    """Rotation and time of the first frame that decodes: damage at the start is skipped (the
+    decoders report it), a stream where nothing decodes fails here, naming the file."""
+    from scenescribe.media.damage import DamageLog, tolerant_decode  # imports this module's kin
+
+    damage = DamageLog(p, video)
+    for frame in tolerant_decode(container, video, damage):
+        return display_rotation(frame, video), float(frame.time or 0.0)
+    damage.finish(reached_end=False)
+    why = f" ({damage.spans[0].reason})" if damage.spans else ""
+    raise InputError(p, f"video stream cannot be decoded: no frame decodes{why}")

@@ -29,6 +29,7 @@ class Feed(Iterator[Pick]):
     def __init__(self, depth: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.closed = threading.Event()
+        self.cancelled = threading.Event()
 
     def put(self, item: Any, stop: threading.Event) -> None:
         """Hand on ``item`` unless this feed or the whole pass is closed first."""
@@ -40,9 +41,18 @@ class Feed(Iterator[Pick]):
                 continue
 
     def __next__(self) -> Pick:
-        if self.closed.is_set():
-            raise StopIteration
-        item = self._queue.get()
+        while True:
+            # A cancelled pass is an error, not the end of the video: a consumer must not take
+            # the frames so far for all there are (a tracker would close its scenes early).
+            if self.cancelled.is_set():
+                raise PassCancelled("the shared decode pass was stopped")
+            if self.closed.is_set():
+                raise StopIteration
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                continue
         if item is _DONE:
             self.closed.set()
             raise StopIteration
@@ -52,7 +62,12 @@ class Feed(Iterator[Pick]):
         return item
 
     def close(self) -> None:
+        """The consumer is done reading (the pass stops serving it)."""
         self.closed.set()
+
+
+class PassCancelled(RuntimeError):
+    """The shared pass stopped before the end of the video (another consumer failed)."""
 
 
 class SharedPass:
@@ -99,8 +114,9 @@ class SharedPass:
             feed.put(end, self._stop)
 
     def close(self) -> None:
+        """Stop the pass; a consumer still reading gets ``PassCancelled``, not an early end."""
         self._stop.set()
         for feed in self._feeds:
-            feed.close()
+            feed.cancelled.set()
         if self._thread is not None:
             self._thread.join()
