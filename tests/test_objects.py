@@ -251,3 +251,59 @@ def test_ultralytics_offline_and_in_our_cache(photo_clip: VideoInfo, tmp_path: P
     assert report["sync"] is False
     assert report["omp"] is None  # ultralytics' OMP_NUM_THREADS=1 does not leak out
     assert "bus" in report["labels"][0] and "person" in report["labels"][1]
+
+
+# ---------------------------------------------------------------- decode once
+
+def test_decode_once_matches_separate_passes(tracker: object, photo_clip: VideoInfo,
+                                             tmp_path: Path) -> None:
+    """One pass feeding the JPEGs and the tracker gives what two passes of their own give: the
+    same summaries (the 0.3 s scene's midpoint frame comes from the shared pass too) and the
+    same JPEG bytes."""
+    from scenescribe.options import FrameOptions
+    from scenescribe.sampling import sample_and_track, sample_scene_frames
+
+    scenes = [_scene(0, 0, 27), _scene(1, 27, 30), _scene(2, 30, 60)]
+    alone_frames = dict(sample_scene_frames(photo_clip, scenes, FrameOptions(), tmp_path / "a",
+                                            NullProgress()))
+    alone_objects = _track(tracker, photo_clip, scenes)
+    frames: dict[int, list] = {}
+    objects: dict[int, list[ObjectSummary]] = {}
+    sample_and_track(photo_clip, scenes, FrameOptions(), tmp_path / "b", tracker, scenes,
+                     NullProgress(), on_frames=frames.__setitem__,
+                     on_objects=objects.__setitem__)
+    assert frames == alone_frames
+    shared = {i: {o.label: o for o in s} for i, s in objects.items()}
+    assert shared.keys() == alone_objects.keys()
+    for i, labels in shared.items():  # confidences may differ in float32's last bits (threads)
+        assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
+            k: (o.max_count, o.tracks) for k, o in alone_objects[i].items()}
+        for k, o in labels.items():
+            assert o.confidence == pytest.approx(alone_objects[i][k].confidence, abs=1e-5)
+    for refs in frames.values():
+        for ref in refs:
+            assert (tmp_path / "a" / ref.path).read_bytes() == (tmp_path / "b" / ref.path).read_bytes()
+    # Only objects left to do (frames cached): the tracker still runs, alone.
+    objects.clear()
+    sample_and_track(photo_clip, [], FrameOptions(), tmp_path / "c", tracker, scenes[2:],
+                     NullProgress(), on_frames=frames.__setitem__,
+                     on_objects=objects.__setitem__)
+    assert list(objects) == [2] and not (tmp_path / "c").exists()
+
+
+def test_pipeline_runs_frames_and_objects_from_one_pass(photo_clip: VideoInfo,
+                                                        tmp_path: Path) -> None:
+    import scenescribe
+    from scenescribe.options import RunOptions
+
+    options = RunOptions(stages=("objects",), device="cpu")
+    first = scenescribe.run(photo_clip.path, tmp_path, options)
+    assert not first.failed
+    records = [json.loads(line) for line in
+               (tmp_path / "photos" / "scenes.jsonl").read_text().splitlines()]
+    assert records and all(r["frames"] for r in records)
+    labels = {o["label"] for r in records for o in r["objects"]}
+    assert {"bus", "person"} <= labels
+    second = scenescribe.run(photo_clip.path, tmp_path, options)
+    timings = second.videos[0].timings
+    assert timings["frames"]["cached"] and timings["objects"]["cached"]

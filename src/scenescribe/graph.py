@@ -4,7 +4,9 @@ A stage's cache key is derived from its identity and the keys of its inputs, so 
 anywhere upstream changes every key downstream, and nothing else does. The runner plans the
 graph into levels (stages whose inputs are all done), runs each stage over every video
 (stage-major: a model is loaded once), and collects each stage's output per video. Stages
-never share mutable state: a stage reads its inputs' outputs and returns its own.
+never share mutable state: a stage reads its inputs' outputs and returns its own. Stages with
+the same inputs that gain from working together (one decode pass feeding frames and objects)
+are planned as one ``Fused`` node: each part keeps its own name, key and output.
 """
 
 from __future__ import annotations
@@ -117,6 +119,40 @@ class Stage(ABC):
         """Free what the stage loaded (its model)."""
 
 
+class Fused(ABC):
+    """Stages with the same inputs computed together by one node (say from one decode pass).
+
+    Each part keeps its own key, checkpoint and output, reported under its own name; the graph
+    plans the node in the parts' place. ``run_parts`` gets, per video, one ``Task`` per part.
+    """
+
+    def __init__(self, parts: Sequence[Stage]) -> None:
+        if len(parts) < 2 or any(p.inputs != parts[0].inputs for p in parts):
+            raise ValueError("a fused node joins two or more stages with the same inputs")
+        self.parts = tuple(parts)
+        self.name = "+".join(p.name for p in parts)
+        self.inputs = parts[0].inputs
+        self.concurrent = all(p.concurrent for p in parts)
+        self.optional = all(p.optional for p in parts)
+
+    @abstractmethod
+    def run_parts(self, tasks: Sequence[Mapping[str, Task]],
+                  ctx: RunContext) -> dict[int, dict[str, Outcome]]:
+        """Each part's outcome per video (keyed by position in ``tasks``, then part name)."""
+
+    def close(self) -> None:
+        for part in self.parts:
+            part.close()
+
+
+Node = Stage | Fused
+
+
+def parts(node: Node) -> tuple[Stage, ...]:
+    """The stages a node computes: itself, or a fused node's parts."""
+    return node.parts if isinstance(node, Fused) else (node,)
+
+
 @dataclass
 class RunContext:
     """What every stage may use: progress, and a place for run-wide warnings (thread-safe)."""
@@ -132,30 +168,36 @@ class RunContext:
 
 
 class Graph:
-    """Stages by name, checked to form a DAG whose inputs all exist."""
+    """Nodes in plan order, checked to form a DAG whose inputs all exist; ``stages`` by name
+    (a fused node's parts included)."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes = list(nodes)
         self.stages: dict[str, Stage] = {}
-        for stage in stages:
-            if stage.name in self.stages:
-                raise ValueError(f"stage {stage.name!r} is planned twice")
-            missing = [i for i in stage.inputs if i not in self.stages]
+        for node in nodes:
+            missing = [i for i in node.inputs if i not in self.stages]
             if missing:
-                raise ValueError(f"stage {stage.name!r} needs {missing}, not planned before it")
-            self.stages[stage.name] = stage
+                raise ValueError(f"stage {node.name!r} needs {missing}, not planned before it")
+            for stage in parts(node):
+                if stage.name in self.stages:
+                    raise ValueError(f"stage {stage.name!r} is planned twice")
+                self.stages[stage.name] = stage
 
-    def levels(self) -> list[list[Stage]]:
-        """Stages grouped so each group's inputs are all in earlier groups (plan order kept)."""
-        depth: dict[str, int] = {}
-        for name, stage in self.stages.items():
-            depth[name] = 1 + max((depth[i] for i in stage.inputs), default=-1)
-        groups: list[list[Stage]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
-        for name, stage in self.stages.items():
-            groups[depth[name]].append(stage)
+    def levels(self) -> list[list[Node]]:
+        """Nodes grouped so each group's inputs are all in earlier groups (plan order kept)."""
+        depth: dict[str, int] = {}  # by stage name
+        found: list[int] = []  # by node
+        for node in self.nodes:
+            found.append(1 + max((depth[i] for i in node.inputs), default=-1))
+            depth.update((stage.name, found[-1]) for stage in parts(node))
+        groups: list[list[Node]] = [[] for _ in range(max(found, default=-1) + 1)]
+        for node, level in zip(self.nodes, found, strict=True):
+            groups[level].append(node)
         return groups
 
 
 Results = list[dict[str, Outcome]]  # per video: stage name -> outcome
+Outcomes = dict[int, dict[str, Outcome]]  # a node's: video position -> stage name -> outcome
 
 
 def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
@@ -168,12 +210,12 @@ def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: 
             # Each concurrent stage waits on a different resource (GPU ASR, tagging, detection,
             # JPEG writing); outputs are merged here, on this thread, once all are done.
             with ThreadPoolExecutor(len(together), thread_name_prefix="stage") as pool:
-                futures = [(s, pool.submit(_run_stage, s, videos, results, ctx)) for s in together]
-                done = [(s, f.result()) for s, f in futures]
-            for stage, outcomes in done:
-                _merge(stage, outcomes, results)
+                futures = [pool.submit(_run_stage, s, videos, results, ctx) for s in together]
+                done = [f.result() for f in futures]
+            for outcomes in done:
+                _merge(outcomes, results)
         for stage in alone:
-            _merge(stage, _run_stage(stage, videos, results, ctx), results)
+            _merge(_run_stage(stage, videos, results, ctx), results)
     return results
 
 
@@ -202,44 +244,49 @@ def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput]) -
     return {i: guarded(stage, task, fn) for i, task in enumerate(tasks)}
 
 
-def _run_stage(stage: Stage, videos: Sequence[Video], results: Results,
-               ctx: RunContext) -> dict[int, Outcome]:
-    tasks: list[Task] = []
+def _run_stage(node: Node, videos: Sequence[Video], results: Results,
+               ctx: RunContext) -> Outcomes:
+    stages = parts(node)
+    tasks: list[dict[str, Task]] = []
     owners: list[int] = []
-    early: dict[int, Outcome] = {}
+    early: Outcomes = {}
     for v, video in enumerate(videos):
         done = results[v]
         if failure(done) is not None:
             continue
-        outputs = {n: o for n in stage.inputs if isinstance(o := done.get(n), StageOutput)}
-        if len(outputs) != len(stage.inputs):
+        outputs = {n: o for n in node.inputs if isinstance(o := done.get(n), StageOutput)}
+        if len(outputs) != len(node.inputs):
             continue  # an optional input stage did not run for this video
+        keys = {n: o.key for n, o in outputs.items()}
         try:
-            key = stage.key(video, {n: o.key for n, o in outputs.items()})
+            tasks.append({s.name: Task(video, s.key(video, keys), outputs) for s in stages})
         except (ScenescribeError, OSError) as exc:  # the input cannot even be read
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            early[v] = Failure(stage.name, f"{video.source}: {reason}")
+            early[v] = {s.name: Failure(s.name, f"{video.source}: {reason}") for s in stages}
             continue
-        tasks.append(Task(video, key, outputs))
         owners.append(v)
     if not tasks:
         return early
     try:
-        outcomes = stage.run(tasks, ctx)
+        if isinstance(node, Fused):
+            outcomes = node.run_parts(tasks, ctx)
+        else:
+            ran = node.run([t[node.name] for t in tasks], ctx)
+            outcomes = {i: {node.name: outcome} for i, outcome in ran.items()}
     except Exception as exc:  # a bug outside the per-video guards: never lose other stages
-        log.info("%s failed", stage.name, exc_info=True)  # traceback with -v
-        reason = f"{stage.name}: internal error: {type(exc).__name__}: {exc}"
-        if stage.optional:
+        log.info("%s failed", node.name, exc_info=True)  # traceback with -v
+        reason = f"{node.name}: internal error: {type(exc).__name__}: {exc}"
+        if node.optional:
             ctx.warn(reason)
             outcomes = {}
         else:
-            outcomes = {i: Failure(stage.name, f"{t.video.source}: {reason}")
-                        for i, t in enumerate(tasks)}
+            outcomes = {i: {s.name: Failure(s.name, f"{task[s.name].video.source}: {reason}")
+                            for s in stages} for i, task in enumerate(tasks)}
     finally:
-        stage.close()
+        node.close()
     return {**early, **{owners[i]: outcome for i, outcome in outcomes.items()}}
 
 
-def _merge(stage: Stage, outcomes: Mapping[int, Outcome], results: Results) -> None:
+def _merge(outcomes: Outcomes, results: Results) -> None:
     for v, outcome in outcomes.items():
-        results[v][stage.name] = outcome
+        results[v].update(outcome)

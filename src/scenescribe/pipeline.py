@@ -6,6 +6,7 @@
                    -> speech, sounds, objects -(grounding)-/
 
 runs it, writes each video's files and cleans up only what it created for failed inputs.
+Frames and objects run as one node, one decode pass per video, when the tracker can share it.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from scenescribe.backend import Backend, resolve_device
 from scenescribe.errors import InputError, ScenescribeError
 from scenescribe.graph import (
     Graph,
+    Node,
     Outcome,
     Results,
     RunContext,
-    Stage,
     StageOutput,
     Video,
     failure,
@@ -40,7 +41,14 @@ from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
-from scenescribe.stages import ComponentStage, FramesStage, ProbeStage, ShotsStage
+from scenescribe.stages import (
+    ComponentStage,
+    FramesAndObjects,
+    FramesStage,
+    ProbeStage,
+    ShotsStage,
+    shares_decode,
+)
 from scenescribe.workspace import WORK_DIR, WorkFolder, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")
@@ -159,8 +167,16 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     """The run's stage graph: Stage 1, then one caption stage per model."""
     detector = backends["shots"]
     assert isinstance(detector, ShotDetector)
-    stages: list[Stage] = [ProbeStage(), ShotsStage(detector), FramesStage(options.frames)]
-    stages += [ComponentStage(name, backends[name]) for name in options.stages]
+    frames = FramesStage(options.frames)
+    components = [ComponentStage(name, backends[name]) for name in options.stages]
+    stages: list[Node] = [ProbeStage(), ShotsStage(detector)]
+    objects = next((c for c in components if c.name == "objects"), None)
+    if objects is not None and shares_decode(objects.backend):
+        # Decode once: one pass per video feeds the scene frames and the tracker. Planned in
+        # the objects' place: run in turn, the components before it finish even if it fails.
+        stages += [FramesAndObjects(frames, c) if c is objects else c for c in components]
+    else:
+        stages += [frames, *components]
     grounded = ([n for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])
     for spec in specs:

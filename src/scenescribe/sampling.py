@@ -1,20 +1,34 @@
-"""Per-scene frame sampling: chosen once, saved once as JPEG, shared by every later model."""
+"""Per-scene frame sampling: chosen once, saved once as JPEG, shared by every later model.
+
+The frames of every scene come from one sequential decode pass (``media.decode_pass``), and JPEG
+encoding runs on a thread pool beside it (Pillow's encoder releases the GIL). With an object
+tracker, ``sample_and_track`` runs the same pass for both: the tracker's frames, at its own
+size, come from the decode that feeds the JPEGs ("decode once").
+"""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
-from scenescribe.media import frames_at
+from scenescribe.errors import InputError
+from scenescribe.media import FrameRequest, Pick, SharedPass, decode_pass
 from scenescribe.options import FrameOptions
 from scenescribe.progress import Progress
-from scenescribe.records import FrameRef, Scene, VideoInfo
+from scenescribe.records import FrameRef, ObjectSummary, Scene, VideoInfo
 from scenescribe.store import atomic_write_bytes
 
 FRAMES_DIR = "frames"
+TRACKER_QUEUE_BYTES = 512 * 2**20  # decoded frames the tracker may lag by (about 740 at 640x360)
 
 
 def sample_times(scene: Scene, options: FrameOptions, fps: float) -> list[float]:
@@ -28,44 +42,169 @@ def frame_path(scene: Scene, slot: int) -> str:
     return f"{FRAMES_DIR}/scene{scene.index:05d}_{slot}.jpg"
 
 
+def frame_request(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions) -> FrameRequest:
+    """The frames every scene needs: the frame on screen at each sample time, at ``short_side``."""
+    times = [t for s in scenes for t in sample_times(s, options, video.fps)]
+    return FrameRequest(tuple(times), short_side=options.short_side)
+
+
 def sample_scene_frames(
     video: VideoInfo,
     scenes: Sequence[Scene],
     options: FrameOptions,
     out_dir: Path,
     progress: Progress,
-    chunk: int = 32,
+    picks: Iterator[Pick] | None = None,
 ) -> Iterator[tuple[int, list[FrameRef]]]:
     """Decode and save each scene's frames, yielding ``(scene index, frame refs)`` in order.
 
-    Scenes are handled in chunks so memory holds at most ``chunk`` scenes' frames; within a chunk
-    one forward decode with keyframe seeks serves all wanted times. Audio-only input has none.
+    ``picks`` comes from a pass shared with other consumers (``frame_request`` says what it must
+    hold); without it this function runs its own pass. A scene is yielded once its JPEGs are on
+    disk; memory holds the frames of the scenes in flight only. Audio-only input has none.
     """
     task = progress.task("frames", total=len(scenes))
     try:
-        for begin in range(0, len(scenes), chunk):
-            group = scenes[begin:begin + chunk]
-            if not video.has_video:
-                for scene in group:
-                    yield scene.index, []
-                    task.advance()
-                continue
-            wanted = {s.index: sample_times(s, options, video.fps) for s in group}
-            decoded = frames_at(video.path, [t for ts in wanted.values() for t in ts],
-                                short_side=options.short_side)
-            for scene in group:
-                refs = []
-                for slot, t in enumerate(wanted[scene.index]):
-                    rel = frame_path(scene, slot)
-                    _save_jpeg(decoded[t].image, out_dir / rel, options.jpeg_quality)
-                    refs.append(FrameRef(time=t, path=rel))
-                yield scene.index, refs
+        if not video.has_video or not scenes:
+            for scene in scenes:
+                yield scene.index, []
                 task.advance()
+            return
+        if picks is None:
+            picks = decode_pass(video.path, [frame_request(video, scenes, options)])
+        for index, refs in _save(video, scenes, options, out_dir, picks):
+            yield index, refs
+            task.advance()
     finally:
         task.close()
 
 
-def _save_jpeg(image, path: Path, quality: int) -> None:
+def _save(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions, out_dir: Path,
+          picks: Iterator[Pick]) -> Iterator[tuple[int, list[FrameRef]]]:
+    slots: dict[float, list[tuple[Scene, int]]] = {}
+    wanted = {s.index: sample_times(s, options, video.fps) for s in scenes}
+    for scene in scenes:
+        for slot, t in enumerate(wanted[scene.index]):
+            slots.setdefault(t, []).append((scene, slot))
+    written: dict[int, list[Future[None]]] = {s.index: [] for s in scenes}
+    queue = deque(sorted(scenes, key=lambda s: (wanted[s.index][:1], s.index)))
+    workers = max(1, min(8, (os.cpu_count() or 2) - 1))
+    in_flight = 4 * workers  # JPEGs waiting to be written: bounds the frames held in memory
+
+    def complete(scene: Scene) -> bool:
+        return len(written[scene.index]) == len(wanted[scene.index])
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="jpeg") as pool:
+        try:
+            pending = 0
+            for pick in picks:
+                for scene, slot in slots.get(pick.time, ()):
+                    written[scene.index].append(pool.submit(
+                        _save_jpeg, pick.frame.image, out_dir / frame_path(scene, slot),
+                        options.jpeg_quality))
+                    pending += 1
+                # Scenes finish in time order: hand each on once its JPEGs are written, waiting
+                # for them only when too many are queued.
+                while queue and complete(queue[0]) and (
+                        pending > in_flight or all(f.done() for f in written[queue[0].index])):
+                    pending -= len(written[queue[0].index])
+                    yield _finished(queue.popleft(), wanted, written)
+        finally:
+            close = getattr(picks, "close", None)
+            if close is not None:
+                close()
+        while queue:
+            scene = queue.popleft()
+            if not complete(scene):
+                raise InputError(video.path, f"no frame could be decoded for scene {scene.index} "
+                                             f"at {wanted[scene.index]} s")
+            yield _finished(scene, wanted, written)
+
+
+def _finished(scene: Scene, wanted: dict[int, list[float]],
+              written: dict[int, list[Future[None]]]) -> tuple[int, list[FrameRef]]:
+    for future in written.pop(scene.index):
+        future.result()  # re-raises a failed write
+    return scene.index, [FrameRef(time=t, path=frame_path(scene, slot))
+                         for slot, t in enumerate(wanted[scene.index])]
+
+
+def _save_jpeg(image: Any, path: Path, quality: int) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def sample_and_track(
+    video: VideoInfo,
+    frame_scenes: Sequence[Scene],
+    options: FrameOptions,
+    out_dir: Path,
+    tracker: Any,
+    object_scenes: Sequence[Scene],
+    progress: Progress,
+    on_frames: Callable[[int, list[FrameRef]], None],
+    on_objects: Callable[[int, list[ObjectSummary]], None],
+) -> tuple[float, float]:
+    """Decode once: one pass saves the sampled frames and feeds ``tracker`` its own frames.
+
+    ``frame_scenes`` and ``object_scenes`` are the scenes each still lacks (either may be empty).
+    The tracker runs on its own thread, so the GPU works while this thread writes JPEGs; results
+    go to ``on_frames`` (this thread) and ``on_objects`` (the tracker's thread) as they finish.
+    The tracker must be loaded. Returns the seconds until the frames were done and until both
+    were: the tracker's frames queue up to ``TRACKER_QUEUE_BYTES`` so the JPEGs need not wait
+    for a slower tracker.
+    """
+    start = time.perf_counter()
+    if not video.has_video or not object_scenes:
+        for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir, progress):
+            on_frames(index, refs)
+        frames_s = time.perf_counter() - start
+        if object_scenes:
+            for index, summaries in tracker.track_scenes(video, object_scenes, progress):
+                on_objects(index, summaries)
+        return frames_s, time.perf_counter() - start
+    shared = SharedPass(video.path)
+    frame_feed = shared.subscribe([frame_request(video, frame_scenes, options)]) if frame_scenes \
+        else None
+    object_feed = shared.subscribe(tracker.frame_requests(video, object_scenes),
+                                   depth=_tracker_depth(video, tracker))
+    failure: list[BaseException] = []
+
+    def track() -> None:
+        try:
+            for index, summaries in tracker.track_frames(video, object_scenes, object_feed,
+                                                         progress):
+                on_objects(index, summaries)
+        except BaseException as exc:  # handed to the calling thread
+            failure.append(exc)
+        finally:
+            object_feed.close()
+
+    shared.start()
+    thread = threading.Thread(target=track, name="objects", daemon=True)
+    thread.start()
+    try:
+        if frame_feed is not None:
+            for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir,
+                                                   progress, picks=frame_feed):
+                on_frames(index, refs)
+        frames_s = time.perf_counter() - start
+    except BaseException:
+        shared.close()  # stop now: the tracker sees an error, never an early end of video
+        raise
+    finally:
+        if frame_feed is not None:
+            frame_feed.close()
+        thread.join()
+        shared.close()
+    if failure:
+        raise failure[0]
+    return frames_s, time.perf_counter() - start
+
+
+def _tracker_depth(video: VideoInfo, tracker: Any) -> int:
+    """Picks the tracker may fall behind by: ``TRACKER_QUEUE_BYTES`` of its RGB frames."""
+    side = int(getattr(getattr(tracker, "options", None), "imgsz", 640) or 640)
+    aspect = min(video.width, video.height) / max(video.width, video.height, 1) or 1.0
+    frame_bytes = 3 * side * side * aspect
+    return int(min(4096, max(32, TRACKER_QUEUE_BYTES // max(frame_bytes, 1))))

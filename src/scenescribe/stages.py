@@ -3,7 +3,8 @@
 A component (speech, sounds, objects) is one row of ``COMPONENTS``: its registry kind, the
 record field it fills, how it produces per-scene lines and how a line becomes that field.
 Adding a component (say OCR) is its backend file, a registry line, an options section and a row
-here (plus its record field).
+here (plus its record field). ``FramesAndObjects`` fuses the frames and objects stages so one
+decode pass per video feeds both ("decode once").
 """
 
 from __future__ import annotations
@@ -16,14 +17,25 @@ from typing import Any, Generic, TypeVar
 
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
-from scenescribe.graph import Outcome, RunContext, Stage, StageFailed, StageOutput, Task, Video, each
+from scenescribe.graph import (
+    Fused,
+    Outcome,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageOutput,
+    Task,
+    Video,
+    each,
+    guarded,
+)
 from scenescribe.media import probe
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.options import FrameOptions, to_dict
 from scenescribe.progress import PrefixedProgress, Progress
-from scenescribe.records import ObjectSummary, Scene, SoundTag, Transcript, VideoInfo
+from scenescribe.records import FrameRef, ObjectSummary, Scene, SoundTag, Transcript, VideoInfo
 from scenescribe.registry import Kind
-from scenescribe.sampling import sample_scene_frames
+from scenescribe.sampling import sample_and_track, sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.sounds.base import SoundTagger
@@ -153,20 +165,34 @@ class FramesStage(Stage):
         return each(self.name, tasks, lambda task: self._one(task, ctx))
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
-        root = task.video.folder.root
-        with JsonlCheckpoint(task.video.folder.stage_file(self.name, task.key)) as ckpt:
-            for index, line in list(ckpt.done.items()):  # JPEGs deleted since: sample again
-                if not all((root / f["path"]).is_file() for f in line.get("frames", ())):
-                    del ckpt.done[index]
-                    ckpt.final.unlink(missing_ok=True)
-            todo = [s for s in task.scenes if s.index not in ckpt.done]
+        ckpt, todo = self.resume(task)
+        with ckpt:
             start = time.perf_counter()
-            for index, refs in sample_scene_frames(task.info, todo, self.options, root,
-                                                   _named(ctx, task)):
-                ckpt.append({"index": index, "frames": [r.to_dict() for r in refs]})
-            _finish(task, self.name, ckpt)
+            for index, refs in sample_scene_frames(task.info, todo, self.options,
+                                                   task.video.folder.root, _named(ctx, task)):
+                ckpt.append(frames_line(index, refs))
+            return self.output(task, ckpt, todo, time.perf_counter() - start)
+
+    def resume(self, task: Task) -> tuple[JsonlCheckpoint, list[Scene]]:
+        """The checkpoint and the scenes still to sample."""
+        root = task.video.folder.root
+        ckpt = JsonlCheckpoint(task.video.folder.stage_file(self.name, task.key))
+        for index, line in list(ckpt.done.items()):  # JPEGs deleted since: sample again
+            if not all((root / f["path"]).is_file() for f in line.get("frames", ())):
+                del ckpt.done[index]
+                ckpt.final.unlink(missing_ok=True)
+        return ckpt, [s for s in task.scenes if s.index not in ckpt.done]
+
+    def output(self, task: Task, ckpt: JsonlCheckpoint, todo: list[Scene],
+               seconds: float) -> StageOutput:
+        """The output once ``ckpt`` holds every scene (it is finished here)."""
+        _finish(task, self.name, ckpt)
         return StageOutput(task.key, not todo, lines=dict(ckpt.done),
-                           timing={"load_s": 0.0, "compute_s": time.perf_counter() - start})
+                           timing={"load_s": 0.0, "compute_s": seconds})
+
+
+def frames_line(index: int, refs: Sequence[FrameRef]) -> dict[str, Any]:
+    return {"index": index, "frames": [r.to_dict() for r in refs]}
 
 
 Producer = Callable[[B, Task, list[Scene], Progress], Iterator[dict[str, Any]]]
@@ -213,15 +239,20 @@ class ComponentStage(Stage):
             if todo:
                 for line in self.component.produce(self.backend, task, todo, _named(ctx, task)):
                     ckpt.append(line)
-            missing = [s.index for s in task.scenes if s.index not in ckpt.done]
-            if missing:
-                raise StageFailed(f"{self.backend.name} returned nothing for scene(s) {missing[:5]}")
-            _finish(task, self.name, ckpt)
+            return self.output(task, ckpt, todo, time.perf_counter() - start)
+
+    def output(self, task: Task, ckpt: JsonlCheckpoint, todo: list[Scene],
+               seconds: float) -> StageOutput:
+        """The output once ``ckpt`` holds every scene (it is finished here)."""
+        missing = [s.index for s in task.scenes if s.index not in ckpt.done]
+        if missing:
+            raise StageFailed(f"{self.backend.name} returned nothing for scene(s) {missing[:5]}")
+        _finish(task, self.name, ckpt)
         meta = {k: v for k, v in ckpt.done.get(-1, {}).items() if k != "index"}
         return StageOutput(task.key, not todo, meta=meta, facts=self.backend.facts(),
                            lines={i: line for i, line in ckpt.done.items() if i >= 0},
                            timing={"backend": self.backend.name, "load_s": self.load.seconds,
-                                   "compute_s": time.perf_counter() - start})
+                                   "compute_s": seconds})
 
     def close(self) -> None:
         self.backend.unload()
@@ -248,7 +279,11 @@ def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
 def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],
                     progress: Progress) -> Iterator[dict[str, Any]]:
     for index, objects in backend.track_scenes(task.info, todo, progress):
-        yield {"index": index, "objects": [o.to_dict() for o in objects]}
+        yield objects_line(index, objects)
+
+
+def objects_line(index: int, objects: Sequence[ObjectSummary]) -> dict[str, Any]:
+    return {"index": index, "objects": [o.to_dict() for o in objects]}
 
 
 COMPONENTS: dict[str, Component[Any]] = {
@@ -260,3 +295,75 @@ COMPONENTS: dict[str, Component[Any]] = {
                          lambda line: tuple(ObjectSummary.from_dict(o)
                                             for o in line.get("objects", ()))),
 }
+
+
+def shares_decode(backend: Backend) -> bool:
+    """Whether ``backend`` is a tracker that can take its frames from a shared decode pass."""
+    return (isinstance(backend, ObjectTracker)
+            and type(backend).track_frames is not ObjectTracker.track_frames)
+
+
+class FramesAndObjects(Fused):
+    """The frames and objects stages from one decode pass per video ("decode once").
+
+    Each keeps its own key, checkpoint and status: where only one needs work for a video, that
+    one runs alone. The frames' time runs until their JPEGs are written, the objects' until the
+    tracker is done. Each part that finished is kept when the other fails (a tracker crash
+    keeps the frames).
+    """
+
+    def __init__(self, frames: FramesStage, objects: ComponentStage) -> None:
+        if not shares_decode(objects.backend):
+            raise ConfigError(f"{objects.backend.name} decodes its own frames")
+        super().__init__([frames, objects])
+        self.frames, self.objects = frames, objects
+
+    def run_parts(self, tasks: Sequence[Mapping[str, Task]],
+                  ctx: RunContext) -> dict[int, dict[str, Outcome]]:
+        return {i: self._one(t[self.frames.name], t[self.objects.name], ctx)
+                for i, t in enumerate(tasks)}
+
+    def _one(self, frames: Task, objects: Task, ctx: RunContext) -> dict[str, Outcome]:
+        ckpts: dict[str, tuple[JsonlCheckpoint, list[Scene]]] = {}
+        seconds = {self.frames.name: 0.0, self.objects.name: 0.0}
+        problem: Exception | None = None
+        try:
+            ckpts[self.frames.name] = self.frames.resume(frames)
+            ckpts[self.objects.name] = _resume(objects, self.objects.name)
+            self._decode(frames, ckpts, seconds, ctx)
+        except Exception as exc:  # charged below to each part it left unfinished
+            problem = exc
+        finally:
+            for ckpt, _ in ckpts.values():
+                ckpt.close()
+
+        def finish(stage: FramesStage | ComponentStage) -> Callable[[Task], StageOutput]:
+            def output(task: Task) -> StageOutput:
+                if stage.name not in ckpts:
+                    assert problem is not None
+                    raise problem
+                ckpt, todo = ckpts[stage.name]
+                if problem is not None and any(s.index not in ckpt.done for s in task.scenes):
+                    raise problem
+                return stage.output(task, ckpt, todo, seconds[stage.name])
+            return output
+
+        return {self.frames.name: guarded(self.frames.name, frames, finish(self.frames)),
+                self.objects.name: guarded(self.objects.name, objects, finish(self.objects))}
+
+    def _decode(self, task: Task, ckpts: Mapping[str, tuple[JsonlCheckpoint, list[Scene]]],
+                seconds: dict[str, float], ctx: RunContext) -> None:
+        frames, frame_todo = ckpts[self.frames.name]
+        objects, object_todo = ckpts[self.objects.name]
+        if object_todo and task.info.has_video:
+            self.objects.load()  # before the clock: load time is reported apart
+        start = time.perf_counter()
+
+        def on_frames(index: int, refs: list[FrameRef]) -> None:
+            frames.append(frames_line(index, refs))
+            seconds[self.frames.name] = time.perf_counter() - start  # kept if the tracker fails
+
+        seconds[self.frames.name], seconds[self.objects.name] = sample_and_track(
+            task.info, frame_todo, self.frames.options, task.video.folder.root,
+            self.objects.backend, object_todo, _named(ctx, task), on_frames=on_frames,
+            on_objects=lambda index, found: objects.append(objects_line(index, found)))

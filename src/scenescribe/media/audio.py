@@ -9,6 +9,7 @@ import av
 import numpy as np
 
 from scenescribe.errors import InputError
+from scenescribe.media.damage import DamageLog, tolerant_decode
 from scenescribe.media.probe import _ffmpeg_reason, open_container
 
 SAMPLE_RATE = 16_000
@@ -39,8 +40,10 @@ def iter_audio_blocks(
         pending: list[np.ndarray] = []
         pending_len = 0
         position: int | None = None  # sample index of pending[0][0] on the file's clock
+        damage = DamageLog(path, stream)
         try:
-            for samples_at, chunk in _resampled(container, stream, resampler, sample_rate):
+            for samples_at, chunk in _resampled(container, stream, resampler, sample_rate,
+                                                damage):
                 if position is None:
                     position = samples_at
                     if position > first:  # stream starts late: pad with silence
@@ -62,8 +65,10 @@ def iter_audio_blocks(
                     rest = data[skip + block:]
                     position, pending, pending_len = out_start + block, [rest], len(rest)
                     first = position
-        except av.error.FFmpegError as exc:
+        except av.error.FFmpegError as exc:  # the resampler, not a damaged packet
             raise InputError(path, f"audio cannot be decoded ({_ffmpeg_reason(exc)})") from exc
+        damage.finish(reached_end=True)
+        damage.report("the audio that decodes (silence in its place)")
         if position is None:
             return
         data = np.concatenate(pending) if pending else np.zeros(0, np.float32)
@@ -76,13 +81,27 @@ def iter_audio_blocks(
             yield out_start / sample_rate, out
 
 
-def _resampled(container, stream, resampler, sample_rate: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Resampled mono chunks with the sample index where each starts."""
+def _resampled(container, stream, resampler, sample_rate: int,
+               damage: DamageLog) -> Iterator[tuple[int, np.ndarray]]:
+    """Resampled mono chunks with the sample index where each starts.
+
+    Packets the decoder rejects are skipped; the next good frame's timestamp re-anchors the
+    clock and the gap is filled with silence, so later audio keeps its place in time.
+    """
     cursor: int | None = None
-    for frame in container.decode(stream):
+    bad_seen = 0
+    for frame in tolerant_decode(container, stream, damage):
+        t = float(frame.time) if frame.time is not None else None
+        if t is not None:
+            damage.good(t, frame.samples / (frame.sample_rate or sample_rate))
         if cursor is None:
-            t = float(frame.time) if frame.time is not None else 0.0
-            cursor = max(0, int(round(t * sample_rate)))
+            cursor = max(0, int(round((t or 0.0) * sample_rate)))
+        elif t is not None and damage.bad_packets > bad_seen:
+            bad_seen = damage.bad_packets
+            at = int(round(t * sample_rate))
+            if at - cursor > sample_rate // 50:  # a gap of 20 ms or more: packets were lost
+                yield cursor, np.zeros(at - cursor, np.float32)
+                cursor = at
         for out in resampler.resample(frame):
             arr = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
             yield cursor, arr

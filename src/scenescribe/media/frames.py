@@ -1,20 +1,43 @@
-"""Video frame decoding with threads, early downscaling and timestamp-based times."""
+"""Video frame decoding: threaded, tolerant of damage, upright, shrunk early, timed by timestamps.
+
+``iter_frames`` walks every frame (or ``sample_fps`` of them) for shot detection. ``decode_pass``
+serves several consumers in one sequential pass: each ``FrameRequest`` names its wanted times, how
+a time maps to a frame, and its own output size; the pass decodes forward and seeks only when a
+keyframe lies between where it is and the next wanted time (so no frame is decoded twice and no
+GOP is decoded for nothing). ``frames_at`` is the one-request case.
+"""
 
 from __future__ import annotations
 
+import bisect
+import math
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 
 from scenescribe.errors import InputError
-from scenescribe.media.probe import _ffmpeg_reason, open_container
+from scenescribe.media.damage import DamageLog, tolerant_decode
+from scenescribe.media.probe import display_rotation, open_container
 
-# Seek instead of decoding forward when the next wanted time is this far ahead.
+# Without a keyframe index, seek instead of decoding forward when the next wanted time is this
+# far ahead (the seek may land on an early keyframe, so it must be worth the gamble).
 SEEK_GAP_SECONDS = 4.0
+# With a keyframe index, seek when the keyframe before the next wanted time is this far ahead:
+# a seek flushes the threaded decoder, which costs a few frames of work.
+SEEK_MIN_GAIN_SECONDS = 0.5
+# Wanted times are rounded to the millisecond, so a frame starting within half a millisecond
+# after a wanted time is the one on screen (a scene starting at a cut gets the cut's frame).
+TIME_TOLERANCE = 0.0005 + 1e-6
+
+_KEYFRAMES: dict[tuple[str, int, int], list[float]] = {}  # a few files' keyframe times
+_KEYFRAMES_LOCK = threading.Lock()
+
+SHOWN = "shown"  # the frame on screen at the time: the last one starting at or before it
+TICK = "tick"  # the first frame starting at or after the time; one frame serves every tick it covers
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +47,25 @@ class DecodedFrame:
     index: int
     time: float
     image: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRequest:
+    """What one consumer wants from a pass: frames at ``times`` under ``rule``, at its own size."""
+
+    times: Sequence[float]
+    rule: str = SHOWN
+    short_side: int | None = None
+    width: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """A frame chosen for ``request`` (its position in the pass's list) at wanted ``time``."""
+
+    request: int
+    time: float
+    frame: DecodedFrame
 
 
 def scaled_size(width: int, height: int, *, target_width: int | None = None,
@@ -40,6 +82,7 @@ def scaled_size(width: int, height: int, *, target_width: int | None = None,
 
 
 def _to_rgb(frame: Any, size: tuple[int, int] | None, rotation: int) -> np.ndarray:
+    """RGB pixels, shrunk inside FFmpeg's scaler to ``size`` (upright), then turned upright."""
     if size is not None:
         w, h = size if rotation not in (90, 270) else (size[1], size[0])
         image = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
@@ -50,25 +93,86 @@ def _to_rgb(frame: Any, size: tuple[int, int] | None, rotation: int) -> np.ndarr
     return image
 
 
-def _frame_time(frame: Any, stream: Any, origin: float) -> float | None:
-    if frame.pts is None:
+def _upright_size(frame: Any, rotation: int, width: int | None,
+                  short_side: int | None) -> tuple[int, int] | None:
+    if not width and not short_side:
         return None
-    return float(frame.pts * stream.time_base) - origin
+    w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
+    return scaled_size(w, h, target_width=width, short_side=short_side)
 
 
-def _open_video(path: str | Path, threads: int) -> tuple[Any, Any, float, int]:
-    container = open_container(path)
-    if not container.streams.video:
-        container.close()
-        raise InputError(path, "has no video stream")
-    stream = container.streams.video[0]
-    stream.thread_type = "AUTO"
-    if threads:
-        stream.codec_context.thread_count = threads
-    origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    from scenescribe.media.probe import rotation_of
+class _Video:
+    """An open video stream with what every pass needs: clock origin, frame step, rotation, damage."""
 
-    return container, stream, origin, rotation_of(stream)
+    def __init__(self, path: str | Path, threads: int) -> None:
+        self.path = path
+        self.container = open_container(path)
+        if not self.container.streams.video:
+            self.container.close()
+            raise InputError(path, "has no video stream")
+        stream = self.stream = self.container.streams.video[0]
+        stream.thread_type = "AUTO"  # frame and slice threads; FFmpeg picks the count from cores
+        if threads:
+            stream.codec_context.thread_count = threads
+        self.origin = (float(stream.start_time * stream.time_base)
+                       if stream.start_time is not None else 0.0)
+        self.step = float(1 / stream.average_rate) if stream.average_rate else 0.04
+        self.damage = DamageLog(path, stream, self.origin)
+        self.rotation: int | None = None  # from the first decoded frame's display matrix
+        self.decoded_count = 0
+        self.reached_end = False
+
+    def keyframes(self) -> list[float]:
+        """Keyframe times from the container's index when it lists every frame (MP4, MOV), else
+        ``[]``: a partial index (WebM cues, MPEG-PS) grows while reading and cannot plan seeks.
+
+        Cached per file: reading a 2-hour index costs about 0.4 s, and a pass split into
+        segments opens the file once per segment.
+        """
+        stat = Path(self.path).stat()
+        key = (str(self.path), stat.st_size, stat.st_mtime_ns)
+        with _KEYFRAMES_LOCK:
+            if key in _KEYFRAMES:
+                return _KEYFRAMES[key]
+        entries = self.stream.index_entries
+        frames = self.stream.frames
+        found: list[float] = []
+        if frames and len(entries) >= 0.9 * frames:
+            tb = self.stream.time_base
+            found = sorted(float(e.timestamp * tb) - self.origin for e in entries if e.is_keyframe)
+        with _KEYFRAMES_LOCK:
+            while len(_KEYFRAMES) >= 8:
+                _KEYFRAMES.pop(next(iter(_KEYFRAMES)))
+            _KEYFRAMES[key] = found
+        return found
+
+    def frames(self, first_time: float = 0.0) -> Iterator[tuple[Any, float]]:
+        """``(frame, seconds)`` from the current position; a frame without a timestamp gets its
+        predecessor's time plus the average frame interval."""
+        last: float | None = None
+        for frame in tolerant_decode(self.container, self.stream, self.damage):
+            t = None if frame.pts is None else float(frame.pts * self.stream.time_base) - self.origin
+            if t is None:
+                t = last + self.step if last is not None else first_time
+            t = max(t, 0.0)
+            if self.rotation is None:
+                self.rotation = display_rotation(frame, self.stream)
+            self.damage.good(t, self.step)
+            self.decoded_count += 1
+            last = t
+            yield frame, t
+        self.reached_end = True
+
+    def seek(self, seconds: float) -> None:
+        # round, not floor: a keyframe time turned back into its timestamp must hit it exactly,
+        # or the backward seek lands one keyframe early
+        target = round((max(0.0, seconds) + self.origin) / self.stream.time_base)
+        self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+
+    def close(self, kept: str) -> None:
+        self.damage.finish(self.reached_end)
+        self.damage.report(kept)
+        self.container.close()
 
 
 def iter_frames(
@@ -85,49 +189,190 @@ def iter_frames(
     """Decode every frame (or ``sample_fps`` frames per second) in display order.
 
     Frames are shrunk inside FFmpeg's scaler before they reach numpy, so a 4K video costs the
-    memory of its downscaled frames. Times come from timestamps, so variable frame rate works;
-    a frame without a timestamp gets its predecessor's time plus the average frame interval.
+    memory of its downscaled frames, and turned upright by the display matrix. Times come from
+    timestamps, so variable frame rate works. Damaged packets cost only their own frames (one
+    warning names the file and span).
 
     ``start``/``end`` (seconds) limit the frames to that span. A ``start`` above 0 seeks to the
     keyframe before it; frames decoded after a seek have no running count, so their ``index``
     is their time divided by the average frame interval (exact for constant frame rate).
     """
-    container, stream, origin, rotation = _open_video(path, threads)
+    video = _Video(path, threads)
     if skip_nonkey:
-        stream.codec_context.skip_frame = "NONKEY"
-    step = float(1 / stream.average_rate) if stream.average_rate else 0.04
+        video.stream.codec_context.skip_frame = "NONKEY"
     size: tuple[int, int] | None = None
     next_sample = start
-    last_time: float | None = -step
     seeked = start > 0
     if seeked:
-        container.seek(int((start + origin) / stream.time_base), stream=stream, backward=True)
-        last_time = None
+        video.seek(start)
+    yielded = 0
     try:
-        with container:
-            for count, frame in enumerate(container.decode(stream)):
-                t = _frame_time(frame, stream, origin)
-                if t is None:
-                    t = (last_time + step) if last_time is not None else start
-                t = max(t, 0.0)
-                last_time = t
-                if end is not None and t >= end:
-                    break
-                if t + 1e-6 < start:
+        for count, (frame, t) in enumerate(video.frames(start)):
+            if end is not None and t >= end:
+                break
+            if t + 1e-6 < start:
+                continue
+            if sample_fps is not None:
+                if t + 1e-6 < next_sample:
                     continue
-                index = round(t / step) if seeked else count
-                if sample_fps is not None:
-                    if t + 1e-6 < next_sample:
-                        continue
-                    next_sample = (int(t * sample_fps + 1e-6) + 1) / sample_fps
-                if size is None and (width or short_side):
-                    w, h = frame.width, frame.height
-                    if rotation in (90, 270):
-                        w, h = h, w
-                    size = scaled_size(w, h, target_width=width, short_side=short_side)
-                yield DecodedFrame(index, t, _to_rgb(frame, size, rotation))
-    except av.error.FFmpegError as exc:
-        raise InputError(path, f"video cannot be decoded ({_ffmpeg_reason(exc)})") from exc
+                next_sample = (int(t * sample_fps + 1e-6) + 1) / sample_fps
+            rotation = video.rotation or 0
+            if size is None:
+                size = _upright_size(frame, rotation, width, short_side)
+            yielded += 1
+            yield DecodedFrame(round(t / video.step) if seeked else count, t,
+                               _to_rgb(frame, size, rotation))
+    finally:
+        video.close(f"the {yielded} frames that decode")
+
+
+class _Want:
+    """One request's cursor over its sorted wanted times, and its output size."""
+
+    def __init__(self, request: FrameRequest) -> None:
+        if request.rule not in (SHOWN, TICK):
+            raise ValueError(f"unknown frame rule {request.rule!r}")
+        self.request = request
+        self.times = sorted(set(request.times))
+        self.pos = 0
+        self.size: tuple[int, int] | None = None
+
+    @property
+    def next(self) -> float | None:
+        return self.times[self.pos] if self.pos < len(self.times) else None
+
+
+def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *, threads: int = 0,
+                workers: int | None = None) -> Iterator[Pick]:
+    """Serve every request in one forward pass over the video, picks in frame-time order.
+
+    ``SHOWN`` times each get the frame on screen then (the last frame at the end of the stream
+    covers later times); ``TICK`` times each get the first frame at or after them, one pick per
+    frame. A pick's image has its request's size; one frame converted for several times of a
+    request is converted once. Raises ``InputError`` when nothing at all decodes.
+
+    ``workers`` above 1 (default: one per four cores) decodes time segments side by side
+    (``media.segments``), with the same picks in the same order.
+    """
+    wants = [_Want(r) for r in requests]
+    if all(w.next is None for w in wants):
+        return
+    from scenescribe.media import segments  # imports this module
+
+    workers = segments.auto_workers() if workers is None else workers
+    if workers > 1:
+        yield from segments.parallel_pass(path, requests, workers, threads)
+        return
+    video = _Video(path, threads)
+    picked = 0
+    try:
+        for pick in _walk(video, wants):
+            picked += 1
+            yield pick
+        if video.decoded_count == 0:
+            raise InputError(path, "no video frame could be decoded")
+    finally:
+        video.close(f"what decodes ({picked} frames picked)")
+
+
+def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
+    keyframes = video.keyframes()
+    frames = video.frames()
+    prev: list[Any] | None = None  # [frame, time, {size: DecodedFrame}, index] last decoded
+    position = 0.0  # where decoding stands: time of the last decoded frame
+    floor = -1.0  # the last seek's target: seeking there or before again could loop forever
+    seeked = False
+    while True:
+        need = min((w.next for w in wants if w.next is not None), default=None)
+        if need is None:
+            return
+        target = _seek_target(need, position, keyframes, floor)
+        if target is not None:
+            frames = _reseek(video, frames, target)
+            prev, seeked, floor = None, True, target
+            frames = _or_back_to(video, frames, position)
+        try:
+            frame, t = next(frames)
+            if target is not None and keyframes and t > need + TIME_TOLERANCE:
+                # Landed on a keyframe shown after ``need``: the frame on screen then lies in
+                # the GOP before, so go back one more keyframe.
+                earlier = bisect.bisect_right(keyframes, t) - 2
+                if earlier >= 0:
+                    frames = _reseek(video, frames, keyframes[earlier])
+                    frame, t = next(frames)
+            elif target is not None and not keyframes and t < position - 1e-6:
+                floor = math.inf  # a blind seek landed behind us: decode forward from now on
+        except StopIteration:
+            break
+        position = t
+        index = round(t / video.step) if seeked else video.decoded_count - 1
+        current: list[Any] = [frame, t, {}, index]
+        for i, want in enumerate(wants):
+            if want.request.rule == SHOWN:
+                while want.next is not None and t > want.next + TIME_TOLERANCE:
+                    chosen = prev if prev is not None else current
+                    yield Pick(i, want.next, _convert(video, chosen, want))
+                    want.pos += 1
+            elif want.next is not None and t + 1e-6 >= want.next:
+                yield Pick(i, want.next, _convert(video, current, want))
+                while want.next is not None and want.next <= t + 1e-6:
+                    want.pos += 1
+        prev = current
+    for i, want in enumerate(wants):  # end of stream: the last frame stays on screen
+        while prev is not None and want.request.rule == SHOWN and want.next is not None:
+            yield Pick(i, want.next, _convert(video, prev, want))
+            want.pos += 1
+
+
+def _or_back_to(video: _Video, frames: Iterator[tuple[Any, float]],
+                position: float) -> Iterator[tuple[Any, float]]:
+    """``frames``, or, when the seek found nothing (an index pointing past a cut-off tail),
+    decoding forward again from ``position`` so the frames that exist still serve."""
+    try:
+        first = next(frames)
+    except StopIteration:
+        return _reseek(video, frames, position)
+    return _prepend(first, frames)
+
+
+def _prepend(first: tuple[Any, float],
+             rest: Iterator[tuple[Any, float]]) -> Iterator[tuple[Any, float]]:
+    yield first
+    yield from rest  # closing this closes ``rest`` too
+
+
+def _reseek(video: _Video, frames: Iterator[tuple[Any, float]],
+            target: float) -> Iterator[tuple[Any, float]]:
+    frames.close()  # type: ignore[attr-defined]
+    video.seek(target)
+    return video.frames(target)
+
+
+def _seek_target(need: float, position: float, keyframes: list[float],
+                 floor: float) -> float | None:
+    """Where to seek before decoding toward ``need``, or None to decode forward."""
+    if keyframes:
+        # The index gives decode times; a seek compares presentation times, which come a frame
+        # or two later. So seek to ``need`` itself: FFmpeg lands on the last keyframe shown at
+        # or before it (seeking to the keyframe's decode time would land one keyframe early).
+        k = bisect.bisect_right(keyframes, need + TIME_TOLERANCE) - 1
+        if k >= 0 and keyframes[k] > position + SEEK_MIN_GAIN_SECONDS and need > floor:
+            return need
+        return None
+    target = need - 0.5  # a little early: the keyframe before may show just before ``need``
+    if need - position > SEEK_GAP_SECONDS and target > floor:
+        return target
+    return None
+
+
+def _convert(video: _Video, chosen: list[Any], want: _Want) -> DecodedFrame:
+    frame, t, cache, index = chosen
+    rotation = video.rotation or 0
+    if want.size is None:
+        want.size = _upright_size(frame, rotation, want.request.width, want.request.short_side)
+    if want.size not in cache:
+        cache[want.size] = DecodedFrame(index, t, _to_rgb(frame, want.size, rotation))
+    return cache[want.size]
 
 
 def frames_at(
@@ -137,61 +382,6 @@ def frames_at(
     short_side: int | None = None,
     threads: int = 0,
 ) -> dict[float, DecodedFrame]:
-    """The frame on screen at each wanted time (the last frame starting at or before it).
-
-    Wanted times are visited in order; a large gap triggers a keyframe seek, a small one decodes
-    forward, so sampling a few frames per scene costs about one pass over the needed GOPs.
-    """
-    wanted = sorted(set(times))
-    result: dict[float, DecodedFrame] = {}
-    if not wanted:
-        return result
-    container, stream, origin, rotation = _open_video(path, threads)
-    size: tuple[int, int] | None = None
-    try:
-        with container:
-            pos = 0
-            while pos < len(wanted):
-                target = wanted[pos]
-                seek_to = max(0.0, target - 0.5)
-                container.seek(int((seek_to + origin) / stream.time_base), stream=stream,
-                               backward=True, any_frame=False)
-                prev = None
-                served = False  # a seek lands on a keyframe that may be far before the target
-                for frame in container.decode(stream):
-                    t = _frame_time(frame, stream, origin)
-                    t = 0.0 if t is None else max(t, 0.0)
-                    while pos < len(wanted) and t > wanted[pos] + 1e-6:
-                        chosen = prev if prev is not None else (frame, t)
-                        if size is None and short_side:
-                            size = _oriented_size(chosen[0], rotation, short_side)
-                        result[wanted[pos]] = _decoded(chosen, size, rotation)
-                        pos += 1
-                        served = True
-                    prev = (frame, t)
-                    # Seek again only for a far target, and only after this seek served one:
-                    # re-seeking before that would land on the same keyframe forever.
-                    if pos >= len(wanted) or (served and wanted[pos] - t > SEEK_GAP_SECONDS):
-                        break
-                else:  # end of stream: the last frame covers every remaining time
-                    while pos < len(wanted) and prev is not None:
-                        if size is None and short_side:
-                            size = _oriented_size(prev[0], rotation, short_side)
-                        result[wanted[pos]] = _decoded(prev, size, rotation)
-                        pos += 1
-                    if prev is None:
-                        raise InputError(path, f"no frame could be decoded near {target:.3f} s")
-    except av.error.FFmpegError as exc:
-        raise InputError(path, f"video cannot be decoded ({_ffmpeg_reason(exc)})") from exc
-    return result
-
-
-def _oriented_size(frame: Any, rotation: int, short_side: int) -> tuple[int, int]:
-    w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
-    return scaled_size(w, h, short_side=short_side)
-
-
-def _decoded(chosen: tuple[Any, float], size: tuple[int, int] | None, rotation: int) -> DecodedFrame:
-    frame, t = chosen
-    index = -1  # display index is unknown after a seek; scenes carry frame numbers themselves
-    return DecodedFrame(index, t, _to_rgb(frame, size, rotation))
+    """The frame on screen at each wanted time (the last frame starting at or before it)."""
+    request = FrameRequest(tuple(times), SHOWN, short_side=short_side)
+    return {p.time: p.frame for p in decode_pass(path, [request], threads=threads)}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+from av.sidedata.sidedata import Type as SideDataType
 
 from scenescribe.errors import InputError
 from scenescribe.records import AudioStreamInfo, VideoInfo
@@ -45,14 +46,41 @@ def _ffmpeg_reason(exc: BaseException) -> str:
 
 
 def rotation_of(stream: Any) -> int:
-    """Display rotation in degrees clockwise (0, 90, 180, 270) from metadata or side data."""
-    rotate = stream.metadata.get("rotate")
+    """Clockwise degrees from the stream's legacy ``rotate`` tag (0 when absent or unreadable).
+
+    Any case: MP4 read by older FFmpeg says ``rotate``, Matroska keeps tags as ``ROTATE``.
+    """
+    rotate = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
     if rotate:
         try:
-            return int(float(rotate)) % 360
+            return _quarter_turns(float(rotate))
         except ValueError:
             pass
     return 0
+
+
+def display_rotation(frame: Any, stream: Any) -> int:
+    """Clockwise degrees (0, 90, 180, 270) to turn ``frame`` upright for display.
+
+    The one source of truth for rotation: the frame's display matrix (which FFmpeg attaches to
+    every decoded frame from the container's matrix), else the stream's old ``rotate`` tag.
+    Flips in the matrix are ignored. ``VideoFrame.rotation`` is counter-clockwise, the tag
+    clockwise; both are turned into the clockwise turn the picture needs.
+    """
+    if _has_display_matrix(frame):
+        return _quarter_turns(-float(frame.rotation))
+    return rotation_of(stream)
+
+
+def _has_display_matrix(frame: Any) -> bool:
+    try:
+        return any(sd.type == SideDataType.DISPLAYMATRIX for sd in frame.side_data)
+    except (AttributeError, TypeError):  # a frame type or PyAV build without side data
+        return False
+
+
+def _quarter_turns(degrees: float) -> int:
+    return (int(round(degrees / 90.0)) * 90) % 360
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -100,10 +128,13 @@ def _duration(container: Any, stream: Any) -> float:
 
 
 def _check_first_frame(p: Path, container: Any, video: Any) -> tuple[int, float]:
-    try:
-        for frame in container.decode(video):
-            rotation = int(getattr(frame, "rotation", 0) or 0) % 360 or rotation_of(video)
-            return (-rotation) % 360 if rotation < 0 else rotation, float(frame.time or 0.0)
-    except av.error.FFmpegError as exc:
-        raise InputError(p, f"video stream cannot be decoded ({_ffmpeg_reason(exc)})") from exc
-    raise InputError(p, "video stream holds no decodable frame")
+    """Rotation and time of the first frame that decodes: damage at the start is skipped (the
+    decoders report it), a stream where nothing decodes fails here, naming the file."""
+    from scenescribe.media.damage import DamageLog, tolerant_decode  # imports this module's kin
+
+    damage = DamageLog(p, video)
+    for frame in tolerant_decode(container, video, damage):
+        return display_rotation(frame, video), float(frame.time or 0.0)
+    damage.finish(reached_end=False)
+    why = f" ({damage.spans[0].reason})" if damage.spans else ""
+    raise InputError(p, f"video stream cannot be decoded: no frame decodes{why}")

@@ -6,6 +6,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 
 from scenescribe.backend import Backend
+from scenescribe.media import FrameRequest, Pick
 from scenescribe.progress import Progress
 from scenescribe.records import ObjectSummary, Scene, VideoInfo
 
@@ -20,3 +21,12 @@ class ObjectTracker(Backend):
 
         Tracks restart at every scene boundary, so track counts are per scene.
         """
+
+    def frame_requests(self, video: VideoInfo, scenes: Sequence[Scene]) -> list[FrameRequest]:
+        """The frames ``track_frames`` needs from a decode pass shared with other consumers."""
+        raise NotImplementedError(f"{type(self).__name__} decodes its own frames")
+
+    def track_frames(self, video: VideoInfo, scenes: Sequence[Scene], picks: Iterator[Pick],
+                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        """``track_scenes`` on the picks of a shared pass over ``frame_requests``."""
+        raise NotImplementedError(f"{type(self).__name__} decodes its own frames")

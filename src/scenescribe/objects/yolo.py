@@ -1,9 +1,11 @@
 """YOLO detection with ByteTrack tracking through ultralytics, summarised per scene.
 
-One forward pass over the video: frames sampled at ``sample_fps`` are decoded once (on a
-background thread, so decoding overlaps inference), batched within a scene and tracked; the
-tracker restarts at every scene boundary so track ids and counts are per scene. A scene that no
-sampled frame falls in (shorter than ``1 / sample_fps``) is sampled once at its midpoint.
+Frames sampled at ``sample_fps`` (the first frame at or after each tick) are batched within a
+scene and tracked; the tracker restarts at every scene boundary so track ids and counts are per
+scene. A scene that no sampled frame falls in (shorter than ``1 / sample_fps``) is sampled once
+at its midpoint. ``frame_requests`` says which frames that takes, so one decode pass can serve
+the tracker and the scene frames together (``sampling.sample_and_track``); ``track_scenes``
+runs a pass of its own on a background thread, so decoding overlaps inference.
 
 Ultralytics is kept off the network: weights are an explicit local path, its settings file lives
 in scenescribe's cache (``YOLO_CONFIG_DIR``), ``YOLO_OFFLINE`` stops its DNS probe and telemetry,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import math
 import os
 import queue
 import sys
@@ -28,7 +31,7 @@ import numpy as np
 
 from scenescribe.backend import import_names
 from scenescribe.errors import BackendUnavailableError, ModelNotFoundError
-from scenescribe.media import DecodedFrame, frames_at, iter_frames
+from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detections import Detections
 from scenescribe.objects.summary import SceneObjects
@@ -132,6 +135,41 @@ class YoloTracker(ObjectTracker):
 
     def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
                      progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        """Track ``scenes`` with a decode pass of their own (``track_frames`` shares one)."""
+        if not video.has_video:
+            yield from self.track_frames(video, scenes, iter(()), progress)
+            return
+        self.load()
+        picks = _prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
+                          PREFETCH_FRAMES)
+        try:
+            yield from self.track_frames(video, scenes, picks, progress)
+        finally:
+            picks.close()
+
+    def frame_requests(self, video: VideoInfo, scenes: Sequence[Scene]) -> list[FrameRequest]:
+        """The frames ``track_frames`` needs from a pass: the midpoints of scenes that might hold
+        no sampled frame (request 0, first so a scene's midpoint arrives before it closes), and
+        the first frame at or after every ``1 / sample_fps`` tick over the scenes (request 1)."""
+        fps = self.options.sample_fps
+        step = 1.0 / (video.fps or 25.0)
+        ticks: set[int] = set()
+        mids = []
+        for scene in scenes:
+            # From the tick at or before the start: its frame may be the scene's first one.
+            ticks.update(range(int(scene.start * fps + 1e-6), math.ceil(scene.end * fps - 1e-6)))
+            if scene.duration < 1.0 / fps + 2 * step:
+                mids.append(_mid(scene))
+        size = self._short_side(video)
+        return [FrameRequest(tuple(mids), SHOWN, short_side=size),
+                FrameRequest(tuple(k / fps for k in sorted(ticks)), TICK, short_side=size)]
+
+    def track_frames(self, video: VideoInfo, scenes: Sequence[Scene], picks: Iterator[Pick],
+                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        """Track ``scenes`` on the picks of a pass over ``frame_requests(video, scenes)``.
+
+        Yields ``(scene index, summaries)`` in time order; the model must be loaded.
+        """
         task = progress.task("objects", total=len(scenes))
         try:
             if not video.has_video:  # audio-only input: nothing to see
@@ -139,40 +177,39 @@ class YoloTracker(ObjectTracker):
                     yield scene.index, []
                     task.advance()
                 return
-            self.load()
-            for index, summaries in self._track_video(video, sorted(scenes, key=_start)):
+            for index, summaries in self._track_video(video, sorted(scenes, key=_start), picks):
                 yield index, summaries
                 task.advance()
         finally:
             task.close()
 
-    def _track_video(self, video: VideoInfo,
-                     scenes: list[Scene]) -> Iterator[tuple[int, list[ObjectSummary]]]:
+    def _track_video(self, video: VideoInfo, scenes: list[Scene],
+                     picks: Iterator[Pick]) -> Iterator[tuple[int, list[ObjectSummary]]]:
         """Walk sampled frames once, closing each scene when the first frame past it arrives."""
         if not scenes:
             return
         size = self._short_side(video)
-        frames = _prefetch(iter_frames(video.path, sample_fps=self.options.sample_fps,
-                                       short_side=size), PREFETCH_FRAMES)
+        mids: dict[float, DecodedFrame] = {}
         run = _SceneRun(self, scenes[0])
         pos = 0
-        try:
-            for frame in frames:
-                while pos < len(scenes) and frame.time >= scenes[pos].end:
-                    yield scenes[pos].index, run.close(video, size)
-                    pos += 1
-                    if pos < len(scenes):
-                        run = _SceneRun(self, scenes[pos])
-                if pos == len(scenes):
-                    break  # past the last wanted scene: stop decoding
-                if frame.time >= scenes[pos].start:  # frames between wanted scenes are skipped
-                    run.add(frame)
-            for scene in scenes[pos:]:  # scenes reaching past the last decoded frame
-                if scene is not run.scene:
-                    run = _SceneRun(self, scene)
-                yield scene.index, run.close(video, size)
-        finally:
-            frames.close()
+        for pick in picks:
+            if pick.request == 0:
+                mids[pick.time] = pick.frame
+                continue
+            frame = pick.frame
+            while pos < len(scenes) and frame.time >= scenes[pos].end:
+                yield scenes[pos].index, run.close(video, size, mids)
+                pos += 1
+                if pos < len(scenes):
+                    run = _SceneRun(self, scenes[pos])
+            if pos == len(scenes):
+                break  # past the last wanted scene: stop decoding
+            if frame.time >= scenes[pos].start:  # frames between wanted scenes are skipped
+                run.add(frame)
+        for scene in scenes[pos:]:  # scenes reaching past the last decoded frame
+            if scene is not run.scene:
+                run = _SceneRun(self, scene)
+            yield scene.index, run.close(video, size, mids)
 
     def _short_side(self, video: VideoInfo) -> int | None:
         """Decode so the long side is ``imgsz``: YOLO letterboxes to that anyway, and FFmpeg's
@@ -234,13 +271,16 @@ class _SceneRun:
             self.objects.add(d)
         self.pending = []
 
-    def close(self, video: VideoInfo, short_side: int | None) -> list[ObjectSummary]:
+    def close(self, video: VideoInfo, short_side: int | None,
+              mids: dict[float, DecodedFrame]) -> list[ObjectSummary]:
         """Finish the scene; one that got no sampled frame is looked at once, at its midpoint."""
         self.flush()
         if self.objects.frames == 0:
-            mid = self.scene.start + self.scene.duration / 2
-            log.debug("scene %d holds no sampled frame; looking at %.3f s", self.scene.index, mid)
-            frame = frames_at(video.path, [mid], short_side=short_side)[mid]
+            mid = _mid(self.scene)
+            frame = mids.pop(mid, None)
+            if frame is None:  # not foreseen by ``frame_requests`` (variable frame rate): seek
+                log.debug("scene %d: no sampled frame; seeking to %.3f s", self.scene.index, mid)
+                frame = frames_at(video.path, [mid], short_side=short_side)[mid]
             self.pending.append(frame)
             self.flush()
         return self.objects.summaries()
@@ -250,12 +290,16 @@ def _start(scene: Scene) -> float:
     return scene.start
 
 
-class _Prefetch(Iterator[DecodedFrame]):
+def _mid(scene: Scene) -> float:
+    return scene.start + scene.duration / 2
+
+
+class _Prefetch(Iterator[Any]):
     """Pull from an iterator on a daemon thread, ``depth`` items ahead; ``close`` stops it."""
 
     _DONE = object()
 
-    def __init__(self, source: Iterator[DecodedFrame], depth: int) -> None:
+    def __init__(self, source: Iterator[Any], depth: int) -> None:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._source = source
@@ -284,7 +328,7 @@ class _Prefetch(Iterator[DecodedFrame]):
                 continue
         return False
 
-    def __next__(self) -> DecodedFrame:
+    def __next__(self) -> Any:
         item = self._queue.get()
         if item is self._DONE:
             self._queue.put(item)  # stay exhausted on later calls
@@ -298,5 +342,5 @@ class _Prefetch(Iterator[DecodedFrame]):
         self._thread.join()
 
 
-def _prefetch(source: Iterator[DecodedFrame], depth: int) -> _Prefetch:
+def _prefetch(source: Iterator[Any], depth: int) -> _Prefetch:
     return _Prefetch(source, depth)

@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 
 from scenescribe.captions.base import Captioner, CaptionRequest
+from scenescribe.media import FrameRequest, Pick, decode_pass
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.progress import Progress
 from scenescribe.records import Caption, ObjectSummary, Scene, SoundTag, VideoInfo, Word
@@ -74,6 +75,36 @@ class FakeObjects(_Loads, ObjectTracker):
             yield scene.index, [ObjectSummary("person", 1, 1, 0.9)]
 
 
+class FakeSharedObjects(_Loads, ObjectTracker):
+    """A tracker that takes real frames from a decode pass, its own or one shared with the
+    frames stage: each scene's midpoint frame, labelled by its brightness. ``CALLS`` counts the
+    scenes; ``fake-objects-crash`` raises after its first scene."""
+
+    def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
+                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        picks = decode_pass(video.path, self.frame_requests(video, scenes)) if (
+            video.has_video and scenes) else iter(())
+        yield from self.track_frames(video, scenes, picks, progress)
+
+    def frame_requests(self, video: VideoInfo, scenes: Sequence[Scene]) -> list[FrameRequest]:
+        return [FrameRequest(tuple(_mid(s) for s in scenes), short_side=16)]
+
+    def track_frames(self, video: VideoInfo, scenes: Sequence[Scene], picks: Iterator[Pick],
+                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        assert self.loaded or not video.has_video
+        shade = {p.time: int(p.frame.image.mean()) for p in picks}
+        for scene in scenes:
+            if self.name == "fake-objects-crash" and CALLS[self.name]:
+                raise RuntimeError("tracker fell over")
+            CALLS[self.name] += 1
+            seen = shade.get(_mid(scene))
+            yield scene.index, [] if seen is None else [ObjectSummary(f"shade {seen}", 1, 1, 0.9)]
+
+
+def _mid(scene: Scene) -> float:
+    return round(scene.start + scene.duration / 2, 3)
+
+
 class FakeCaptioner(_Loads, Captioner):
     """Captions name the model and its grounding. ``fake-vlm-errors`` answers every scene with an
     error (as a refusing API does); ``fake-vlm-broken`` raises after its first caption;
@@ -104,6 +135,8 @@ _FAKES: list[tuple[str, Kind, str]] = [
     ("fake-sounds", "sounds", "FakeSounds"),
     ("fake-sounds-b", "sounds", "FakeSounds"),
     ("fake-objects", "objects", "FakeObjects"),
+    ("fake-objects-shared", "objects", "FakeSharedObjects"),
+    ("fake-objects-crash", "objects", "FakeSharedObjects"),
     ("fake-vlm-a", "captioner", "FakeCaptioner"),
     ("fake-vlm-b", "captioner", "FakeCaptioner"),
     ("fake-vlm-errors", "captioner", "FakeCaptioner"),

@@ -1,0 +1,132 @@
+"""Decode once in the stage graph: frames and objects fused into one node, one pass per video,
+each part with its own key, checkpoint and status (fake backends; the tracker decodes real
+frames from the clip)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import scenescribe
+from fake_media import make_clip
+from fake_setup import fake_options
+from scenescribe import media, sampling
+from scenescribe.graph import Failure, RunContext, StageOutput, Video, run_graph
+from scenescribe.options import RunOptions
+from scenescribe.pipeline import _preflight, plan
+from scenescribe.progress import NullProgress
+from scenescribe.stage2 import model_specs
+from scenescribe.testing import fakes
+from scenescribe.workspace import WorkFolder
+
+
+@pytest.fixture
+def clip(tmp_path: Path) -> Path:
+    fakes.reset()
+    return make_clip(tmp_path / "in" / "clip.mp4")
+
+
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Decode passes started, by the frames stage alone or by a shared pass."""
+    started: list[int] = []
+
+    def counting(real: Any) -> Any:
+        def decode_pass(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            started.append(1)
+            return real(*args, **kwargs)  # type: ignore[no-any-return]
+        return decode_pass
+
+    for module in (sampling, media.shared, fakes):
+        monkeypatch.setattr(module, "decode_pass", counting(module.decode_pass))
+    return started
+
+
+def shared(tracker: str = "fake-objects-shared", *models: str, **objects: Any) -> RunOptions:
+    options = fake_options(*models, grounding=True)
+    return replace(options, objects=replace(options.objects, backend=tracker, **objects))
+
+
+def run_json(out: Path) -> dict[str, Any]:
+    return json.loads((out / "clip" / "run.json").read_text())  # type: ignore[no-any-return]
+
+
+def status(out: Path) -> dict[str, str]:
+    return {name: s["status"] for name, s in run_json(out)["stages"].items()}
+
+
+def test_plan_fuses_only_a_tracker_that_shares_its_decode() -> None:
+    options = shared("fake-objects-shared", "fake-vlm-a")
+    graph = plan(options, _preflight(options, "cpu", None), model_specs(options.captions.models),
+                 "cpu", None, RunContext(NullProgress()))
+    assert [[n.name for n in level] for level in graph.levels()] == [
+        ["probe"], ["shots"], ["speech", "sounds", "frames+objects"], ["captions[fake-vlm-a]"]]
+    assert graph.stages["frames"].field == "frames" and graph.stages["objects"].field == "objects"
+    assert "objects" in graph.stages["captions[fake-vlm-a]"].inputs  # grounding still sees it
+    plain = fake_options("fake-vlm-a")  # FakeObjects decodes nothing: no fusion
+    graph = plan(plain, _preflight(plain, "cpu", None), model_specs(plain.captions.models),
+                 "cpu", None, RunContext(NullProgress()))
+    assert [n.name for n in graph.levels()[2]] == ["frames", "speech", "sounds", "objects"]
+
+
+def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(clip: Path, tmp_path: Path,
+                                                                passes: list[int]) -> None:
+    out = tmp_path / "out"
+    first = scenescribe.run(clip, out, shared())
+    assert not first.failed and len(passes) == 1  # one pass for the JPEGs and the tracker
+    assert status(out) == dict.fromkeys(["probe", "shots", "frames", "objects", "speech",
+                                         "sounds"], "computed")
+    records = [json.loads(x) for x in (out / "clip" / "scenes.jsonl").read_text().splitlines()]
+    assert len(records) == fakes.CALLS["fake-objects-shared"] == 4
+    assert all(r["frames"] and r["objects"][0]["label"].startswith("shade ") for r in records)
+    assert len({r["objects"][0]["label"] for r in records}) > 1  # real, different frames
+    keys = {name: s["key"] for name, s in run_json(out)["stages"].items()}
+    timings = run_json(out)["timings"]
+    assert timings["objects"]["backend"] == "fake-objects-shared"
+    assert run_json(out)["models"]["objects"]["name"] == "fake-objects-shared"
+
+    # The frames key is the unfused frames stage's key: the same JPEGs serve either plan.
+    apart = scenescribe.run(clip, tmp_path / "apart", fake_options())
+    assert run_json(tmp_path / "apart")["stages"]["frames"]["key"] == keys["frames"]
+    assert not apart.failed
+
+    fakes.reset()
+    passes.clear()
+    again = scenescribe.run(clip, out, shared())
+    assert set(again.videos[0].stages.values()) == {"cached"} and not passes and not fakes.CALLS
+
+    # Only the tracker's options changed: frames cached, the tracker runs alone on a pass.
+    changed = scenescribe.run(clip, out, shared(confidence=0.5))
+    assert changed.videos[0].stages["frames"] == "cached"
+    assert changed.videos[0].stages["objects"] == "computed" and len(passes) == 1
+    assert run_json(out)["stages"]["objects"]["key"] != keys["objects"]
+    assert run_json(out)["stages"]["frames"]["key"] == keys["frames"]
+
+    # A deleted JPEG: that scene's frames are sampled again; the objects stay cached.
+    jpegs = sorted((out / "clip" / "frames").glob("*.jpg"))
+    jpegs[0].unlink()
+    fakes.reset()
+    resampled = scenescribe.run(clip, out, shared(confidence=0.5))
+    assert resampled.videos[0].stages["frames"] == "computed"
+    assert resampled.videos[0].stages["objects"] == "cached" and not fakes.CALLS
+    assert sorted((out / "clip" / "frames").glob("*.jpg")) == jpegs
+
+
+def test_a_tracker_crash_fails_objects_and_keeps_the_frames(clip: Path, tmp_path: Path) -> None:
+    options = shared("fake-objects-crash")
+    graph = plan(options, _preflight(options, "cpu", None), [], "cpu", None,
+                 RunContext(NullProgress()))
+    folder = WorkFolder(tmp_path / "out" / "clip")
+    folder.make()
+    outcomes = run_graph(graph, [Video(clip, folder)], RunContext(NullProgress()), False)[0]
+    frames, objects = outcomes["frames"], outcomes["objects"]
+    assert isinstance(frames, StageOutput) and len(frames.lines) == 4 and not frames.cached
+    assert folder.stage_file("frames", frames.key).is_file()  # its checkpoint finished
+    assert isinstance(objects, Failure)
+    assert objects.reason == f"{clip}: objects: internal error: RuntimeError: tracker fell over"
+    assert isinstance(outcomes["speech"], StageOutput)  # run before it, as without fusion
