@@ -16,7 +16,18 @@ from typing import Any, Generic, TypeVar
 
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
-from scenescribe.graph import Outcome, RunContext, Stage, StageFailed, StageOutput, Task, Video, each
+from scenescribe.graph import (
+    Failure,
+    Outcome,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageOutput,
+    Task,
+    Video,
+    each,
+    guarded,
+)
 from scenescribe.media import probe
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.options import FrameOptions, to_dict
@@ -27,7 +38,7 @@ from scenescribe.sampling import sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.sounds.base import SoundTagger
-from scenescribe.speech.base import SpeechRecognizer
+from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
 
 B = TypeVar("B", bound=Backend)
@@ -202,16 +213,22 @@ class ComponentStage(Stage):
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        if isinstance(self.backend, SpeechRecognizer):
+            return run_speech_pooled(self, tasks, ctx)
         return each(self.name, tasks, lambda task: self._one(task, ctx))
 
-    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+    def _one(self, task: Task, ctx: RunContext, produce: Producer[Any] | None = None,
+             spent: float = 0.0) -> StageOutput:
+        """One video; ``produce`` replaces the component's (a pooled result), ``spent`` is
+        compute time already spent on it elsewhere."""
         ckpt, todo = _resume(task, self.name)
         with ckpt:
             if todo:
                 self.load()  # before the clock: load time is reported apart
-            start = time.perf_counter()
+            start = time.perf_counter() - spent
             if todo:
-                for line in self.component.produce(self.backend, task, todo, _named(ctx, task)):
+                for line in (produce or self.component.produce)(self.backend, task, todo,
+                                                                _named(ctx, task)):
                     ckpt.append(line)
             missing = [s.index for s in task.scenes if s.index not in ckpt.done]
             if missing:
@@ -229,14 +246,70 @@ class ComponentStage(Stage):
 
 def produce_speech(backend: SpeechRecognizer, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
+    yield from speech_lines(backend.transcribe(task.info, progress), todo)
+
+
+def speech_lines(result: SpeechResult, todo: list[Scene]) -> Iterator[dict[str, Any]]:
+    """The speech checkpoint's lines: the language (index -1), then each scene's transcript."""
     from scenescribe.speech.join import assign_words
 
-    result = backend.transcribe(task.info, progress)
     yield {"index": -1, "language": result.language,
            "language_probability": result.language_probability}
     transcripts = assign_words(result.words, todo)
     for scene in todo:
         yield {"index": scene.index, "transcript": transcripts[scene.index].to_dict()}
+
+
+def run_speech_pooled(stage: ComponentStage, tasks: Sequence[Task],
+                      ctx: RunContext) -> dict[int, Outcome]:
+    """Speech over every video at once: the recognizer's ``transcribe_many`` (one batched
+    stream of all videos' chunks for GPU Whisper), each video's checkpoint written as its
+    result arrives. A video's ``compute_s`` is the stream's time since the previous result, so
+    the videos' times add up to the stream's."""
+    outcomes: dict[int, Outcome] = {}
+    pending: list[int] = []
+    for i, task in enumerate(tasks):
+        if _resume(task, stage.name)[1]:
+            pending.append(i)
+        else:  # complete already: read back
+            outcomes[i] = guarded(stage.name, task, lambda t: stage._one(t, ctx))
+    if not pending:
+        return outcomes
+    stage.load()
+    assert isinstance(stage.backend, SpeechRecognizer)
+    jobs = [(tasks[i].info, _named(ctx, tasks[i])) for i in pending]
+    last = time.perf_counter()
+    try:
+        for j, result in stage.backend.transcribe_many(jobs):
+            now = time.perf_counter()
+            task = tasks[pending[j]]
+            outcomes[pending[j]] = guarded(
+                stage.name, task,
+                lambda t, r=result, s=now - last: stage._one(t, ctx, _given(r), s))
+            last = time.perf_counter()
+    except Exception as exc:  # the model's failure: every video still waiting fails with it
+        for i in pending:
+            if i not in outcomes:
+                outcomes[i] = guarded(stage.name, tasks[i], lambda t, e=exc: _raise(e))
+    for i in pending:  # a recognizer that skipped a video is a bug, reported on that video
+        if i not in outcomes:
+            outcomes[i] = Failure(stage.name, f"{tasks[i].video.source}: {stage.name}: "
+                                              "no result from the recognizer")
+    return outcomes
+
+
+def _given(result: SpeechResult | Exception) -> Producer[SpeechRecognizer]:
+    def produce(backend: SpeechRecognizer, task: Task, todo: list[Scene],
+                progress: Progress) -> Iterator[dict[str, Any]]:
+        if isinstance(result, Exception):
+            raise result
+        yield from speech_lines(result, todo)
+
+    return produce
+
+
+def _raise(exc: Exception) -> StageOutput:
+    raise exc
 
 
 def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],

@@ -23,8 +23,10 @@ encoder 0.12 s, the alignment pass with DTW 0.26 s.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +34,12 @@ import numpy as np
 
 from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
-from scenescribe.progress import Task
+from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import AttentionCapture, align_words
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import (
-    is_hallucination,
-    is_silent,
-    split_at_silences,
-    stream_pieces,
-)
+from scenescribe.speech.chunking import is_hallucination, speech_chunks
+from scenescribe.speech.pool import transcribe_pooled
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -139,7 +137,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         log.info("loading %s on %s (%s)", path, self.device, dtype)
         processor = WhisperProcessor.from_pretrained(path)
         model = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation="sdpa")
+            path, dtype=dtype, attn_implementation=self.attention)
         # transformers rebuilds isin(arange(vocab), tokens) at every decoding step for these,
         # 40% of tiny.en's CPU decoding time; SuppressMask applies them from a fixed mask.
         config = model.generation_config
@@ -147,8 +145,17 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         config.suppress_tokens = config.begin_suppress_tokens = None
         return _Loaded(model.to(self.device).eval(), processor, suppress, begin)
 
+    @property
+    def attention(self) -> str:
+        """FlashAttention-2 on CUDA in half precision when ``flash_attn`` is installed, else SDPA
+        (which itself picks a flash or memory-efficient kernel on CUDA)."""
+        half = dtype_name_for(self.options.compute_type, self.device) != "float32"
+        if self.device.startswith("cuda") and half and importlib.util.find_spec("flash_attn"):
+            return "flash_attention_2"
+        return "sdpa"
+
     def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "engine": "transformers",
+        return {**super().facts(), "engine": "transformers", "attention": self.attention,
                 "dtype": dtype_name_for(self.options.compute_type, self.device)}
 
     @property
@@ -172,22 +179,38 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         kept: list[Decoded] = []
         size = max(1, self.options.batch_size)
         batch: list[tuple[float, np.ndarray]] = []  # a partial batch waits for the next piece
-        chunks = skipped = 0
-        for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
-            for a, b in split_at_silences(samples, int(self.chunk_seconds * SAMPLE_RATE),
-                                          int(self.chunk_search_seconds * SAMPLE_RATE)):
-                chunks += 1
-                if is_silent(samples[a:b]):
-                    skipped += 1
-                    continue
-                batch.append((start + a / SAMPLE_RATE, samples[a:b]))
-                if len(batch) == size:
-                    kept.extend(d for d in self.decode(batch) if d.keep())
-                    batch = []
-            task.advance(len(samples) / SAMPLE_RATE)
+        extra: dict[str, Any] = {}
+        for offset, samples in self._chunks(video, task, extra):
+            batch.append((offset, samples))
+            if len(batch) == size:
+                kept.extend(d for d in self.decode(batch) if d.keep())
+                task.advance(sum(len(s) for _, s in batch) / SAMPLE_RATE)
+                batch = []
         if batch:
             kept.extend(d for d in self.decode(batch) if d.keep())
-        return _result(kept, {"chunks": chunks, "silent_chunks": skipped})
+            task.advance(sum(len(s) for _, s in batch) / SAMPLE_RATE)
+        return _result(kept, extra)
+
+    def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
+                        ) -> Iterator[tuple[int, SpeechResult | Exception]]:
+        """Every video's chunks in one batched stream (``pool``); results as videos complete."""
+        self.load()
+        yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep, _result,
+                                     self.options.batch_size)
+
+    def _chunks(self, video: VideoInfo, task: Task,
+                extra: dict[str, Any]) -> Iterator[tuple[float, np.ndarray]]:
+        """The chunks that reach the model; counts go to ``extra``, silent ones advance ``task``."""
+        extra.update(chunks=0, silent_chunks=0)
+        for offset, samples, silent in speech_chunks(
+                video.path, self.chunk_seconds, self.chunk_search_seconds, self.block_seconds,
+                self.search_seconds):
+            extra["chunks"] += 1
+            if silent:
+                extra["silent_chunks"] += 1
+                task.advance(len(samples) / SAMPLE_RATE)
+                continue
+            yield offset, samples
 
     def decode(self, batch: list[tuple[float, np.ndarray]]) -> list[Decoded]:
         """Decode chunks ``(offset seconds, samples)`` as one batch."""
