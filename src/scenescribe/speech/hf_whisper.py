@@ -2,12 +2,17 @@
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
 without sound are skipped, and the rest are decoded in batches of ``batch_size`` with SDPA
-attention (fp16 or bf16 on CUDA, float32 on CPU). Word times come from a second, teacher-forced
-decoder pass whose alignment-head cross-attention is aligned to the audio frames by dynamic
-time warping (``alignment``), as openai-whisper does. ``generate(return_token_timestamps=True)``
-is not used: it switches the whole model to eager attention and keeps every layer's attention
-at every step, which costs gigabytes for large-v3 batches; the second pass computes only the
-alignment heads' weights from the queries and keys of their layers.
+attention (FlashAttention-2 when ``flash_attn`` is installed on CUDA; fp16 or bf16 on CUDA,
+float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech stage),
+``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a reader
+thread decodes the next videos' audio while the model works, and each video's result is
+routed back as its last chunk is decoded. Word times come from a second,
+teacher-forced decoder pass whose alignment-head cross-attention is aligned to the audio
+frames by dynamic time warping (``alignment``), as openai-whisper does.
+``generate(return_token_timestamps=True)`` is not used: it switches the whole model to eager
+attention and keeps every layer's attention at every step, which costs gigabytes for large-v3
+batches; the second pass computes only the alignment heads' weights from the queries and keys
+of their layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), Whisper's no-speech test (no-speech probability > 0.6 with mean log-probability < -1),
@@ -23,6 +28,7 @@ encoder 0.12 s, the alignment pass with DTW 0.26 s.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import zlib
@@ -99,6 +105,7 @@ class _Loaded:
     processor: Any  # WhisperProcessor
     suppress: list[int]  # never generated
     begin: list[int]  # never generated first
+    stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
 
 
 class SuppressMask:
@@ -143,7 +150,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         config = model.generation_config
         suppress, begin = list(config.suppress_tokens or ()), list(config.begin_suppress_tokens or ())
         config.suppress_tokens = config.begin_suppress_tokens = None
-        return _Loaded(model.to(self.device).eval(), processor, suppress, begin)
+        model = model.to(self.device).eval()
+        stream = None
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)  # weights in place before another stream reads
+            stream = torch.cuda.Stream(self.device)
+        return _Loaded(model, processor, suppress, begin, stream)
 
     @property
     def attention(self) -> str:
@@ -220,10 +232,15 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
         self.load()
         model, processor = self.model.net, self.model.processor
-        features = processor.feature_extractor(
-            [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features.to(self.device, model.dtype)
-        with torch.inference_mode():
+        # Stage 1's components share the GPU from threads of one process; on the default stream
+        # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
+        stream = self.model.stream
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None
+                                      else contextlib.nullcontext()):
+            features = processor.feature_extractor(  # log-mel on the model's device
+                [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                device=self.device,
+            ).input_features.to(self.device, model.dtype)
             encoded = model.model.encoder(features).last_hidden_state
             languages = self._languages(encoded)
             kwargs: dict[str, Any] = {}
