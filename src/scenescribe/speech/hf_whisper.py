@@ -154,7 +154,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         stream = None
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)  # weights in place before another stream reads
-            stream = torch.cuda.Stream(self.device)
+            # High priority: decoding is many tiny latency-bound kernels; the taggers' and the
+            # detector's large kernels lose little by yielding to them.
+            stream = torch.cuda.Stream(self.device, priority=-1)
         return _Loaded(model, processor, suppress, begin, stream)
 
     @property
