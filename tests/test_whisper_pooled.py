@@ -191,3 +191,15 @@ def test_speech_stage_writes_each_videos_checkpoint_from_the_pooled_stream(
     assert [v.timings["speech"]["cached"] for v in result.videos] == [False] * 3
     again = scenescribe.run(clips, tmp_path, options)
     assert all(v.timings["speech"]["cached"] for v in again.videos)
+
+
+def test_a_reader_bug_is_raised_not_waited_on() -> None:
+    class Broken:
+        def task(self, description: str, total: float | None = None) -> object:
+            raise ValueError("progress display gone")
+
+    rec = Recorder({"a": [30]})
+    stream = transcribe_pooled([(_info("a"), Broken())], rec.chunks, rec.decode, bool,
+                               lambda kept, extra: SpeechResult(), 2)
+    with pytest.raises(ValueError, match="display gone"):
+        list(stream)

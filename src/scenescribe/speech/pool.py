@@ -86,7 +86,7 @@ def transcribe_pooled(
                 continue
         return False
 
-    def read_all() -> None:
+    def read_videos() -> None:
         for i, (video, progress) in enumerate(videos):
             if stop.is_set():
                 return
@@ -104,7 +104,14 @@ def transcribe_pooled(
                 put(("error", i, exc))
                 continue
             put(("read", i, None))
-        put(("end", -1, None))
+
+    def read_all() -> None:
+        try:
+            read_videos()
+        except BaseException as exc:  # a bug here must not leave the model waiting forever
+            put(("fatal", -1, exc))
+        finally:
+            put(("end", -1, None))
 
     reader = threading.Thread(target=read_all, name="speech-audio", daemon=True)
     reader.start()
@@ -145,6 +152,8 @@ def _take(item: tuple[str, int, Any], window: list[_Chunk], states: dict[int, _V
     """Handle one message of the reader: (still reading, videos now complete)."""
     kind, i, payload = item
     out: list[tuple[int, SpeechResult | Exception]] = []
+    if kind == "fatal":
+        raise payload
     if kind == "end":
         return False, out
     if kind == "empty":
