@@ -9,6 +9,7 @@ here (plus its record field).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -283,14 +284,13 @@ def run_speech_pooled(stage: ComponentStage, tasks: Sequence[Task],
         for j, result in stage.backend.transcribe_many(jobs):
             now = time.perf_counter()
             task = tasks[pending[j]]
-            outcomes[pending[j]] = guarded(
-                stage.name, task,
-                lambda t, r=result, s=now - last: stage._one(t, ctx, _given(r), s))
+            outcomes[pending[j]] = guarded(stage.name, task, functools.partial(
+                stage._one, ctx=ctx, produce=_given(result), spent=now - last))
             last = time.perf_counter()
     except Exception as exc:  # the model's failure: every video still waiting fails with it
         for i in pending:
             if i not in outcomes:
-                outcomes[i] = guarded(stage.name, tasks[i], lambda t, e=exc: _raise(e))
+                outcomes[i] = guarded(stage.name, tasks[i], functools.partial(_raise, exc))
     for i in pending:  # a recognizer that skipped a video is a bug, reported on that video
         if i not in outcomes:
             outcomes[i] = Failure(stage.name, f"{tasks[i].video.source}: {stage.name}: "
@@ -308,7 +308,7 @@ def _given(result: SpeechResult | Exception) -> Producer[SpeechRecognizer]:
     return produce
 
 
-def _raise(exc: Exception) -> StageOutput:
+def _raise(exc: Exception, task: Task) -> StageOutput:
     raise exc
 
 
