@@ -143,8 +143,16 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         dtype = getattr(torch, dtype_name_for(self.options.compute_type, self.device))
         log.info("loading %s on %s (%s)", path, self.device, dtype)
         processor = WhisperProcessor.from_pretrained(path)
-        model = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation=self.attention)
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation=self.attention)
+        except (ImportError, ValueError, RuntimeError) as exc:
+            if self.attention == "sdpa":
+                raise
+            # A flash_attn built for another torch or GPU: SDPA is nearly as fast for Whisper.
+            log.warning("FlashAttention-2 unusable (%s); using SDPA", exc)
+            model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation="sdpa")
         # transformers rebuilds isin(arange(vocab), tokens) at every decoding step for these,
         # 40% of tiny.en's CPU decoding time; SuppressMask applies them from a fixed mask.
         config = model.generation_config
@@ -169,7 +177,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return "sdpa"
 
     def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "engine": "transformers", "attention": self.attention,
+        attention = (getattr(self.model.net.config, "_attn_implementation", None)
+                     if self.loaded else None) or self.attention
+        return {**super().facts(), "engine": "transformers", "attention": attention,
                 "dtype": dtype_name_for(self.options.compute_type, self.device)}
 
     @property
