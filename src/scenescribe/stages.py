@@ -10,6 +10,7 @@ decode pass per video feeds both ("decode once").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
 from scenescribe.graph import (
+    Failure,
     Fused,
     Outcome,
     RunContext,
@@ -39,7 +41,7 @@ from scenescribe.sampling import sample_and_track, sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.sounds.base import SoundTagger
-from scenescribe.speech.base import SpeechRecognizer
+from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
 
 B = TypeVar("B", bound=Backend)
@@ -228,16 +230,22 @@ class ComponentStage(Stage):
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        if isinstance(self.backend, SpeechRecognizer):
+            return run_speech_pooled(self, tasks, ctx)
         return each(self.name, tasks, lambda task: self._one(task, ctx))
 
-    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+    def _one(self, task: Task, ctx: RunContext, produce: Producer[Any] | None = None,
+             spent: float = 0.0) -> StageOutput:
+        """One video; ``produce`` replaces the component's (a pooled result), ``spent`` is
+        compute time already spent on it elsewhere."""
         ckpt, todo = _resume(task, self.name)
         with ckpt:
             if todo:
                 self.load()  # before the clock: load time is reported apart
-            start = time.perf_counter()
+            start = time.perf_counter() - spent
             if todo:
-                for line in self.component.produce(self.backend, task, todo, _named(ctx, task)):
+                for line in (produce or self.component.produce)(self.backend, task, todo,
+                                                                _named(ctx, task)):
                     ckpt.append(line)
             return self.output(task, ckpt, todo, time.perf_counter() - start)
 
@@ -260,14 +268,69 @@ class ComponentStage(Stage):
 
 def produce_speech(backend: SpeechRecognizer, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
+    yield from speech_lines(backend.transcribe(task.info, progress), todo)
+
+
+def speech_lines(result: SpeechResult, todo: list[Scene]) -> Iterator[dict[str, Any]]:
+    """The speech checkpoint's lines: the language (index -1), then each scene's transcript."""
     from scenescribe.speech.join import assign_words
 
-    result = backend.transcribe(task.info, progress)
     yield {"index": -1, "language": result.language,
            "language_probability": result.language_probability}
     transcripts = assign_words(result.words, todo)
     for scene in todo:
         yield {"index": scene.index, "transcript": transcripts[scene.index].to_dict()}
+
+
+def run_speech_pooled(stage: ComponentStage, tasks: Sequence[Task],
+                      ctx: RunContext) -> dict[int, Outcome]:
+    """Speech over every video at once: the recognizer's ``transcribe_many`` (one batched
+    stream of all videos' chunks for GPU Whisper), each video's checkpoint written as its
+    result arrives. A video's ``compute_s`` is the stream's time since the previous result, so
+    the videos' times add up to the stream's."""
+    outcomes: dict[int, Outcome] = {}
+    pending: list[int] = []
+    for i, task in enumerate(tasks):
+        if _resume(task, stage.name)[1]:
+            pending.append(i)
+        else:  # complete already: read back
+            outcomes[i] = guarded(stage.name, task, lambda t: stage._one(t, ctx))
+    if not pending:
+        return outcomes
+    stage.load()
+    assert isinstance(stage.backend, SpeechRecognizer)
+    jobs = [(tasks[i].info, _named(ctx, tasks[i])) for i in pending]
+    last = time.perf_counter()
+    try:
+        for j, result in stage.backend.transcribe_many(jobs):
+            now = time.perf_counter()
+            task = tasks[pending[j]]
+            outcomes[pending[j]] = guarded(stage.name, task, functools.partial(
+                stage._one, ctx=ctx, produce=_given(result), spent=now - last))
+            last = time.perf_counter()
+    except Exception as exc:  # the model's failure: every video still waiting fails with it
+        for i in pending:
+            if i not in outcomes:
+                outcomes[i] = guarded(stage.name, tasks[i], functools.partial(_raise, exc))
+    for i in pending:  # a recognizer that skipped a video is a bug, reported on that video
+        if i not in outcomes:
+            outcomes[i] = Failure(stage.name, f"{tasks[i].video.source}: {stage.name}: "
+                                              "no result from the recognizer")
+    return outcomes
+
+
+def _given(result: SpeechResult | Exception) -> Producer[SpeechRecognizer]:
+    def produce(backend: SpeechRecognizer, task: Task, todo: list[Scene],
+                progress: Progress) -> Iterator[dict[str, Any]]:
+        if isinstance(result, Exception):
+            raise result
+        yield from speech_lines(result, todo)
+
+    return produce
+
+
+def _raise(exc: Exception, task: Task) -> StageOutput:
+    raise exc
 
 
 def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenescribe.backend import Backend
@@ -33,6 +34,18 @@ class SpeechRecognizer(Backend):
             return self._transcribe(video, task)
         finally:
             task.close()
+
+    def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
+                        ) -> Iterator[tuple[int, SpeechResult | Exception]]:
+        """Transcribe several videos: ``(position in videos, result or the exception that
+        stopped that video)``, in any order. This default does one video after another; a
+        batched backend pools every video's chunks (see ``hf_whisper``)."""
+        for i, (video, progress) in enumerate(videos):
+            try:
+                result: SpeechResult | Exception = self.transcribe(video, progress)
+            except Exception as exc:  # one video's failure; the caller reports it
+                result = exc
+            yield i, result
 
     @abstractmethod
     def _transcribe(self, video: VideoInfo, task: Task) -> SpeechResult:

@@ -93,6 +93,20 @@ def stream_pieces(path: str | Path, block_seconds: float = 600.0,
         carry, carry_start = buf[cut:], buf_start + cut / SAMPLE_RATE
 
 
+def speech_chunks(path: str | Path, chunk_seconds: float = 30.0, chunk_search_seconds: float = 10.0,
+                  block_seconds: float = 600.0, search_seconds: float = 30.0,
+                  ) -> Iterator[tuple[float, np.ndarray, bool]]:
+    """``(start_seconds, samples, silent)`` chunks of at most ``chunk_seconds`` that tile the
+    file, each cut at the quietest point of its last ``chunk_search_seconds``; ``silent`` marks
+    chunks that ``is_silent`` keeps from the model. Pieces stream as in ``stream_pieces``."""
+    for start, samples in stream_pieces(path, block_seconds, search_seconds):
+        for a, b in split_at_silences(samples, int(chunk_seconds * SAMPLE_RATE),
+                                      int(chunk_search_seconds * SAMPLE_RATE)):
+            silent = is_silent(samples[a:b])
+            # A copy: a view would keep the whole piece (10 minutes) alive while it waits.
+            yield start + a / SAMPLE_RATE, samples[a:b] if silent else samples[a:b].copy(), silent
+
+
 def is_silent(samples: np.ndarray, dbfs: float = SILENCE_DBFS) -> bool:
     """True when no 10 ms frame reaches ``dbfs`` (digital silence, room tone)."""
     rms = frame_rms(samples)

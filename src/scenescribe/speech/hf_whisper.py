@@ -2,12 +2,17 @@
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
 without sound are skipped, and the rest are decoded in batches of ``batch_size`` with SDPA
-attention (fp16 or bf16 on CUDA, float32 on CPU). Word times come from a second, teacher-forced
-decoder pass whose alignment-head cross-attention is aligned to the audio frames by dynamic
-time warping (``alignment``), as openai-whisper does. ``generate(return_token_timestamps=True)``
-is not used: it switches the whole model to eager attention and keeps every layer's attention
-at every step, which costs gigabytes for large-v3 batches; the second pass computes only the
-alignment heads' weights from the queries and keys of their layers.
+attention (FlashAttention-2 when ``flash_attn`` is installed on CUDA; fp16 or bf16 on CUDA,
+float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech stage),
+``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a reader
+thread decodes the next videos' audio while the model works, and each video's result is
+routed back as its last chunk is decoded. Word times come from a second,
+teacher-forced decoder pass whose alignment-head cross-attention is aligned to the audio
+frames by dynamic time warping (``alignment``), as openai-whisper does.
+``generate(return_token_timestamps=True)`` is not used: it switches the whole model to eager
+attention and keeps every layer's attention at every step, which costs gigabytes for large-v3
+batches; the second pass computes only the alignment heads' weights from the queries and keys
+of their layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -24,7 +29,10 @@ encoder 0.12 s, the alignment pass with DTW 0.26 s.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,12 +40,15 @@ import numpy as np
 
 from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
-from scenescribe.progress import Task
+from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import AttentionCapture, align_words
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import is_silent, split_at_silences, stream_pieces
+from scenescribe.speech.chunking import (
+    speech_chunks,
+)
 from scenescribe.speech.guard import LOG_PROB_FLOOR, LanguageVote, SpeechGuard
+from scenescribe.speech.pool import transcribe_pooled
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -83,6 +94,7 @@ class _Loaded:
     processor: Any  # WhisperProcessor
     suppress: list[int]  # never generated
     begin: list[int]  # never generated first
+    stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
 
 
 class SuppressMask:
@@ -124,17 +136,43 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         dtype = getattr(torch, dtype_name_for(self.options.compute_type, self.device))
         log.info("loading %s on %s (%s)", path, self.device, dtype)
         processor = WhisperProcessor.from_pretrained(path)
-        model = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=dtype, attn_implementation="sdpa")
+        try:
+            model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation=self.attention)
+        except (ImportError, ValueError, RuntimeError) as exc:
+            if self.attention == "sdpa":
+                raise
+            # A flash_attn built for another torch or GPU: SDPA is nearly as fast for Whisper.
+            log.warning("FlashAttention-2 unusable (%s); using SDPA", exc)
+            model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, attn_implementation="sdpa")
         # transformers rebuilds isin(arange(vocab), tokens) at every decoding step for these,
         # 40% of tiny.en's CPU decoding time; SuppressMask applies them from a fixed mask.
         config = model.generation_config
         suppress, begin = list(config.suppress_tokens or ()), list(config.begin_suppress_tokens or ())
         config.suppress_tokens = config.begin_suppress_tokens = None
-        return _Loaded(model.to(self.device).eval(), processor, suppress, begin)
+        model = model.to(self.device).eval()
+        stream = None
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize(self.device)  # weights in place before another stream reads
+            # High priority: decoding is many tiny latency-bound kernels; the taggers' and the
+            # detector's large kernels lose little by yielding to them.
+            stream = torch.cuda.Stream(self.device, priority=-1)
+        return _Loaded(model, processor, suppress, begin, stream)
+
+    @property
+    def attention(self) -> str:
+        """FlashAttention-2 on CUDA in half precision when ``flash_attn`` is installed, else SDPA
+        (which itself picks a flash or memory-efficient kernel on CUDA)."""
+        half = dtype_name_for(self.options.compute_type, self.device) != "float32"
+        if self.device.startswith("cuda") and half and importlib.util.find_spec("flash_attn"):
+            return "flash_attention_2"
+        return "sdpa"
 
     def facts(self) -> dict[str, Any]:
-        return {**super().facts(), "engine": "transformers",
+        attention = (getattr(self.model.net.config, "_attn_implementation", None)
+                     if self.loaded else None) or self.attention
+        return {**super().facts(), "engine": "transformers", "attention": attention,
                 "dtype": dtype_name_for(self.options.compute_type, self.device)}
 
     @property
@@ -158,22 +196,38 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         kept: list[Decoded] = []
         size = max(1, self.options.batch_size)
         batch: list[tuple[float, np.ndarray]] = []  # a partial batch waits for the next piece
-        chunks = skipped = 0
-        for start, samples in stream_pieces(video.path, self.block_seconds, self.search_seconds):
-            for a, b in split_at_silences(samples, int(self.chunk_seconds * SAMPLE_RATE),
-                                          int(self.chunk_search_seconds * SAMPLE_RATE)):
-                chunks += 1
-                if is_silent(samples[a:b]):
-                    skipped += 1
-                    continue
-                batch.append((start + a / SAMPLE_RATE, samples[a:b]))
-                if len(batch) == size:
-                    kept.extend(d for d in self.decode(batch) if d.keep())
-                    batch = []
-            task.advance(len(samples) / SAMPLE_RATE)
+        extra: dict[str, Any] = {}
+        for offset, samples in self._chunks(video, task, extra):
+            batch.append((offset, samples))
+            if len(batch) == size:
+                kept.extend(d for d in self.decode(batch) if d.keep())
+                task.advance(sum(len(s) for _, s in batch) / SAMPLE_RATE)
+                batch = []
         if batch:
             kept.extend(d for d in self.decode(batch) if d.keep())
-        return _result(kept, {"chunks": chunks, "silent_chunks": skipped})
+            task.advance(sum(len(s) for _, s in batch) / SAMPLE_RATE)
+        return _result(kept, extra)
+
+    def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
+                        ) -> Iterator[tuple[int, SpeechResult | Exception]]:
+        """Every video's chunks in one batched stream (``pool``); results as videos complete."""
+        self.load()
+        yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep, _result,
+                                     self.options.batch_size)
+
+    def _chunks(self, video: VideoInfo, task: Task,
+                extra: dict[str, Any]) -> Iterator[tuple[float, np.ndarray]]:
+        """The chunks that reach the model; counts go to ``extra``, silent ones advance ``task``."""
+        extra.update(chunks=0, silent_chunks=0)
+        for offset, samples, silent in speech_chunks(
+                video.path, self.chunk_seconds, self.chunk_search_seconds, self.block_seconds,
+                self.search_seconds):
+            extra["chunks"] += 1
+            if silent:
+                extra["silent_chunks"] += 1
+                task.advance(len(samples) / SAMPLE_RATE)
+                continue
+            yield offset, samples
 
     def decode(self, batch: list[tuple[float, np.ndarray]]) -> list[Decoded]:
         """Decode chunks ``(offset seconds, samples)`` as one batch."""
@@ -183,10 +237,15 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
         self.load()
         model, processor = self.model.net, self.model.processor
-        features = processor.feature_extractor(
-            [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt"
-        ).input_features.to(self.device, model.dtype)
-        with torch.inference_mode():
+        # Stage 1's components share the GPU from threads of one process; on the default stream
+        # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
+        stream = self.model.stream
+        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None
+                                      else contextlib.nullcontext()):
+            features = processor.feature_extractor(  # log-mel on the model's device
+                [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                device=self.device,
+            ).input_features.to(self.device, model.dtype)
             encoded = model.model.encoder(features).last_hidden_state
             languages = self._languages(encoded)
             kwargs: dict[str, Any] = {}
