@@ -1,4 +1,4 @@
-"""Backend loads: imports one at a time under the process lock, weights side by side."""
+"""Backend loads: imports and weights one at a time under the process lock (see backend.py)."""
 
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ class Timed(Backend):
         self.locked_during_load: bool | None = None
         self.loads = 0
 
-    def _imports(self) -> bool:
+    def _imports(self) -> None:
         start = time.perf_counter()
-        result = super()._imports()
+        super()._imports()
         time.sleep(0.05)  # an import that takes a while: two must not interleave
         self.spans["imports"] = (start, time.perf_counter())
-        return result
 
     def _load(self) -> Any:
         start = time.perf_counter()
@@ -52,13 +51,15 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
     return min(a[1], b[1]) - max(a[0], b[0])
 
 
-def test_named_imports_let_weights_load_side_by_side() -> None:
+def test_weights_never_load_side_by_side() -> None:
+    # from_pretrained sets torch's process-wide default dtype: two loads at once build each
+    # other's modules in the wrong dtype, so named imports do not free the weight load.
     a, b = Timed("a", ("json",)), Timed("b", ("collections:OrderedDict",))
     _load_together(a, b)
     assert a.loaded and b.loaded
-    assert _overlap(a.spans["load"], b.spans["load"]) > LOAD_S / 2  # weights at the same time
-    assert _overlap(a.spans["imports"], b.spans["imports"]) <= 0  # imports one at a time
-    assert a.locked_during_load is False and b.locked_during_load is False
+    assert _overlap(a.spans["load"], b.spans["load"]) <= 0
+    assert _overlap(a.spans["imports"], b.spans["imports"]) <= 0
+    assert a.locked_during_load is True and b.locked_during_load is True
 
 
 def test_backend_naming_no_imports_loads_under_the_lock() -> None:

@@ -12,11 +12,13 @@ from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
 
-# Imports run one at a time: Stage 1 components load from parallel threads, and transformers'
-# lazy module imports are not thread-safe (two threads importing at once can see a half-built
-# module: "cannot import name 'ASTForAudioClassification'"). A backend that names what it imports
-# (``load_imports`` or ``_imports``) imports under this lock, then reads its weights outside it,
-# side by side with the others; one that names nothing loads wholly under it, one at a time.
+# Loads run one at a time: Stage 1 components load from parallel threads, and neither half of a
+# load is thread-safe. transformers' lazy module imports race (two threads importing at once can
+# see a half-built module: "cannot import name 'ASTForAudioClassification'"), and
+# ``from_pretrained`` sets torch's process-wide default dtype while it builds a model, so weights
+# loaded side by side were built in each other's dtypes (measured on the H200: random Whisper
+# large-v3 in fp16 loading beside AST failed with "expected scalar type BFloat16 but found
+# Half"). Computing still overlaps; a backend may name ``load_imports`` to import them first.
 _LOAD_LOCK = threading.RLock()
 
 
@@ -104,17 +106,12 @@ class Backend:
             if self.model is not None:
                 return
             with _LOAD_LOCK:
-                side_by_side = self._imports()
-                if not side_by_side:
-                    self.model = self._load()
-            if side_by_side:  # the modules are in place: weights load beside other backends'
+                self._imports()
                 self.model = self._load()
 
-    def _imports(self) -> bool:
-        """Import what ``_load`` needs, under the process-wide lock; True lets the weights load
-        outside it. The default imports ``load_imports`` (none: False, load under the lock)."""
+    def _imports(self) -> None:
+        """Import what ``_load`` needs (``load_imports``), under the process-wide lock."""
         import_names(self.load_imports)
-        return bool(self.load_imports)
 
     def _load(self) -> Any:
         return True

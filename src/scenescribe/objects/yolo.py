@@ -95,15 +95,14 @@ class YoloTracker(ObjectTracker):
         # 1, 6.6 at 4, 6.4 at 8. The GPU size is a guess, unmeasured: big enough to fill it.
         return 32 if self.device.startswith("cuda") else 4
 
-    def _imports(self) -> bool:
-        """ultralytics (configured offline) under the load lock; the weights then load beside
-        the other components'. Without it, ``_load`` names the missing package under the lock."""
+    def _imports(self) -> None:
+        """ultralytics (configured offline) first, under the load lock. Without it, ``_load``
+        names the missing package."""
         if importlib.util.find_spec("ultralytics") is None:
-            return False
+            return
         import_ultralytics()
         import_names(("ultralytics:YOLO", "ultralytics.nn.tasks", "ultralytics.trackers",
                       "scenescribe.objects.yolo_weights"))
-        return True
 
     def _load(self) -> Any:
         # ByteTrack imports lap; without it ultralytics would try to pip-install it at run time.
