@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from scenescribe.shots.evaluation import (  # noqa: E402
+from scenescribe.shots.evaluation import (
     GroundTruth,
     Score,
     by_category,
@@ -52,7 +52,6 @@ def _scenescribe(backend: str, threshold: float | None = None,
                  device: str = "cpu") -> Callable[[Path, Any], tuple[list[int], float]]:
     """A scenescribe backend's scene starts after ``cuts_to_scenes`` with default options."""
     def run(clip: Path, info: Any) -> tuple[list[int], float]:
-        from scenescribe import registry
         from scenescribe.options import ShotOptions
         from scenescribe.progress import NullProgress
         from scenescribe.shots import cuts_to_scenes
@@ -201,9 +200,11 @@ def markdown(results: dict[str, list[tuple[GroundTruth, Score, int, float]]],
     for s in chosen:
         rows = results[s.name]
         total = pooled(r[1] for r in rows)
-        fps = sum(r[2] for r in rows) / max(sum(r[3] for r in rows), 1e-9)
+        timed = [r for r in rows if r[3] > 0]  # a seeded cache entry has no time (-1)
+        fps = sum(r[2] for r in timed) / max(sum(r[3] for r in timed), 1e-9)
         lines.append(f"| {s.label} | {_f(total)} | {total.fp_in_negatives} | "
-                     f"{total.transitions_found}/{total.transitions} | {fps:.0f} |")
+                     f"{total.transitions_found}/{total.transitions} | "
+                     f"{f'{fps:.0f}' if timed else 'n/a'} |")
     lines += ["", "F1 per category (clips, hard cuts):", ""]
     names = list(cats)
     lines.append("| setting | " + " | ".join(f"{c} ({cats[c].clips}, {cats[c].cuts})"

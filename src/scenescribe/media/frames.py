@@ -81,6 +81,7 @@ def iter_frames(
     skip_nonkey: bool = False,
     start: float = 0.0,
     end: float | None = None,
+    pixel_format: str = "rgb24",
 ) -> Iterator[DecodedFrame]:
     """Decode every frame (or ``sample_fps`` frames per second) in display order.
 
@@ -91,6 +92,10 @@ def iter_frames(
     ``start``/``end`` (seconds) limit the frames to that span. A ``start`` above 0 seeks to the
     keyframe before it; frames decoded after a seek have no running count, so their ``index``
     is their time divided by the average frame interval (exact for constant frame rate).
+
+    ``pixel_format="yuv420p"`` gives the decoder's planes as they are, one ``(H * 3 / 2, W)``
+    array at full size, neither scaled nor rotated: FFmpeg's scaler costs more than decoding on
+    small outputs, and a caller that shrinks the planes itself (shot detection) saves it.
     """
     container, stream, origin, rotation = _open_video(path, threads)
     if skip_nonkey:
@@ -125,7 +130,11 @@ def iter_frames(
                     if rotation in (90, 270):
                         w, h = h, w
                     size = scaled_size(w, h, target_width=width, short_side=short_side)
-                yield DecodedFrame(index, t, _to_rgb(frame, size, rotation))
+                if pixel_format == "yuv420p":
+                    image = frame.to_ndarray(format="yuv420p")
+                else:
+                    image = _to_rgb(frame, size, rotation)
+                yield DecodedFrame(index, t, image)
     except av.error.FFmpegError as exc:
         raise InputError(path, f"video cannot be decoded ({_ffmpeg_reason(exc)})") from exc
 

@@ -31,6 +31,7 @@ from typing import Any
 SHARED_GT = ("shots/*.gt.json", "real/big_buck_bunny_0_30.gt.json", "real/intel_*.gt.json",
              "synthetic/*.gt.json")
 CORPUS_ENV = "SCENESCRIBE_SHOT_CORPUS"
+EXTRA_GT_ENV = "SCENESCRIBE_SHOT_GT_DIRS"
 
 # Categories of ../shared/media's clips, whose gt files predate the "category" field.
 _SHARED_CATEGORIES = {"big_buck_bunny_0_30": "animation", "dv_steamboat": "animation",
@@ -38,10 +39,10 @@ _SHARED_CATEGORIES = {"big_buck_bunny_0_30": "animation", "dv_steamboat": "anima
                       "intel_one-by-one-person-detection": "static camera",
                       "synthetic_cuts_speech": "synthetic"}
 # Words of a gt's "kind" mapped to categories when it has no "category", first match wins.
-_KIND_WORDS = (("music", "music video"), ("sport", "sports"), ("news", "news/talk"),
-               ("talk", "news/talk"), ("screen", "screen recording"), ("anim", "animation"),
-               ("cartoon", "animation"), ("documentary", "tv"), ("tv", "tv"), ("film", "film"),
-               ("movie", "film"))
+_KIND_WORDS = (("music", "music video"), ("slideshow", "slideshow"), ("sport", "sports"),
+               ("news", "news/talk"), ("talk", "news/talk"), ("screen", "screen recording"),
+               ("anim", "animation"), ("cartoon", "animation"), ("documentary", "tv"),
+               ("tv", "tv"), ("film", "film"), ("movie", "film"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +211,10 @@ def corpus_gt_files(root: Path | None = None, media: Path | None = None) -> list
     """Every gt file of the corpus: ``benchmarks/shot_corpus/*.gt.json`` and ../shared/media's."""
     root = root or repo_root()
     media = media or shared_media(root)
-    files = sorted((root / "benchmarks" / "shot_corpus").glob("**/*.gt.json"))
+    folders = [root / "benchmarks" / "shot_corpus"]
+    # More folders of gt files (os.pathsep-separated), e.g. a corpus branch not merged yet.
+    folders += [Path(p) for p in os.environ.get(EXTRA_GT_ENV, "").split(os.pathsep) if p]
+    files = [f for folder in folders for f in sorted(folder.glob("**/*.gt.json"))]
     for pattern in SHARED_GT:
         files += sorted(media.glob(pattern))
     return files
@@ -244,7 +248,7 @@ def find_clip(truth: GroundTruth, root: Path | None = None) -> tuple[Path | None
 
     Looked up in the corpus folder, then beside the gt file, then inside the installed package
     that ``source.package`` / ``source.path_in_package`` name (an importable package or a
-    distribution whose files hold the path).
+    distribution whose files hold the path; ``pypi_package`` / ``path_in_wheel`` too).
     """
     name = truth.file or f"{truth.name}.mp4"
     tried: list[str] = []
@@ -258,8 +262,8 @@ def find_clip(truth: GroundTruth, root: Path | None = None) -> tuple[Path | None
     tried.append(str(folder))
     if truth.gt_path is not None:
         tried.append(str(truth.gt_path.parent))
-    package = truth.source.get("package")
-    inner = truth.source.get("path_in_package")
+    package = truth.source.get("package") or truth.source.get("pypi_package")
+    inner = truth.source.get("path_in_package") or truth.source.get("path_in_wheel")
     if package and inner:
         path = _in_package(str(package), str(inner))
         if path is not None:

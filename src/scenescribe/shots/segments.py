@@ -125,7 +125,7 @@ def detect_segment(detector: Any, path: str, fps: float, segment: Segment, threa
     """Cuts with ``segment.start <= time < segment.end``; ``advance`` counts the frames owned."""
     from scenescribe.media import iter_frames
 
-    frames = iter_frames(path, width=detector.options.downscale_width or None, threads=threads,
+    frames = iter_frames(path, **detector.frame_format(), threads=threads,
                          start=max(0.0, segment.start - LEAD_SECONDS),
                          end=segment.end + LEAD_SECONDS)
     pending = 0

@@ -172,13 +172,14 @@ class _Transitions:
     A run of frames above the threshold is a transition. A short run (under ``GRADUAL_FRAMES``)
     is a hard cut: the network marks the last frame of the old shot, so the new shot starts at
     the first frame after the run. A longer run is a gradual transition (dissolve, fade): one
-    boundary at its middle, the run's span recorded with it. A run that starts at the first
-    frame, or is still open at the end, has no shot before or after it: no boundary; nor has one
-    whose frames before it are all black (a fade in from black opening the video) or after it
-    (a fade out to black closing it).
+    boundary at its middle, the run's span recorded with it. No boundary where there is no shot
+    on one side: a run that starts at the first frame or is still open at the end, a gradual
+    run with only black frames before it (a fade in from black opening the video), and any
+    boundary less than ``END_MARGIN_S`` before the black that ends the video (its fade out).
     """
 
     GRADUAL_FRAMES = 4
+    END_MARGIN_S = 1.0
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
@@ -187,42 +188,43 @@ class _Transitions:
         self.run_from_start = False
         self.seen_light = False  # a frame before the run was not black
         self.cuts: list[Cut] = []
-        self.light_since_cut = True
+        self.dark_since: float | None = None  # time of the first frame of a trailing black run
 
     def update(self, prob: float, time: float, dark: bool = False) -> Cut | None:
-        """Feed one frame; returns a boundary when a run closes (``finish`` may drop a last
-        gradual one that only black frames follow)."""
+        """Feed one frame; returns a boundary when a run closes (``finish`` may still drop a
+        last one that only black frames follow)."""
         self.index += 1
+        if dark and self.dark_since is None:
+            self.dark_since = time
+        elif not dark:
+            self.dark_since = None
         if prob > self.threshold:
             if not self.run:
                 self.run_from_start = self.index == 0
             self.run.append((self.index, time))
             return None
-        cut = None
-        if self.run:
-            cut = self._close(self.index, time)
+        cut = self._close(self.index, time) if self.run else None
         if not dark:
             self.seen_light = True
-            self.light_since_cut = True
         return cut
 
     def _close(self, index: int, time: float) -> Cut | None:
         run, self.run = self.run, []
-        if self.run_from_start or not self.seen_light:
+        gradual = len(run) >= self.GRADUAL_FRAMES
+        if self.run_from_start or (gradual and not self.seen_light):
             return None
-        if len(run) < self.GRADUAL_FRAMES:
+        if not gradual:
             cut = Cut(index, time)
         else:
             (first, start), middle = run[0], run[len(run) // 2]
             cut = Cut(middle[0], middle[1], Transition("gradual", start, time, first, index))
         self.cuts.append(cut)
-        self.light_since_cut = False
         return cut
 
     def finish(self) -> list[Cut]:
-        """All boundaries; a gradual one followed only by black frames is dropped."""
-        if self.cuts and not self.light_since_cut and self.cuts[-1].transition is not None:
-            self.cuts.pop()
+        """All boundaries, less those just before the black that ends the video."""
+        if self.dark_since is not None:
+            return [c for c in self.cuts if c.time < self.dark_since - self.END_MARGIN_S]
         return self.cuts
 
 
