@@ -143,6 +143,27 @@ def _transnet(scores: TransNetScores, threshold: float | None,
     return run
 
 
+def _ensemble(scores: TransNetScores) -> Callable[[Path, Any], tuple[list[int], float]]:
+    """``transnetv2-hsvcut`` as its backend computes it: TransNetV2's boundaries (from the cached
+    scores) merged with a real ``hsvcut`` run; timed as the sum of both passes."""
+    def run(clip: Path, info: Any) -> tuple[list[int], float]:
+        from scenescribe.options import ShotOptions
+        from scenescribe.progress import NullProgress
+        from scenescribe.shots import cuts_to_scenes
+        from scenescribe.shots.ensemble import merge
+
+        frame_scores, tn_seconds = scores.get(clip, info)
+        options = ShotOptions("transnetv2-hsvcut", workers=1)
+        tn = _loaded("transnetv2", ShotOptions("transnetv2", workers=1), scores.device)
+        hsv = _loaded("hsvcut", ShotOptions("hsvcut", workers=1), "cpu")
+        start = time.perf_counter()
+        second = hsv.detect(info, NullProgress())
+        seconds = time.perf_counter() - start + (tn_seconds if tn_seconds > 0 else float("nan"))
+        cuts = merge(tn.cuts_from_scores(frame_scores), second)
+        return [s.start_frame for s in cuts_to_scenes(info, cuts, options)[1:]], seconds
+    return run
+
+
 def settings(device: str, cache: Path) -> dict[str, Setting]:
     tn = TransNetScores(cache, device)
     found = [
@@ -155,7 +176,9 @@ def settings(device: str, cache: Path) -> dict[str, Setting]:
                 _scenescribe("adaptive")),
         Setting("content", "scenescribe content (threshold 27)", _scenescribe("content")),
         Setting("hsvcut", "scenescribe hsvcut (CPU default)", _scenescribe("hsvcut")),
-        Setting("transnetv2", "scenescribe transnetv2 (GPU default)", _transnet(tn, None)),
+        Setting("transnetv2", "scenescribe transnetv2", _transnet(tn, None)),
+        Setting("transnetv2-hsvcut", "scenescribe transnetv2-hsvcut (GPU default)",
+                _ensemble(tn)),
     ]
     return {s.name: s for s in found}
 

