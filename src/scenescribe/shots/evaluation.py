@@ -299,4 +299,9 @@ def _in_package(package: str, inner: str) -> Path | None:
 
 
 def load_corpus(files: Sequence[Path] | None = None) -> list[GroundTruth]:
-    return [load_ground_truth(p) for p in (files if files is not None else corpus_gt_files())]
+    """The corpus's ground truths; a clip annotated twice counts once (the first file)."""
+    truths: dict[str, GroundTruth] = {}
+    for path in files if files is not None else corpus_gt_files():
+        truth = load_ground_truth(path)
+        truths.setdefault(truth.name, truth)
+    return list(truths.values())

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,8 @@ class Tuning:
     window: int  # neighbours on each side, in frames
     min_content: float  # a candidate's own score must reach this (0-255 scale)
     hist_min: float  # histogram change (1 - intersection, 0-1) a candidate must reach
+    low_ratio: float = 99.0  # a weaker peak (motion all around) is a cut when its histogram
+    hist_ratio: float = 99.0  # change is this many times its neighbours' mean change
 
 
 class HsvCutDetector(ShotDetector):
@@ -65,11 +67,16 @@ class HsvCutDetector(ShotDetector):
     * ``hist_min`` 0.2: the 16x4x4 HSV histogram changes by at least 0.24 across every cut of the
       music video and the other clips, but by at most 0.19 across the synthetic clip's
       cellular-automaton steps, which the adaptive rule alone takes for cuts (27 false ones).
+    * Second stage, where the adaptive rule is unsure (ratio 2 to 3: a cut inside heavy motion,
+      Tears of Steel's battle, Sintel's fight): the candidate is a cut when its histogram change
+      is at least 5 times the mean of its neighbours'. Pooled F1 0.913 -> 0.927 on the
+      22-clip corpus; lowering the ratio to 2.5 alone reached 0.919 with twice the false cuts.
     * A video that opens on black and brightens frame by frame is fading in: no cut there
       (Big Buck Bunny's fade-in scores a 3.2 ratio at frame 31). A jump out of black is a cut.
     """
 
-    TUNING = Tuning(ratio=3.0, window=2, min_content=18.0, hist_min=0.2)
+    TUNING = Tuning(ratio=3.0, window=2, min_content=18.0, hist_min=0.2, low_ratio=2.0,
+                    hist_ratio=5.0)
 
     def _load(self) -> Any:
         import cv2
@@ -81,7 +88,7 @@ class HsvCutDetector(ShotDetector):
         t = self.options.threshold
         if t is None:
             return self.TUNING
-        return Tuning(float(t), self.TUNING.window, self.TUNING.min_content, self.TUNING.hist_min)
+        return replace(self.TUNING, ratio=float(t))
 
     def cache_key(self) -> dict[str, Any]:
         return {**super().cache_key(), "tuning": _asdict(self.tuning), "version": 1}
@@ -269,7 +276,17 @@ class _Rule:
         others = [f.score for i, f in enumerate(frames) if i != k]
         mean = sum(others) / len(others) if others else 0.0
         ratio = target.score / mean if mean > 1e-5 else (255.0 if target.score else 0.0)
-        if (ratio >= self.t.ratio and target.score >= self.t.min_content
+        if self.t.low_ratio <= ratio < self.t.ratio and target.score >= self.t.min_content:
+            # Second stage: in heavy motion the HSV change of a cut stands less far above its
+            # neighbours'; the colour histogram, which motion barely moves, decides.
+            around = [f.change for i, f in enumerate(frames) if i != k]
+            mean_change = sum(around) / len(around)
+            if target.change < self.t.hist_ratio * max(mean_change, 0.01):
+                return
+            ratio = self.t.ratio
+        # Between two black frames, hue and saturation are noise: no cut there.
+        dark = target.brightness < _DARK and frames[k - 1].brightness < _DARK
+        if (ratio >= self.t.ratio and target.score >= self.t.min_content and not dark
                 and target.index - self.last_cut >= self.min_len
                 and target.change >= self.t.hist_min):
             self._add(Cut(target.index, target.time))
