@@ -147,19 +147,23 @@ def _ensemble(scores: TransNetScores) -> Callable[[Path, Any], tuple[list[int], 
     """``transnetv2-hsvcut`` as its backend computes it: TransNetV2's boundaries (from the cached
     scores) merged with a real ``hsvcut`` run; timed as the sum of both passes."""
     def run(clip: Path, info: Any) -> tuple[list[int], float]:
+        import numpy as np
+
         from scenescribe.options import ShotOptions
         from scenescribe.progress import NullProgress
         from scenescribe.shots import cuts_to_scenes
-        from scenescribe.shots.ensemble import merge
+        from scenescribe.shots.ensemble import THRESHOLD, combine
 
         frame_scores, tn_seconds = scores.get(clip, info)
         options = ShotOptions("transnetv2-hsvcut", workers=1)
-        tn = _loaded("transnetv2", ShotOptions("transnetv2", workers=1), scores.device)
+        tn = _loaded("transnetv2", ShotOptions("transnetv2", threshold=THRESHOLD, workers=1),
+                     scores.device)
         hsv = _loaded("hsvcut", ShotOptions("hsvcut", workers=1), "cpu")
         start = time.perf_counter()
         second = hsv.detect(info, NullProgress())
         seconds = time.perf_counter() - start + (tn_seconds if tn_seconds > 0 else float("nan"))
-        cuts = merge(tn.cuts_from_scores(frame_scores), second)
+        probs = np.array([p for p, _, _ in frame_scores], dtype=np.float32)
+        cuts = combine(tn.cuts_from_scores(frame_scores), second, probs)
         return [s.start_frame for s in cuts_to_scenes(info, cuts, options)[1:]], seconds
     return run
 
