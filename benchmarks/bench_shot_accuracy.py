@@ -153,6 +153,7 @@ def _ensemble(scores: TransNetScores) -> Callable[[Path, Any], tuple[list[int], 
         from scenescribe.progress import NullProgress
         from scenescribe.shots import cuts_to_scenes
         from scenescribe.shots.ensemble import THRESHOLD, combine
+        from scenescribe.shots.fast import opening_fade_end
 
         frame_scores, tn_seconds = scores.get(clip, info)
         options = ShotOptions("transnetv2-hsvcut", workers=1)
@@ -163,7 +164,8 @@ def _ensemble(scores: TransNetScores) -> Callable[[Path, Any], tuple[list[int], 
         second = hsv.detect(info, NullProgress())
         seconds = time.perf_counter() - start + (tn_seconds if tn_seconds > 0 else float("nan"))
         probs = np.array([p for p, _, _ in frame_scores], dtype=np.float32)
-        cuts = combine(tn.cuts_from_scores(frame_scores), second, probs)
+        cuts = combine(tn.cuts_from_scores(frame_scores), second, probs,
+                       opening_fade_end(str(clip)))
         return [s.start_frame for s in cuts_to_scenes(info, cuts, options)[1:]], seconds
     return run
 

@@ -29,6 +29,7 @@ import numpy as np
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
+from scenescribe.shots.fast import opening_fade_end
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -80,16 +81,19 @@ class TransNetHsvDetector(ShotDetector):
         finally:
             task.close()
         probs = np.array([p for p, _, _ in scores], dtype=np.float32)
-        cuts = combine(tn.cuts_from_scores(scores), hsv.detect(video, progress), probs)
+        cuts = combine(tn.cuts_from_scores(scores), hsv.detect(video, progress), probs,
+                       opening_fade_end(str(video.path)))
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
 
 
-def combine(primary: Sequence[Cut], second: Sequence[Cut], probs: np.ndarray) -> list[Cut]:
-    """TransNetV2's boundaries plus those of ``second`` it scores at least ``CONFIRM``."""
+def combine(primary: Sequence[Cut], second: Sequence[Cut], probs: np.ndarray,
+            opening_last: int = -1) -> list[Cut]:
+    """TransNetV2's boundaries plus those of ``second`` it scores at least ``CONFIRM``; none
+    inside the fade in from black that opens the video (frames up to ``opening_last``)."""
     confirmed = [c for c in second
                  if probs[max(0, c.frame - 2):c.frame + 1].max(initial=0.0) >= CONFIRM]
-    return merge(primary, confirmed)
+    return [c for c in merge(primary, confirmed) if c.frame > opening_last]
 
 
 def merge(primary: Sequence[Cut], second: Sequence[Cut]) -> list[Cut]:

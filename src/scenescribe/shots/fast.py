@@ -162,6 +162,25 @@ def frame_features(frames: Iterable[DecodedFrame], width: int,
         advance(pending)
 
 
+def opening_fade_end(path: str, max_seconds: float = 10.0) -> int:
+    """Index of the last frame of the fade in from black that opens the video, else -1.
+
+    The rule ``hsvcut`` applies while it streams (``_Rule``), for detectors that do not see
+    brightness (TransNetV2 scores Big Buck Bunny's fade-in 0.59): the video opens on a black
+    frame and brightens frame by frame; a jump out of black ends it (a cut).
+    """
+    last, prev = -1, None
+    for frame in iter_frames(path, width=64, end=max_seconds):
+        brightness = float(frame.image.max(axis=2).mean())  # HSV value: max of R, G, B
+        if prev is None:
+            if brightness >= _DARK:
+                return -1
+        elif not (brightness < _DARK or prev + 0.1 < brightness < prev + 2 * _DARK):
+            break
+        last, prev = frame.index, brightness
+    return last
+
+
 def _small_size(width: int, height: int, target: int) -> tuple[int, int]:
     """Even ``(w, h)`` no wider than ``target`` (0: unchanged), keeping the aspect ratio."""
     scale = min(1.0, target / width) if target else 1.0
