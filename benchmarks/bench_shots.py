@@ -11,6 +11,12 @@ one frame, missed, and false boundaries.
     python benchmarks/bench_shots.py --backends adaptive --workers 1 4 16 --clips /tmp/w1/w1_football.mp4
 
 ``--workers`` times the segment-parallel path (``ShotOptions.workers``); 1 is one sequential pass.
+
+``--cli`` races the command lines instead, as a user runs them, start-up included:
+``scenescribe scenes VIDEO`` against ``scenedetect -i VIDEO detect-adaptive``, interleaved
+(one of each per round, so load from other processes hits both alike), median of ``--runs``:
+
+    python benchmarks/bench_shots.py --cli --runs 3 --clips real/intel_one-by-one-person-detection.mp4
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MEDIA = ROOT.parent / "shared" / "media"
+DEFAULT_MEDIA = Path(os.environ.get("SCENESCRIBE_SHARED", ROOT.parent / "shared")) / "media"
 SPEED_CLIPS = ("real/intel_one-by-one-person-detection.mp4", "real/big_buck_bunny_0_30.webm")
 GT_CLIPS = ("real/big_buck_bunny_0_30.webm", "synthetic/synthetic_cuts_speech.mp4",
             "real/intel_car-detection.mp4", "real/intel_one-by-one-person-detection.mp4")
@@ -151,6 +157,39 @@ def _environment() -> str:
     return ", ".join(parts)
 
 
+def _cli_race(clips: list[Path], runs: int) -> list[list[str]]:
+    """Wall and CPU seconds of each command line per clip, median over interleaved rounds."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    bindir = Path(sys.executable).parent
+    scenescribe = shutil.which("scenescribe", path=str(bindir)) or "scenescribe"
+    scenedetect = shutil.which("scenedetect", path=str(bindir)) or "scenedetect"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in clips:
+            commands = {"scenescribe scenes": [scenescribe, "scenes", str(clip)],
+                        "scenedetect detect-adaptive": [scenedetect, "-i", str(clip), "-o", tmp,
+                                                        "detect-adaptive"]}
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in commands}
+            for _ in range(runs):
+                for name, command in commands.items():
+                    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    start = time.perf_counter()
+                    subprocess.run(command, check=True, capture_output=True, cwd=tmp)
+                    wall = time.perf_counter() - start
+                    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+                    times[name].append((wall, cpu))
+            for name, measured in times.items():
+                walls = [w for w, _ in measured]
+                rows.append([name, clip.name, f"{statistics.median(walls):.2f}",
+                             " ".join(f"{w:.2f}" for w in walls),
+                             f"{statistics.median(c for _, c in measured):.2f}"])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from scenescribe import registry
 
@@ -167,12 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="segment-parallel detection with this many threads (1: sequential)")
     parser.add_argument("--accuracy", action="store_true",
                         help="also score each backend against every ground-truth clip")
+    parser.add_argument("--cli", action="store_true",
+                        help="race `scenescribe scenes` against `scenedetect detect-adaptive`")
     args = parser.parse_args(argv)
 
     clips = [args.media / c for c in args.clips]
     for clip in clips:
         if not clip.exists():
             parser.error(f"clip not found: {clip}")
+    if args.cli:
+        print(f"# command lines, {args.runs} interleaved rounds: {_environment()}")
+        print(_table(["command", "clip", "median wall s", "each run s", "median cpu s"],
+                     _cli_race(clips, args.runs)))
+        return 0
     print(f"# shot detection on {args.device}: {_environment()}")
     header = ["backend", "clip", "workers", "size", "frames", "load s", "median s", "fps",
               "fps/cpu-s", "speed"]

@@ -42,7 +42,7 @@ def test_iter_frames_span_matches_the_full_decode() -> None:
     assert part == full and len(full) > 40
 
 
-@pytest.mark.parametrize("backend", ["adaptive", "content"])
+@pytest.mark.parametrize("backend", ["adaptive", "content", "hsvcut"])
 @pytest.mark.parametrize("clip", CLIPS)
 def test_segments_give_the_sequential_cuts(backend: str, clip: str) -> None:
     info = probe(media(clip))
@@ -53,11 +53,12 @@ def test_segments_give_the_sequential_cuts(backend: str, clip: str) -> None:
     assert detect_in_segments(make(backend), info, segments, NullProgress()) == sequential
 
 
-def test_long_file_in_four_segments_finds_all_cuts() -> None:
+@pytest.mark.parametrize("backend", ["adaptive", "hsvcut"])
+def test_long_file_in_four_segments_finds_all_cuts(backend: str) -> None:
     info = probe(media("bad_inputs/long_64x36_1fps.mp4"))
-    cuts = make("adaptive", workers=4).detect(info, NullProgress())  # 2 h: four 30-min spans
+    cuts = make(backend, workers=4).detect(info, NullProgress())  # 2 h: four 30-min spans
     assert [round(c.time) for c in cuts] == list(range(60, 7200, 60))
-    assert cuts == make("adaptive", workers=1).detect(info, NullProgress())
+    assert cuts == make(backend, workers=1).detect(info, NullProgress())
 
 
 def test_speed_options_stay_out_of_the_cache_key() -> None:

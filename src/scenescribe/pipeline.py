@@ -59,6 +59,7 @@ VIDEO_EXTENSIONS = frozenset({
 
 # Backends picked when an option says "auto": the embedded CPU defaults, or the GPU defaults.
 AUTO_BACKENDS = {
+    "shots": {"cpu": "hsvcut", "cuda": "transnetv2-hsvcut"},
     "speech": {"cpu": "faster-whisper-tiny.en", "cuda": "whisper-large-v3"},
     "sounds": {"cpu": "yamnet", "cuda": "ast-audioset"},
 }

@@ -82,14 +82,49 @@ class VideoInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Transition:
+    """How a scene begins: a hard cut (``type`` "hard", an empty span at the cut) or a gradual
+    transition ("dissolve", "fade", ...) spanning ``[start, end)``, whose middle is the scene's
+    start. Frames are 0-based display indices, ``end_frame`` exclusive like ``end``."""
+
+    type: str
+    start: float
+    end: float
+    start_frame: int
+    end_frame: int
+
+    def __post_init__(self) -> None:
+        _check_span(f"transition {self.type!r}", self.start, self.end)
+        if self.start_frame < 0 or self.end_frame < self.start_frame:
+            raise ValueError(f"transition {self.type!r}: bad frame span "
+                             f"[{self.start_frame}, {self.end_frame})")
+
+    @property
+    def gradual(self) -> bool:
+        return self.type != "hard"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "start": round(self.start, 4), "end": round(self.end, 4),
+                "start_frame": self.start_frame, "end_frame": self.end_frame}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Transition:
+        return cls(str(d["type"]), float(d["start"]), float(d["end"]), int(d["start_frame"]),
+                   int(d["end_frame"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Scene:
-    """One shot. ``end_frame`` is exclusive, like ``end``."""
+    """One shot. ``end_frame`` is exclusive, like ``end``. ``transition`` is the cut or gradual
+    transition the scene begins with: None for the first scene, for scenes split from an
+    overlong shot, and in records written before transitions were recorded."""
 
     index: int
     start: float
     end: float
     start_frame: int
     end_frame: int
+    transition: Transition | None = None
 
     def __post_init__(self) -> None:
         _check_span(f"scene {self.index}", self.start, self.end)
@@ -105,13 +140,18 @@ class Scene:
         return self.start <= t < self.end
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "start": self.start, "end": self.end,
-                "start_frame": self.start_frame, "end_frame": self.end_frame}
+        d: dict[str, Any] = {"index": self.index, "start": self.start, "end": self.end,
+                             "start_frame": self.start_frame, "end_frame": self.end_frame}
+        if self.transition is not None:
+            d["transition"] = self.transition.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Scene:
+        transition = d.get("transition")
         return cls(int(d["index"]), float(d["start"]), float(d["end"]),
-                   int(d["start_frame"]), int(d["end_frame"]))
+                   int(d["start_frame"]), int(d["end_frame"]),
+                   Transition.from_dict(transition) if transition else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,6 +185,7 @@ def iter_frames(
     skip_nonkey: bool = False,
     start: float = 0.0,
     end: float | None = None,
+    pixel_format: str = "rgb24",
 ) -> Iterator[DecodedFrame]:
     """Decode every frame (or ``sample_fps`` frames per second) in display order.
 
@@ -196,6 +197,10 @@ def iter_frames(
     ``start``/``end`` (seconds) limit the frames to that span. A ``start`` above 0 seeks to the
     keyframe before it; frames decoded after a seek have no running count, so their ``index``
     is their time divided by the average frame interval (exact for constant frame rate).
+
+    ``pixel_format="yuv420p"`` gives the decoder's planes as they are, one ``(H * 3 / 2, W)``
+    array at full size, neither scaled nor rotated: FFmpeg's scaler costs more than decoding on
+    small outputs, and a caller that shrinks the planes itself (shot detection) saves it.
     """
     video = _Video(path, threads)
     if skip_nonkey:
@@ -220,8 +225,9 @@ def iter_frames(
             if size is None:
                 size = _upright_size(frame, rotation, width, short_side)
             yielded += 1
-            yield DecodedFrame(round(t / video.step) if seeked else count, t,
-                               _to_rgb(frame, size, rotation))
+            image = (frame.to_ndarray(format="yuv420p") if pixel_format == "yuv420p"
+                     else _to_rgb(frame, size, rotation))
+            yield DecodedFrame(round(t / video.step) if seeked else count, t, image)
     finally:
         video.close(f"the {yielded} frames that decode")
 

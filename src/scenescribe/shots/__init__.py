@@ -31,10 +31,13 @@ def cuts_to_scenes(video: VideoInfo, cuts: Sequence[Cut], options: ShotOptions) 
     # A final shot shorter than the minimum joins the one before it.
     if len(bounds) > 1 and end.time - bounds[-1].time < options.min_scene_len:
         bounds.pop()
+    cuts_kept = set(bounds[1:])
     spans = list(pairwise([*bounds, end]))
     if options.max_scene_len > 0:
         spans = [piece for span in spans for piece in _split(span, options.max_scene_len, fps)]
-    return [Scene(i, a.time, b.time, a.frame, b.frame) for i, (a, b) in enumerate(spans)]
+    # Scenes record the cut they begin with; the first scene and split pieces begin with none.
+    return [Scene(i, a.time, b.time, a.frame, b.frame, a.record() if a in cuts_kept else None)
+            for i, (a, b) in enumerate(spans)]
 
 
 def _split(span: tuple[Cut, Cut], max_len: float, fps: float) -> list[tuple[Cut, Cut]]:

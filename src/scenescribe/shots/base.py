@@ -8,15 +8,26 @@ from typing import Any
 
 from scenescribe.backend import Backend
 from scenescribe.progress import Progress
-from scenescribe.records import VideoInfo
+from scenescribe.records import Transition, VideoInfo
 
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """A hard cut: ``frame`` is the 0-based index of the first frame of the new shot."""
+    """A scene boundary: ``frame`` is the 0-based index of the first frame of the new shot.
+
+    ``transition`` says how the shot begins: None for a hard cut (the default, "hard" in the
+    scene record), or a gradual transition (dissolve, fade) whose middle is ``frame``.
+    """
 
     frame: int
     time: float
+    transition: Transition | None = None
+
+    def record(self) -> Transition:
+        """The transition the scene starting here records: its own, or a hard cut at it."""
+        if self.transition is not None:
+            return self.transition
+        return Transition("hard", self.time, self.time, self.frame, self.frame)
 
 
 class ShotDetector(Backend):
@@ -32,4 +43,9 @@ class ShotDetector(Backend):
 
     @abstractmethod
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        """Cuts in time order; the first shot's start (frame 0) is not a cut."""
+        """Boundaries in time order; the first shot's start (frame 0) is not one.
+
+        A backend that sees gradual transitions returns each as one ``Cut`` at its middle with
+        the span in ``Cut.transition``; a fade in from black before the first shot (or out to
+        black after the last) joins no two shots and is not returned.
+        """

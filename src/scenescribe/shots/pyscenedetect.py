@@ -75,16 +75,23 @@ class _PySceneDetectShotDetector(ShotDetector):
         segments = plan_segments(video.duration, self.options.workers or auto_workers())
         if len(segments) > 1 and constant_rate(video):
             return detect_in_segments(self, video, segments, progress)
-        detector = self._make_detector(fps)
-        frames = iter_frames(video.path, width=self.options.downscale_width or None,
-                             threads=self.options.threads)
+        frames = iter_frames(video.path, threads=self.options.threads, **self.frame_format())
         task = progress.task("shots", total=video.num_frames)
         try:
-            cuts = run_detector(detector, frames, fps, task.advance)
+            cuts = self.cuts_from_frames(frames, fps, task.advance)
         finally:
             task.close()
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
+
+    def frame_format(self) -> dict[str, Any]:
+        """How ``iter_frames`` decodes for this detector: RGB shrunk by FFmpeg's scaler."""
+        return {"width": self.options.downscale_width or None}
+
+    def cuts_from_frames(self, frames: Iterable[DecodedFrame], fps: float,
+                         advance: Callable[[float], None] | None = None) -> list[Cut]:
+        """Cuts of a frame stream (a whole video, or one segment's frames)."""
+        return run_detector(self._make_detector(fps), frames, fps, advance)
 
 
 class AdaptiveShotDetector(_PySceneDetectShotDetector):

@@ -28,7 +28,7 @@ from typing import Any
 from scenescribe.errors import StageError
 from scenescribe.options import to_dict
 from scenescribe.progress import Progress
-from scenescribe.records import VideoInfo
+from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut
 
 log = logging.getLogger("scenescribe.shots")
@@ -116,16 +116,16 @@ def _run_worker(job: dict[str, Any], advance: Callable[[float], None]) -> list[C
             lines = errors.read().strip().splitlines() or [f"exit status {worker.returncode}"]
             raise StageError(f"{job['path']}: shot detection of {job['start']:.0f}-{job['end']} "
                              f"s failed: {lines[-1]}")
-    return [Cut(frame, time) for frame, time in result["cuts"]]
+    return [Cut(c[0], c[1], Transition.from_dict(c[2]) if len(c) > 2 else None)
+            for c in result["cuts"]]
 
 
 def detect_segment(detector: Any, path: str, fps: float, segment: Segment, threads: int,
                    advance: Callable[[float], None] | None = None) -> list[Cut]:
     """Cuts with ``segment.start <= time < segment.end``; ``advance`` counts the frames owned."""
     from scenescribe.media import iter_frames
-    from scenescribe.shots.pyscenedetect import run_detector
 
-    frames = iter_frames(path, width=detector.options.downscale_width or None, threads=threads,
+    frames = iter_frames(path, **detector.frame_format(), threads=threads,
                          start=max(0.0, segment.start - LEAD_SECONDS),
                          end=segment.end + LEAD_SECONDS)
     pending = 0
@@ -139,7 +139,7 @@ def detect_segment(detector: Any, path: str, fps: float, segment: Segment, threa
                 pending = 0
         return frame
 
-    cuts = run_detector(detector._make_detector(fps), map(count_owned, frames), fps)
+    cuts = detector.cuts_from_frames(map(count_owned, frames), fps)
     if advance is not None and pending:
         advance(pending)
     return [c for c in cuts if segment.start <= c.time < segment.end]
@@ -159,7 +159,8 @@ def _worker_main() -> int:
     segment = Segment(float(job["start"]), float(job["end"]))
     cuts = detect_segment(detector, job["path"], float(job["fps"]), segment, int(job["threads"]),
                           report)
-    print(json.dumps({"cuts": [[c.frame, c.time] for c in cuts]}), flush=True)
+    print(json.dumps({"cuts": [[c.frame, c.time, *([c.transition.to_dict()] if c.transition else [])]
+                               for c in cuts]}), flush=True)
     return 0
 
 

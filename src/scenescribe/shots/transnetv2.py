@@ -20,7 +20,7 @@ import numpy as np
 
 from scenescribe.media import iter_frames
 from scenescribe.progress import Progress
-from scenescribe.records import VideoInfo
+from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
 
 log = logging.getLogger("scenescribe.shots")
@@ -34,6 +34,7 @@ STEP = WINDOW - 2 * CONTEXT
 # clips differ from FFmpeg's direct 48x27 by at most 0.06).
 _DECODE_WIDTH = 2 * INPUT_SIZE[0]
 _PROGRESS_STEP = 64
+DARK = 24.0  # mean RGB value (0-255) under which a frame counts as black (fades)
 
 
 class TransNetV2ShotDetector(ShotDetector):
@@ -74,33 +75,45 @@ class TransNetV2ShotDetector(ShotDetector):
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
         self.load()
         task = progress.task("shots", total=video.num_frames)
-        times: deque[float] = deque()  # times of decoded frames still waiting for a prediction
-        tracker = _Transitions(self.threshold)
-        cuts: list[Cut] = []
         try:
-            frames = self._small_frames(video, times, task.advance)
-            for probs in self._predict(_windows(frames)):
-                for p in probs:
-                    if not times:
-                        break  # predictions of the padding after the last frame
-                    cut = tracker.update(float(p), times.popleft())
-                    if cut is not None:
-                        cuts.append(cut)
+            cuts = self.cuts_from_scores(self.frame_scores(video, task.advance))
         finally:
             task.close()
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
 
-    def _small_frames(self, video: VideoInfo, times: deque[float],
+    def frame_scores(self, video: VideoInfo,
+                     advance: Any = None) -> Iterator[tuple[float, float, bool]]:
+        """(single-frame transition probability, time, is black) of each frame, in order."""
+        self.load()
+        # (time, is black) of decoded frames still waiting for a prediction
+        times: deque[tuple[float, bool]] = deque()
+        frames = self._small_frames(video, times, advance or (lambda n: None))
+        for probs in self._predict(_windows(frames)):
+            for p in probs:
+                if not times:
+                    return  # predictions of the padding after the last frame
+                time, dark = times.popleft()
+                yield float(p), time, dark
+
+    def cuts_from_scores(self, scores: Iterable[tuple[float, float, bool]]) -> list[Cut]:
+        """Boundaries from ``frame_scores`` (the benchmark reuses scores across thresholds)."""
+        tracker = _Transitions(self.threshold)
+        for p, time, dark in scores:
+            tracker.update(p, time, dark)
+        return tracker.finish()
+
+    def _small_frames(self, video: VideoInfo, times: deque[tuple[float, bool]],
                       advance: Any) -> Iterator[np.ndarray]:
         """48x27 RGB frames; each frame's time is queued for the prediction that will follow."""
         from PIL import Image
 
         pending = 0
         for frame in iter_frames(video.path, width=_DECODE_WIDTH, threads=self.options.threads):
-            times.append(frame.time)
-            small = Image.fromarray(frame.image).resize(INPUT_SIZE, Image.Resampling.BOX)
-            yield np.asarray(small)
+            small = np.asarray(Image.fromarray(frame.image).resize(INPUT_SIZE,
+                                                                   Image.Resampling.BOX))
+            times.append((frame.time, float(small.mean()) < DARK))
+            yield small
             pending += 1
             if pending >= _PROGRESS_STEP:
                 advance(pending)
@@ -154,30 +167,65 @@ def _windows(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 class _Transitions:
-    """Turns per-frame transition scores into cuts, as TransNetV2's ``predictions_to_scenes``.
+    """Turns per-frame transition scores into boundaries, as TransNetV2's ``predictions_to_scenes``.
 
-    A run of frames above the threshold is a transition; the new shot starts at the first frame
-    after it (for a hard cut the network marks the last frame of the old shot). A run that starts
-    at the first frame, or is still open at the end, has no shot before or after it: no cut.
+    A run of frames above the threshold is a transition. A short run (under ``GRADUAL_FRAMES``)
+    is a hard cut: the network marks the last frame of the old shot, so the new shot starts at
+    the first frame after the run. A longer run is a gradual transition (dissolve, fade): one
+    boundary at its middle, the run's span recorded with it. No boundary where there is no shot
+    on one side: a run that starts at the first frame or is still open at the end, a gradual
+    run with only black frames before it (a fade in from black opening the video), and any
+    boundary less than ``END_MARGIN_S`` before the black that ends the video (its fade out).
     """
+
+    GRADUAL_FRAMES = 4
+    END_MARGIN_S = 1.0
 
     def __init__(self, threshold: float) -> None:
         self.threshold = threshold
         self.index = -1
-        self.in_run = False
+        self.run: list[tuple[int, float]] = []  # (index, time) of the frames of the open run
         self.run_from_start = False
+        self.seen_light = False  # a frame before the run was not black
+        self.cuts: list[Cut] = []
+        self.dark_since: float | None = None  # time of the first frame of a trailing black run
 
-    def update(self, prob: float, time: float) -> Cut | None:
+    def update(self, prob: float, time: float, dark: bool = False) -> Cut | None:
+        """Feed one frame; returns a boundary when a run closes (``finish`` may still drop a
+        last one that only black frames follow)."""
         self.index += 1
-        above = prob > self.threshold
-        if above and not self.in_run:
-            self.in_run, self.run_from_start = True, self.index == 0
+        if dark and self.dark_since is None:
+            self.dark_since = time
+        elif not dark:
+            self.dark_since = None
+        if prob > self.threshold:
+            if not self.run:
+                self.run_from_start = self.index == 0
+            self.run.append((self.index, time))
             return None
-        if not above and self.in_run:
-            self.in_run = False
-            if not self.run_from_start:
-                return Cut(self.index, time)
-        return None
+        cut = self._close(self.index, time) if self.run else None
+        if not dark:
+            self.seen_light = True
+        return cut
+
+    def _close(self, index: int, time: float) -> Cut | None:
+        run, self.run = self.run, []
+        gradual = len(run) >= self.GRADUAL_FRAMES
+        if self.run_from_start or (gradual and not self.seen_light):
+            return None
+        if not gradual:
+            cut = Cut(index, time)
+        else:
+            (first, start), middle = run[0], run[len(run) // 2]
+            cut = Cut(middle[0], middle[1], Transition("gradual", start, time, first, index))
+        self.cuts.append(cut)
+        return cut
+
+    def finish(self) -> list[Cut]:
+        """All boundaries, less those just before the black that ends the video."""
+        if self.dark_since is not None:
+            return [c for c in self.cuts if c.time < self.dark_since - self.END_MARGIN_S]
+        return self.cuts
 
 
 def _build_model(device: str) -> Any:
