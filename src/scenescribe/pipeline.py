@@ -23,6 +23,7 @@ from scenescribe import locks, registry
 from scenescribe.assemble import caption_model, stage_status, write_outputs
 from scenescribe.backend import Backend, resolve_device
 from scenescribe.errors import InputError, ScenescribeError
+from scenescribe.fused import FramesAndObjects, shares_decode
 from scenescribe.graph import (
     Graph,
     Node,
@@ -41,14 +42,7 @@ from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
-from scenescribe.stages import (
-    ComponentStage,
-    FramesAndObjects,
-    FramesStage,
-    ProbeStage,
-    ShotsStage,
-    shares_decode,
-)
+from scenescribe.stages import ComponentStage, FramesStage, ProbeStage, ShotsStage
 from scenescribe.workspace import WORK_DIR, WorkFolder, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")
