@@ -28,7 +28,7 @@ from scenescribe.media import DecodedFrame, iter_frames
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
-from scenescribe.shots.segments import auto_workers, constant_rate, detect_in_segments, plan_segments
+from scenescribe.shots.segments import detect_decoded
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -97,19 +97,7 @@ class HsvCutDetector(ShotDetector):
         return {**super().facts(), "tuning": _asdict(self.tuning)}
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        self.load()
-        fps = video.fps or 25.0
-        segments = plan_segments(video.duration, self.options.workers or auto_workers())
-        if len(segments) > 1 and constant_rate(video):
-            return detect_in_segments(self, video, segments, progress)
-        frames = iter_frames(video.path, threads=self.options.threads, **self.frame_format())
-        task = progress.task("shots", total=video.num_frames)
-        try:
-            cuts = self.cuts_from_frames(frames, fps, task.advance)
-        finally:
-            task.close()
-        log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
-        return cuts
+        return detect_decoded(self, video, progress)
 
     def frame_format(self) -> dict[str, Any]:
         """How ``iter_frames`` decodes for this detector: the planes, shrunk here."""

@@ -15,16 +15,11 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from scenescribe.media import DecodedFrame, iter_frames
+from scenescribe.media import DecodedFrame
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
-from scenescribe.shots.segments import (
-    auto_workers,
-    constant_rate,
-    detect_in_segments,
-    plan_segments,
-)
+from scenescribe.shots.segments import detect_decoded
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -70,19 +65,7 @@ class _PySceneDetectShotDetector(ShotDetector):
         return max(1, round(self.options.min_scene_len * fps))
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        self.load()
-        fps = video.fps or 25.0
-        segments = plan_segments(video.duration, self.options.workers or auto_workers())
-        if len(segments) > 1 and constant_rate(video):
-            return detect_in_segments(self, video, segments, progress)
-        frames = iter_frames(video.path, threads=self.options.threads, **self.frame_format())
-        task = progress.task("shots", total=video.num_frames)
-        try:
-            cuts = self.cuts_from_frames(frames, fps, task.advance)
-        finally:
-            task.close()
-        log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
-        return cuts
+        return detect_decoded(self, video, progress)
 
     def frame_format(self) -> dict[str, Any]:
         """How ``iter_frames`` decodes for this detector: RGB shrunk by FFmpeg's scaler."""

@@ -44,6 +44,25 @@ class Segment:
     end: float  # exclusive; the last segment ends at +inf
 
 
+def detect_decoded(detector: Any, video: VideoInfo, progress: Progress) -> list[Cut]:
+    """``detector``'s cuts from frames our decoder gives (``detector.frame_format()`` says how):
+    in time segments, one process each, on many-core hosts; else in one pass here."""
+    from scenescribe.media import iter_frames
+
+    detector.load()
+    segments = plan_segments(video.duration, detector.options.workers or auto_workers())
+    if len(segments) > 1 and constant_rate(video):
+        return detect_in_segments(detector, video, segments, progress)
+    frames = iter_frames(video.path, threads=detector.options.threads, **detector.frame_format())
+    task = progress.task("shots", total=video.num_frames)
+    try:
+        cuts: list[Cut] = detector.cuts_from_frames(frames, video.fps or 25.0, task.advance)
+    finally:
+        task.close()
+    log.debug("%s: %d cuts in %s", detector.name, len(cuts), video.path)
+    return cuts
+
+
 def auto_workers() -> int:
     """All cores on many-core hosts; one process (no pool start-up) on small machines."""
     cpus = os.cpu_count() or 1
