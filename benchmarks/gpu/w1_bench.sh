@@ -26,7 +26,7 @@ if [ ! -f "$suite/.complete" ]; then
   start=$(date +%s)
   only=()
   for name in ${ONLY:-}; do only+=(--only "$name"); done
-  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 4 "${only[@]}"
+  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs "${JOBS:-8}" "${only[@]}"
   touch "$suite/.complete"
   echo "W1 built in $(( $(date +%s) - start )) s"
 fi
