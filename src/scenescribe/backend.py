@@ -42,13 +42,38 @@ def import_names(names: tuple[str, ...]) -> None:
             getattr(loaded, attr)
 
 
-def ready_device(device: str) -> None:
-    """Create the CUDA context now: a ``from_pretrained`` that touched CUDA first would create it
-    while holding the process lock. Concurrent callers wait for the first (torch's own lock)."""
-    if device.startswith("cuda"):
-        import torch
+_warming: dict[str, threading.Thread] = {}  # per CUDA device, the thread creating its context
 
-        torch.zeros(1, dtype=torch.float32, device=device)
+
+def _touch(device: str) -> None:
+    import torch
+
+    torch.zeros(1, dtype=torch.float32, device=device)  # makes the CUDA context
+
+
+def warm_device(device: str) -> None:
+    """Start creating ``device``'s CUDA context on a thread of its own, once per process, so that
+    it overlaps the imports that follow (transformers' take seconds). Called under the lock."""
+    if not device.startswith("cuda") or device in _warming:
+        return
+    importlib.import_module("torch")  # here, not in the new thread: imports stay under the lock
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # ``ready_device`` raises it where it is needed
+            _touch(device)
+
+    _warming[device] = threading.Thread(target=warm, name=f"warm-{device}", daemon=True)
+    _warming[device].start()
+
+
+def ready_device(device: str) -> None:
+    """The CUDA context exists when this returns: a ``from_pretrained`` that touched CUDA first
+    would make it while holding the process lock. Waits for ``warm_device``'s thread."""
+    if device.startswith("cuda"):
+        thread = _warming.get(device)
+        if thread is not None:
+            thread.join()
+        _touch(device)
 
 
 def load_pretrained(backend: Backend, model_class: Any, path: Path | str, dtype: Any,
@@ -147,6 +172,8 @@ class Backend:
             start = time.perf_counter()
             self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
             with self.exclusive():
+                if self.side_by_side:
+                    warm_device(self.device)
                 self._imports()
                 self.load_timing["imports_s"] = time.perf_counter() - start
                 if not self.side_by_side:
