@@ -7,6 +7,8 @@ torch and transformers and for the CUDA context):
 * ``parallel``: the three loaded from three threads released at once, as Stage 1 does.
 * ``phases``: import torch, the CUDA context, import transformers' Whisper and AST classes,
   import ultralytics, then each load with those done (what is left is the load itself).
+* ``warm``: the phases' imports and CUDA context first, then the three loads side by side:
+  what Stage 1 would wait for if the imports were done earlier (say during the shots stage).
 
 Per load it prints ``load_timing`` (backend.py): imports, waiting for and holding the process
 lock (``from_pretrained``), total; and each model's parameter dtypes and devices.
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-MODES = ("serial", "parallel", "phases")
+MODES = ("serial", "parallel", "phases", "warm")
 LOADS = (("speech", "whisper-large-v3"), ("sounds", "ast-audioset"), ("objects", "yolov8n"))
 
 
@@ -66,7 +68,7 @@ def timed_load(backend: Any, clock0: float) -> dict[str, Any]:
 def child(models: Path, device: str, mode: str, top: int) -> dict[str, Any]:
     clock0 = time.perf_counter()
     result: dict[str, Any] = {"mode": mode, "phases": {}, "loads": {}}
-    if mode == "phases":
+    if mode in ("phases", "warm"):
         phases = result["phases"]
         t = time.perf_counter()
         import torch
@@ -90,12 +92,12 @@ def child(models: Path, device: str, mode: str, top: int) -> dict[str, Any]:
         import_ultralytics()
         phases["import ultralytics"] = time.perf_counter() - t
     made = backends(models, device)
-    if mode == "phases":  # every import a load names, so what follows is the loads alone
+    if mode in ("phases", "warm"):  # every import a load names: what follows is the loads alone
         for b in made.values():
             t = time.perf_counter()
             b._imports()
             result["phases"][f"{b.name}: rest of its imports"] = time.perf_counter() - t
-    if mode == "parallel":
+    if mode in ("parallel", "warm"):
         barrier = threading.Barrier(len(made))
         errors: dict[str, str] = {}
 
@@ -144,6 +146,10 @@ def report(result: dict[str, Any]) -> None:
         print(f"  {kind:<8} {row['start_s']:6.2f} {row['end_s']:6.2f} {row['load_s']:6.2f} "
               f"{row['imports_s']:7.2f} {row['wait_s']:6.2f} {row['exclusive_s']:6.2f}  "
               f"{','.join(row['dtypes'])} / {','.join(row['devices'])} / {row['params_m']}")
+    rows = result["loads"].values()
+    if rows:
+        span = max(r["end_s"] for r in rows) - min(r["start_s"] for r in rows)
+        print(f"  first load asked to last loaded: {span:.2f} s")
     for kind, error in result.get("errors", {}).items():
         print(f"  {kind} FAILED: {error}")
     if result.get("cprofile"):
