@@ -169,6 +169,7 @@ def _dtypes(module: Any) -> set[Any]:
                                                     if b.is_floating_point()}
 
 
+@pytest.mark.slow
 def test_real_models_loaded_side_by_side_keep_their_dtypes(tiny_ast: Path) -> None:
     # The file holds float32 weights; each Whisper asks for its own dtype and AST (on the CPU)
     # for float32. Built side by side without the lock, a model takes another load's default
