@@ -96,6 +96,10 @@ class YoloTracker(ObjectTracker):
         # 1, 6.6 at 4, 6.4 at 8. The GPU size is a guess, unmeasured: big enough to fill it.
         return 32 if self.device.startswith("cuda") else 4
 
+    # No transformers build and no process-wide state in the load (the checked unpickling has its
+    # own lock; the weights are made fp32 explicitly): the whole load overlaps the others'.
+    side_by_side = True
+
     def _imports(self) -> None:
         """ultralytics (configured offline) first, under the load lock. Without it, ``_load``
         names the missing package."""
