@@ -159,16 +159,15 @@ def _track(backend: object, video: VideoInfo,
 
 def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: VideoInfo,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    batches: list[list[Detections]] = []
-    detect_track = tracker.detect_track  # type: ignore[attr-defined]
+    frames: list[Detections] = []
+    track_frame = tracker.track_frame  # type: ignore[attr-defined]
 
-    def recording(images: list[np.ndarray], times: list[float]) -> list[Detections]:
-        batches.append(detect_track(images, times))
-        return batches[-1]
+    def recording(state: object, result: object, time: float) -> Detections:
+        frames.append(track_frame(state, result, time))
+        return frames[-1]
 
-    monkeypatch.setattr(tracker, "detect_track", recording)
+    monkeypatch.setattr(tracker, "track_frame", recording)
     result = _track(tracker, photo_clip, [_scene(0, 0, 30), _scene(1, 30, 60)])
-    frames = [d for batch in batches for d in batch]
     assert [d.time for d in frames] == pytest.approx([0.5 * i for i in range(12)])
     for first in (frames[0], frames[6]):  # the tracker restarts at each scene: ids from 1
         assert sorted(first.tracker_id.tolist()) == list(range(1, len(first) + 1))
@@ -179,6 +178,36 @@ def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: Video
     assert "bus" not in zidane_scene
     assert zidane_scene["person"].max_count == 2
     assert 2 <= zidane_scene["person"].tracks <= 3  # tracks restarted at the cut
+
+
+def test_yolo_batches_across_scenes_with_the_records_of_one_frame_at_a_time(
+        tracker: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real clip (people walking past a fixed camera), 2.5 s scenes: detection in batches of 8
+    that cross scene boundaries gives per-scene records identical to batches of 1, because
+    ByteTrack still takes the frames one by one, in order, restarting at each scene."""
+    video = probe(media("real/intel_one-by-one-person-detection.mp4"))
+    scenes = [Scene(i, 2.5 * i, 2.5 * (i + 1), 25 * i, 25 * (i + 1)) for i in range(5)]
+    detect = tracker.detect  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def counting(images: list[np.ndarray]) -> list[object]:
+        calls.append(len(images))
+        return detect(images)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(tracker, "detect", counting)
+    records = {}
+    for batch in (1, 8):
+        monkeypatch.setattr(tracker, "batch_size", batch)
+        calls.clear()
+        out = list(tracker.track_scenes(video, scenes, NullProgress()))  # type: ignore[attr-defined]
+        records[batch] = [(i, [o.to_dict() for o in s]) for i, s in out]
+        assert sum(calls) == 25 and max(calls) == batch  # 2 fps over 12.5 s, each frame once
+    assert len(calls) == 4  # 8 + 8 + 8 + 1: batches ran across the 5-frame scenes
+    assert records[1] == records[8]
+    assert [i for i, _ in records[8]] == [0, 1, 2, 3, 4]
+    people = [next((o for o in s if o["label"] == "person"), None) for _, s in records[8]]
+    assert sum(p is not None for p in people) >= 2  # real detections, not empty scenes
+    assert all(p is None or p["tracks"] >= p["max_count"] >= 1 for p in people)
 
 
 def test_yolo_short_scenes_and_subset(tracker: object, photo_clip: VideoInfo) -> None:
