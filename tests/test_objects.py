@@ -336,3 +336,30 @@ def test_pipeline_runs_frames_and_objects_from_one_pass(photo_clip: VideoInfo,
     second = scenescribe.run(photo_clip.path, tmp_path, options)
     timings = second.videos[0].timings
     assert timings["frames"]["cached"] and timings["objects"]["cached"]
+
+
+def test_a_tracker_that_falls_behind_never_holds_back_the_frames(
+        tracker: object, photo_clip: VideoInfo, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue room for 2 frames: the real YOLO on CPU falls behind at once, the shared pass stops
+    serving it and finishes the JPEGs at decode speed, and a follow-up pass over what the
+    tracker missed gives it the very summaries of a pass of its own."""
+    from scenescribe import sampling
+    from scenescribe.options import FrameOptions
+
+    scenes = [_scene(0, 0, 27), _scene(1, 27, 30), _scene(2, 30, 60)]
+    alone = _track(tracker, photo_clip, scenes)
+    monkeypatch.setattr(sampling, "_tracker_depth", lambda video, tracker: 2)
+    frames: dict[int, list] = {}
+    objects: dict[int, list[ObjectSummary]] = {}
+    report: dict[str, object] = {}
+    frames_s, objects_s = sampling.sample_and_track(
+        photo_clip, scenes, FrameOptions(), tmp_path, tracker, scenes, NullProgress(),
+        on_frames=frames.__setitem__, on_objects=objects.__setitem__, report=report)
+    assert report["spilled_at"] is not None and frames_s < objects_s
+    assert sorted(frames) == [0, 1, 2] and all(len(refs) == 2 for refs in frames.values())
+    shared = {i: {o.label: o for o in s} for i, s in objects.items()}
+    assert shared.keys() == alone.keys()
+    for i, labels in shared.items():
+        assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
+            k: (o.max_count, o.tracks) for k, o in alone[i].items()}

@@ -22,13 +22,32 @@ from PIL import Image
 
 from scenescribe.errors import InputError
 from scenescribe.media import FrameRequest, Pick, SharedPass, decode_pass
+from scenescribe.media.segments import auto_workers
 from scenescribe.options import FrameOptions
 from scenescribe.progress import Progress
 from scenescribe.records import FrameRef, ObjectSummary, Scene, VideoInfo
 from scenescribe.store import atomic_write_bytes
 
 FRAMES_DIR = "frames"
-TRACKER_QUEUE_BYTES = 512 * 2**20  # decoded frames the tracker may lag by (about 740 at 640x360)
+TRACKER_QUEUE_BYTES = 256 * 2**20  # decoded frames the tracker may lag by (about 370 at 640x360)
+
+
+def video_passes(videos: int) -> int:
+    """Videos decoded side by side: one per 8 cores (``SCENESCRIBE_VIDEO_PASSES`` overrides).
+
+    One video's pass already runs ``segments.auto_workers()`` decoders; past about 8 cores a
+    second video's pass uses the rest better than more segments of the first."""
+    env = os.environ.get("SCENESCRIBE_VIDEO_PASSES", "").strip()
+    passes = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1) // 8
+    return max(1, min(videos, passes))
+
+
+def pass_share(passes: int) -> tuple[int, int]:
+    """Decoders per video and FFmpeg threads per decoder when ``passes`` videos decode at once:
+    the cores split between them."""
+    cores = os.cpu_count() or 1
+    workers = max(1, auto_workers() // passes)
+    return workers, max(1, cores // (passes * workers))
 
 
 def sample_times(scene: Scene, options: FrameOptions, fps: float) -> list[float]:
@@ -55,6 +74,8 @@ def sample_scene_frames(
     out_dir: Path,
     progress: Progress,
     picks: Iterator[Pick] | None = None,
+    workers: int | None = None,
+    threads: int = 0,
 ) -> Iterator[tuple[int, list[FrameRef]]]:
     """Decode and save each scene's frames, yielding ``(scene index, frame refs)`` in order.
 
@@ -70,7 +91,8 @@ def sample_scene_frames(
                 task.advance()
             return
         if picks is None:
-            picks = decode_pass(video.path, [frame_request(video, scenes, options)])
+            picks = decode_pass(video.path, [frame_request(video, scenes, options)],
+                                workers=workers, threads=threads)
         for index, refs in _save(video, scenes, options, out_dir, picks):
             yield index, refs
             task.advance()
@@ -144,30 +166,40 @@ def sample_and_track(
     progress: Progress,
     on_frames: Callable[[int, list[FrameRef]], None],
     on_objects: Callable[[int, list[ObjectSummary]], None],
+    passes: int = 1,
+    report: dict[str, Any] | None = None,
 ) -> tuple[float, float]:
     """Decode once: one pass saves the sampled frames and feeds ``tracker`` its own frames.
 
     ``frame_scenes`` and ``object_scenes`` are the scenes each still lacks (either may be empty).
     The tracker runs on its own thread, so the GPU works while this thread writes JPEGs; results
     go to ``on_frames`` (this thread) and ``on_objects`` (the tracker's thread) as they finish.
-    The tracker must be loaded. Returns the seconds until the frames were done and until both
-    were: the tracker's frames queue up to ``TRACKER_QUEUE_BYTES`` so the JPEGs need not wait
-    for a slower tracker.
+    The tracker must be loaded; ``passes`` says how many videos decode side by side (the
+    cores are shared between them). Returns the seconds until the frames were done and until
+    both were.
+
+    The frames never wait for the tracker: its frames queue up to ``TRACKER_QUEUE_BYTES``, and
+    when that is full the pass stops serving it and runs on at decode speed for the JPEGs; the
+    tracker, once it has read its queue, gets the rest from a follow-up pass over only the part
+    it missed (``report`` gets ``spilled_at``, the video time where that began, or None).
     """
     start = time.perf_counter()
+    workers, threads = pass_share(passes)
     if not video.has_video or not object_scenes:
-        for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir, progress):
+        for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir, progress,
+                                               workers=workers, threads=threads):
             on_frames(index, refs)
         frames_s = time.perf_counter() - start
         if object_scenes:
             for index, summaries in tracker.track_scenes(video, object_scenes, progress):
                 on_objects(index, summaries)
         return frames_s, time.perf_counter() - start
-    shared = SharedPass(video.path)
+    shared = SharedPass(video.path, threads=threads, workers=workers)
     frame_feed = shared.subscribe([frame_request(video, frame_scenes, options)]) if frame_scenes \
         else None
     object_feed = shared.subscribe(tracker.frame_requests(video, object_scenes),
-                                   depth=_tracker_depth(video, tracker))
+                                   depth=_tracker_depth(video, tracker),
+                                   spill=frame_feed is not None)
     failure: list[BaseException] = []
 
     def track() -> None:
@@ -197,6 +229,8 @@ def sample_and_track(
             frame_feed.close()
         thread.join()
         shared.close()
+    if report is not None:
+        report["spilled_at"] = object_feed.missed_from
     if failure:
         raise failure[0]
     return frames_s, time.perf_counter() - start
