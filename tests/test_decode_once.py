@@ -74,8 +74,9 @@ def test_plan_fuses_only_a_tracker_that_shares_its_decode() -> None:
     assert [n.name for n in graph.levels()[2]] == ["frames", "speech", "sounds", "objects"]
 
 
-def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(clip: Path, tmp_path: Path,
-                                                                passes: list[int]) -> None:
+def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(
+        clip: Path, tmp_path: Path, passes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
     out = tmp_path / "out"
     first = scenescribe.run(clip, out, shared())
     assert not first.failed and len(passes) == 1  # one pass for the JPEGs and the tracker
@@ -188,9 +189,14 @@ def test_an_unhurried_consumer_is_served_by_the_one_pass(tmp_path: Path,
     assert got == _key(decode_pass(clip, tracker, workers=1))
 
 
+@pytest.mark.parametrize("once", ["1", "0"])
 def test_videos_side_by_side_give_what_one_at_a_time_gives(tmp_path: Path, passes: list[int],
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           once: str) -> None:
+    """Side by side or one at a time, frames first or one shared pass: the same records."""
     import threading
+
+    monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", once)
 
     clips = [make_clip(tmp_path / "in" / f"clip{i}.mp4", seconds=3 + i) for i in range(3)]
     records = {}
@@ -209,10 +215,17 @@ def test_videos_side_by_side_give_what_one_at_a_time_gives(tmp_path: Path, passe
         names.clear()
         out = tmp_path / f"out{side_by_side}"
         result = scenescribe.run(clips, out, shared())
-        assert not result.failed and len(passes) == 3  # one pass per video either way
+        # One pass per video, or the frames' own and the tracker's
+        assert not result.failed and len(passes) == (3 if once == "1" else 6)
         assert len(names) == 1 if side_by_side == "1" else len(names) >= 2  # pool threads
         records[side_by_side] = {
             c.stem: [(r["frames"], r["objects"]) for r in map(
                 json.loads, (out / c.stem / "scenes.jsonl").read_text().splitlines())]
             for c in clips}
     assert records["1"] == records["2"] and all(records["1"].values())
+    if once == "0":  # the JPEGs and the shades the tracker saw come out as with one pass
+        monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
+        scenescribe.run(clips, tmp_path / "once", shared())
+        assert records["1"] == {c.stem: [(r["frames"], r["objects"]) for r in map(
+            json.loads, (tmp_path / "once" / c.stem / "scenes.jsonl").read_text().splitlines())]
+            for c in clips}

@@ -300,7 +300,7 @@ def test_decode_once_matches_separate_passes(tracker: object, photo_clip: VideoI
     objects: dict[int, list[ObjectSummary]] = {}
     sample_and_track(photo_clip, scenes, FrameOptions(), tmp_path / "b", tracker, scenes,
                      NullProgress(), on_frames=frames.__setitem__,
-                     on_objects=objects.__setitem__)
+                     on_objects=objects.__setitem__, shared=True)
     assert frames == alone_frames
     shared = {i: {o.label: o for o in s} for i, s in objects.items()}
     assert shared.keys() == alone_objects.keys()
@@ -355,7 +355,7 @@ def test_a_tracker_that_falls_behind_never_holds_back_the_frames(
     report: dict[str, object] = {}
     frames_s, objects_s = sampling.sample_and_track(
         photo_clip, scenes, FrameOptions(), tmp_path, tracker, scenes, NullProgress(),
-        on_frames=frames.__setitem__, on_objects=objects.__setitem__, report=report)
+        on_frames=frames.__setitem__, on_objects=objects.__setitem__, report=report, shared=True)
     assert report["spilled_at"] is not None and frames_s < objects_s
     assert sorted(frames) == [0, 1, 2] and all(len(refs) == 2 for refs in frames.values())
     shared = {i: {o.label: o for o in s} for i, s in objects.items()}

@@ -1,7 +1,8 @@
-"""Decode once: the frames and objects stages fed by one decode pass per video.
+"""The frames and objects stages run together per video: the frames first, then the tracker,
+or fed by one decode pass (``sampling.decode_once``).
 
 A fused node of the stage graph (``graph.Fused``): each part keeps its own identity, key,
-checkpoint and status, and only the decode pass is shared.
+checkpoint and status; only the scheduling (and with ``decode_once`` the pass) is shared.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ def shares_decode(backend: Backend) -> bool:
 
 
 class FramesAndObjects(Fused):
-    """The frames and objects stages from one decode pass per video ("decode once").
+    """The frames and objects stages per video: frames first, or from one shared decode pass.
 
     Each keeps its own key, checkpoint and status: where only one needs work for a video, that
-    one runs alone. The frames' time runs until their JPEGs are written, the objects' until the
-    tracker is done. Each part that finished is kept when the other fails (a tracker crash
-    keeps the frames).
+    one runs alone. The frames' time runs until their JPEGs are written, the objects' from the
+    tracker's start (the frames' end; with one shared pass, the same start) until it is done.
+    Each part that finished is kept when the other fails (a tracker crash keeps the frames).
     """
 
     def __init__(self, frames: FramesStage, objects: ComponentStage) -> None:
