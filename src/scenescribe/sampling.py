@@ -34,12 +34,18 @@ TRACKER_QUEUE_BYTES = 256 * 2**20  # decoded frames the tracker may lag by (abou
 
 
 def video_passes(videos: int) -> int:
-    """Videos decoded side by side: one per 8 cores (``SCENESCRIBE_VIDEO_PASSES`` overrides).
+    """Videos decoded side by side (``SCENESCRIBE_VIDEO_PASSES`` overrides).
 
-    One video's pass already runs ``segments.auto_workers()`` decoders; past about 8 cores a
-    second video's pass uses the rest better than more segments of the first."""
+    With one shared pass per video, one per 8 cores: a pass already runs
+    ``segments.auto_workers()`` decoders, and past about 8 cores a second video's pass uses the
+    rest better than more segments of the first. Frames first, one: each pass then has every
+    core, and a tracker's decode never runs beside the next video's frames (the frames' seconds
+    stay their own, and the stage's summed seconds count no overlap twice)."""
     env = os.environ.get("SCENESCRIBE_VIDEO_PASSES", "").strip()
-    passes = int(env) if env.isdigit() and int(env) > 0 else (os.cpu_count() or 1) // 8
+    if env.isdigit() and int(env) > 0:
+        passes = int(env)
+    else:
+        passes = (os.cpu_count() or 1) // 8 if decode_once() else 1
     return max(1, min(videos, passes))
 
 
