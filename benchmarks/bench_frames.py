@@ -260,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
 def _node(items: list[tuple[VideoInfo, list[Scene]]], mode: str, args: Any) -> None:
     from scenescribe import sampling
 
-    passes = args.passes or (sampling.video_passes(len(items))
-                             if hasattr(sampling, "video_passes") else 1)
+    passes = args.passes or 1
+    if not args.passes and mode == "once" and hasattr(sampling, "video_passes"):
+        os.environ["SCENESCRIBE_DECODE_ONCE"] = "1"  # the run's default for that mode
+        passes = sampling.video_passes(len(items))
+        os.environ.pop("SCENESCRIBE_DECODE_ONCE")
     with tempfile.TemporaryDirectory() as tmp:
         r = run_node(items, args.keep or Path(tmp), mode, passes)
     for row in r["rows"]:
