@@ -154,7 +154,7 @@ class YoloTracker(ObjectTracker):
             yield from self.track_frames(video, scenes, iter(()), progress)
             return
         self.load()
-        picks = _prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
+        picks = _Prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
                           PREFETCH_BATCHES * self.batch_size)
         try:
             yield from self.track_frames(video, scenes, picks, progress)
@@ -397,6 +397,3 @@ class _Prefetch(Iterator[Any]):
         self._stop.set()
         self._thread.join()
 
-
-def _prefetch(source: Iterator[Any], depth: int) -> _Prefetch:
-    return _Prefetch(source, depth)
