@@ -6,7 +6,8 @@
 # the frames stage (JPEGs from their own pass), the tracker alone (YOLO batched + ByteTrack),
 # and the run's frames+objects node frames-first and decode-once (one shared pass), each with
 # the frames' seconds, the tracker's seconds and frames/s. PASSES: videos side by side to try
-# for decode-once besides the default (e.g. 1 2).
+# for decode-once besides the default (e.g. 1 2). WORKERS="8 16": the frames alone with that
+# many segment decoders (default: cores / 4).
 set -euo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl
@@ -22,4 +23,7 @@ python3 benchmarks/bench_frames.py "$suite"/*.mp4 --device cuda --model-dir .car
 for p in "$@"; do
   python3 benchmarks/bench_frames.py "$suite"/*.mp4 --device cuda --model-dir .carry \
     --modes once --passes "$p"
+done
+for w in ${WORKERS:-}; do
+  python3 benchmarks/bench_frames.py "$suite"/*.mp4 --modes frames --workers "$w"
 done
