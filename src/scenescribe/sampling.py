@@ -62,9 +62,11 @@ def decode_once() -> bool:
 
 def pass_share(passes: int) -> tuple[int, int]:
     """Decoders per video and FFmpeg threads per decoder when ``passes`` videos decode at once:
-    the cores split between them."""
+    the cores split between them. ``SCENESCRIBE_FRAME_WORKERS`` sets the decoders per video
+    (the frames' passes only; ``SCENESCRIBE_DECODE_WORKERS`` sets every pass's)."""
     cores = os.cpu_count() or 1
-    workers = max(1, auto_workers() // passes)
+    env = os.environ.get("SCENESCRIBE_FRAME_WORKERS", "").strip()
+    workers = int(env) if env.isdigit() and int(env) > 0 else max(1, auto_workers() // passes)
     return workers, max(1, cores // (passes * workers))
 
 
