@@ -1,0 +1,275 @@
+"""The Ray executor: the stage graph on a Ray cluster (or a local Ray instance on this host).
+
+The driver (this process) plans as a local run does, level by level (``graph.batches``); it
+derives every key and merges every outcome, so the records and ``run.json`` are the local run's
+plus ``ran_on`` (node, host, worker, GPUs) in each stage's timing. CPU nodes become one Ray task
+per video; each model node becomes actors, one per GPU (``1/k`` of a GPU when ``k`` model nodes
+run side by side, as a local run shares its GPU), each given a share of the videos balanced by
+duration and pooling them as ``run`` pools a folder. A model is loaded once per actor, never once
+per video. Workers write their checkpoints into ``--out``, which every node must see.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import ray
+
+from scenescribe.errors import OptionError
+from scenescribe.executors import ray_remote
+from scenescribe.graph import (
+    Failure,
+    Graph,
+    Node,
+    Outcomes,
+    Results,
+    RunContext,
+    StageOutput,
+    Task,
+    Video,
+    batches,
+    merge,
+    parts,
+    prepare,
+)
+from scenescribe.progress import Progress
+from scenescribe.progress import Task as ProgressTask
+from scenescribe.stages import ShotsStage
+
+log = logging.getLogger("scenescribe.ray")
+
+FAULT_ENV = "SCENESCRIBE_RAY_FAULT"  # test hook: "STAGE=MARKER" kills STAGE's first worker once
+# Forwarded to the workers of a cluster joined by address (a local instance inherits them).
+FORWARDED_ENV = ("SCENESCRIBE_", "HF_", "TRANSFORMERS_", "YOLO_", "CUDA_", "PYTHONPATH")
+
+
+def holds_model(node: Node) -> bool:
+    """Whether ``node`` loads a model worth keeping resident (an actor) rather than a task."""
+    for stage in parts(node):
+        if isinstance(stage, ShotsStage):
+            if "torch" in stage.detector.entry.requires:  # TransNetV2 and its ensemble
+                return True
+        elif hasattr(stage, "backend") or hasattr(stage, "captioner"):
+            return True
+    return False
+
+
+def shares(tasks: Sequence[dict[str, Task]], count: int) -> list[list[int]]:
+    """Task positions split into ``count`` shares of similar media length (longest first onto
+    the lightest share); each share keeps the run's order, so one share pools as a local run."""
+    loads = [0.0] * count
+    chosen: list[list[int]] = [[] for _ in range(count)]
+    lengths = [next(iter(t.values())).info.duration for t in tasks]
+    for i in sorted(range(len(tasks)), key=lambda i: -lengths[i]):
+        lightest = loads.index(min(loads))
+        chosen[lightest].append(i)
+        loads[lightest] += lengths[i]
+    return [sorted(share) for share in chosen if share]
+
+
+@dataclass
+class _Call:
+    node: Node
+    owners: list[int]  # run positions of the videos in this call
+    tasks: list[dict[str, Task]]
+    actor: Any = None
+
+
+@dataclass
+class _Relay:
+    """Replays the workers' progress events on the driver's progress view."""
+
+    hub: Any
+    progress: Progress
+    open: dict[str, ProgressTask] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="ray-progress", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.3):
+            try:
+                self.pump()
+            except Exception:  # progress is best effort; the work goes on
+                log.debug("progress relay failed", exc_info=True)
+
+    def pump(self) -> None:
+        for event in ray.get(self.hub.drain.remote()):
+            kind, task_id = event[0], event[1]
+            if kind == "open":
+                self.open[task_id] = self.progress.task(event[2], event[3])
+            elif kind == "advance" and task_id in self.open:
+                self.open[task_id].advance(event[2])
+            elif kind == "close" and task_id in self.open:
+                self.open.pop(task_id).close()
+
+    def settle(self) -> None:
+        """Show what arrived and close the bars of workers that died before closing them."""
+        self.pump()
+        for task in self.open.values():
+            task.close()
+        self.open.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.started = False
+
+    def __enter__(self) -> RayExecutor:
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "logging_level": logging.WARNING}
+            if self.address:
+                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+                options.update(address=self.address, runtime_env={"env_vars": env})
+            ray.init(**options)  # no address: a local instance with every CPU and GPU here
+            self.started = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            ray.shutdown()
+
+    def gpus(self) -> int:
+        return int(cast(Any, ray).cluster_resources().get("GPU", 0))
+
+    def device(self, requested: str) -> str:
+        gpus = self.gpus()
+        if requested == "auto":
+            return "cuda" if gpus else "cpu"
+        if requested.startswith("cuda"):
+            if not gpus:
+                raise OptionError(f"device (--device): expected a GPU in the Ray cluster, found "
+                                  f"{requested!r} but the cluster has none")
+            return "cuda"  # Ray gives each actor its GPU(s) as device 0
+        return requested
+
+    def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
+                  parallel: bool) -> Results:
+        results: Results = [{} for _ in videos]
+        hub = ray_remote.ProgressHub.remote()  # type: ignore[attr-defined]
+        relay = _Relay(hub, ctx.progress)
+        relay.start()
+        device = "cuda" if self.gpus() else "cpu"
+        try:
+            for level in graph.levels():
+                for batch in batches(level, parallel):
+                    self._run_batch(batch, videos, results, ctx, relay, device)
+        finally:
+            relay.close()
+            ray.kill(hub)
+        return results
+
+    def _run_batch(self, batch: Sequence[Node], videos: Sequence[Video], results: Results,
+                   ctx: RunContext, relay: _Relay, device: str) -> None:
+        """One batch of nodes (run side by side), all its work in flight at once."""
+        found: list[Outcomes] = []
+        pending: dict[Any, _Call] = {}
+        bars: dict[str, ProgressTask] = {}
+        fault = os.environ.get(FAULT_ENV)
+        models = sum(1 for node in batch if holds_model(node))
+        try:
+            for node in batch:
+                prepared = prepare(node, videos, results)
+                found.append(prepared.early)
+                if not prepared.tasks:
+                    continue
+                bars[node.name] = ctx.progress.task(f"{node.name} [ray]", len(prepared.tasks))
+                for call in self._calls(node, prepared.owners, prepared.tasks, models, device):
+                    ref = (call.actor.run.remote(call.tasks, relay.hub, fault) if call.actor
+                           else ray_remote.run_task.options(num_cpus=1).remote(
+                               node, call.tasks, relay.hub, fault))
+                    pending[ref] = call
+            found.extend(self._gather(pending, bars, ctx))
+        except BaseException:  # interrupted: stop the workers; their checkpoints are kept
+            for ref, call in pending.items():
+                if call.actor is not None:
+                    ray.kill(call.actor, no_restart=True)
+                else:
+                    ray.cancel(ref, force=True)
+            raise
+        finally:
+            for bar in bars.values():
+                bar.close()
+        relay.settle()
+        for outcomes in found:
+            merge(outcomes, results)
+
+    def _calls(self, node: Node, owners: list[int], tasks: list[dict[str, Task]], models: int,
+               device: str) -> list[_Call]:
+        if not holds_model(node):
+            return [_Call(node, [owners[i]], [tasks[i]]) for i in range(len(tasks))]
+        gpus = self.gpus() if device == "cuda" else 0
+        if gpus:  # one actor per GPU, sharing it with the level's other models as locally
+            count, resources = gpus, {"num_gpus": 1 / max(1, models), "num_cpus": 1}
+        else:
+            count, resources = _cpu_nodes(), {"num_cpus": 1}  # one model per host
+        calls = []
+        for n, share in enumerate(shares(tasks, min(count, len(tasks)))):
+            label = f"{node.name}#{n}"
+            actor = ray_remote.ModelActor.options(**resources).remote(  # type: ignore[attr-defined]
+                node, label)
+            calls.append(_Call(node, [owners[i] for i in share], [tasks[i] for i in share], actor))
+        return calls
+
+    def _gather(self, pending: dict[Any, _Call], bars: dict[str, ProgressTask],
+                ctx: RunContext) -> list[Outcomes]:
+        found: list[Outcomes] = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in ready:
+                call = pending.pop(ref)
+                found.append(self._collect(ref, call, ctx))
+                bars[call.node.name].advance(len(call.tasks))
+                if call.actor is not None:
+                    ray.kill(call.actor)  # frees its GPU for the next stage (stage-major)
+        return found
+
+    def _collect(self, ref: Any, call: _Call, ctx: RunContext) -> Outcomes:
+        try:
+            outcomes, warnings, where = ray.get(ref)
+        except ray.exceptions.RayError as exc:  # the worker died past its retries
+            log.info("%s failed on Ray", call.node.name, exc_info=True)
+            return self._failed(call, exc, ctx)
+        for warning in warnings:
+            ctx.warn(warning)
+        return {call.owners[i]: {name: _stamped(out, where) for name, out in outcome.items()}
+                for i, outcome in outcomes.items()}
+
+    def _failed(self, call: _Call, exc: Exception, ctx: RunContext) -> Outcomes:
+        first = str(exc).strip().splitlines()
+        reason = f"worker failed: {type(exc).__name__}: {first[0][:200] if first else ''}"
+        if call.node.optional:
+            ctx.warn(f"{call.node.name}: {reason}")
+            return {}
+        return {owner: {s.name: Failure(s.name, f"{task[s.name].video.source}: {s.name}: {reason}")
+                        for s in parts(call.node)}
+                for owner, task in zip(call.owners, call.tasks, strict=True)}
+
+
+def _cpu_nodes() -> int:
+    nodes = cast(Any, ray).nodes()
+    return max(1, sum(1 for n in nodes if n.get("Alive") and n.get("Resources", {}).get("CPU")))
+
+
+def _stamped(outcome: Any, where: dict[str, Any]) -> Any:
+    if isinstance(outcome, StageOutput):
+        return dataclasses.replace(outcome, timing={**outcome.timing, "ran_on": where})
+    return outcome

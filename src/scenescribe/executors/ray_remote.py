@@ -1,0 +1,154 @@
+"""What runs inside Ray's worker processes: the stage calls, and progress sent to the driver.
+
+A CPU node (probe, cheap shot detectors, frames) runs as one Ray task per video; a node holding
+a model (speech, sounds, objects, a GPU shot detector, each captioner) runs in a ``ModelActor``
+that loads the model once and runs it over every video given to it, pooled as a local run
+pools them. Both call ``graph.execute``: the same stage code, writing the same checkpoints into
+the shared ``--out`` folder, from the node that computed them. A worker that dies is retried by
+Ray (tasks: ``max_retries``; actors: ``max_restarts`` and ``max_task_retries``); the retry
+resumes from the checkpoints the dead worker flushed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import ray
+
+from scenescribe.graph import Node, Outcomes, RunContext, Task, execute, parts
+
+RETRIES = 3  # a killed worker is retried this often before its videos fail
+FLUSH_S = 0.25  # progress events are sent to the driver at most this often per worker
+
+Event = tuple[Any, ...]
+Result = tuple[Outcomes, list[str], dict[str, Any]]  # outcomes, warnings, where it ran
+
+
+@ray.remote(num_cpus=0)
+class ProgressHub:
+    """Collects the workers' progress events until the driver drains them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def post(self, events: list[Event]) -> None:
+        self.events.extend(events)
+
+    def drain(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+class _RemoteTask:
+    def __init__(self, progress: RemoteProgress, task_id: str) -> None:
+        self._progress = progress
+        self._id = task_id
+
+    def advance(self, amount: float = 1.0) -> None:
+        self._progress.add(("advance", self._id, amount))
+
+    def close(self) -> None:
+        self._progress.add(("close", self._id), flush=True)
+
+
+class RemoteProgress:
+    """The library's ``Progress`` inside a worker: events batched to the driver's hub, where
+    the one progress view shows them."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+        self._pending: list[Event] = []
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._count = 0
+        self._prefix = f"{socket.gethostname()}-{os.getpid()}-{id(self)}"
+
+    def task(self, description: str, total: float | None = None) -> _RemoteTask:
+        with self._lock:
+            self._count += 1
+            task_id = f"{self._prefix}-{self._count}"
+        self.add(("open", task_id, description, total), flush=True)
+        return _RemoteTask(self, task_id)
+
+    def add(self, event: Event, flush: bool = False) -> None:
+        with self._lock:
+            last = self._pending[-1] if self._pending else None
+            if event[0] == "advance" and last and last[0] == "advance" and last[1] == event[1]:
+                self._pending[-1] = ("advance", event[1], last[2] + event[2])  # one per flush
+            else:
+                self._pending.append(event)
+            if flush or time.monotonic() - self._last > FLUSH_S:
+                self._flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        events, self._pending = self._pending, []
+        self._last = time.monotonic()
+        if events:
+            self._hub.post.remote(events)  # calls from one worker arrive in order
+
+
+def placement(worker: str) -> dict[str, Any]:
+    """Where this call ran, for ``run.json`` (``timings.<stage>.ran_on``)."""
+    context = ray.get_runtime_context()
+    return {"executor": "ray", "worker": worker, "host": socket.gethostname(),
+            "ip": cast(Any, ray).util.get_node_ip_address(), "node": context.get_node_id(),
+            "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def fault_due(fault: str | None, node: Node) -> bool:
+    """Fault injection for tests: ``"STAGE=MARKER"`` kills the first worker that runs STAGE
+    (once: the marker file remembers it), after the first video's work is checkpointed."""
+    if not fault:
+        return False
+    stage, _, marker = fault.partition("=")
+    if stage not in {p.name for p in parts(node)} or not marker:
+        return False
+    try:
+        Path(marker).open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
+def work(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, worker: str,
+         fault: str | None) -> Result:
+    """``graph.execute`` here, with progress sent to the driver."""
+    progress = RemoteProgress(hub)
+    ctx = RunContext(progress)
+    if fault_due(fault, node):
+        execute(node, tasks[:1], ctx)
+        progress.flush()
+        os.kill(os.getpid(), signal.SIGKILL)  # as a node or OOM killer would
+    outcomes = execute(node, tasks, ctx)
+    progress.flush()
+    return outcomes, ctx.warnings, placement(worker)
+
+
+@ray.remote(max_retries=RETRIES)
+def run_task(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any,
+             fault: str | None) -> Result:
+    """One CPU node over one video."""
+    return work(node, tasks, hub, "task", fault)
+
+
+@ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
+class ModelActor:
+    """One model, loaded once, over every video sent to it (a restart loads it again)."""
+
+    def __init__(self, node: Node, label: str) -> None:
+        self.node = node
+        self.label = label
+
+    def run(self, tasks: Sequence[Mapping[str, Task]], hub: Any, fault: str | None) -> Result:
+        return work(self.node, tasks, hub, f"actor {self.label}", fault)
