@@ -141,6 +141,7 @@ class RayExecutor:
                 options.update(address=self.address, runtime_env={"env_vars": env})
             ray.init(**options)  # no address: a local instance with every CPU and GPU here
             self.started = True
+        _send_locks_fresh()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -262,6 +263,24 @@ class RayExecutor:
         return {owner: {s.name: Failure(s.name, f"{task[s.name].video.source}: {s.name}: {reason}")
                         for s in parts(call.node)}
                 for owner, task in zip(call.owners, call.tasks, strict=True)}
+
+
+def _new_lock(_: None) -> Any:
+    return threading.Lock()
+
+
+def _new_rlock(_: None) -> Any:
+    return threading.RLock()
+
+
+def _send_locks_fresh() -> None:
+    """Stages and backends may hold a thread lock (a captioner's tokenizer lock); a lock guards
+    one process's state, so the worker gets a new, unlocked one."""
+    util = cast(Any, ray).util
+    util.register_serializer(type(threading.Lock()), serializer=lambda _: None,
+                             deserializer=_new_lock)
+    util.register_serializer(type(threading.RLock()), serializer=lambda _: None,
+                             deserializer=_new_rlock)
 
 
 def _cpu_nodes() -> int:

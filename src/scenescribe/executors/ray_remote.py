@@ -107,18 +107,19 @@ def placement(worker: str) -> dict[str, Any]:
 
 
 def fault_due(fault: str | None, node: Node) -> bool:
-    """Fault injection for tests: ``"STAGE=MARKER"`` kills the first worker that runs STAGE
-    (once: the marker file remembers it), after the first video's work is checkpointed."""
-    if not fault:
-        return False
-    stage, _, marker = fault.partition("=")
-    if stage not in {p.name for p in parts(node)} or not marker:
-        return False
-    try:
-        Path(marker).open("x").close()
-    except FileExistsError:
-        return False
-    return True
+    """Fault injection for tests: ``"STAGE=MARKER[,STAGE=MARKER]"`` kills the first worker
+    that runs STAGE (once: the marker file remembers it), after its first video's work is
+    checkpointed and before its result is returned."""
+    names = {p.name for p in parts(node)}
+    for item in (fault or "").split(","):
+        stage, _, marker = item.partition("=")
+        if stage in names and marker:
+            try:
+                Path(marker).open("x").close()
+            except FileExistsError:
+                continue
+            return True
+    return False
 
 
 def work(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, worker: str,
