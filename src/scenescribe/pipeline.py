@@ -77,6 +77,7 @@ class VideoResult:
 class RunResult:
     videos: list[VideoResult]
     warnings: list[str]
+    executor: dict[str, Any] = field(default_factory=dict)  # name, and GPUs it could place on
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -145,7 +146,9 @@ def run(
         with claimed(jobs, force):
             graph = plan(options, backends, specs, device, model_dir, ctx)
             results = executor.run_graph(graph, jobs, ctx, _side_by_side(options, device))
-            return _finish(jobs, results, options, ctx)
+            done = _finish(jobs, results, options, ctx)
+            done.executor = {"name": executor.name, "gpus": executor.gpus()}
+            return done
 
 
 def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict[str, Backend]:

@@ -184,7 +184,7 @@ class RayExecutor:
         found: list[Outcomes] = []
         pending: dict[Any, _Call] = {}
         bars: dict[str, ProgressTask] = {}
-        fault = os.environ.get(FAULT_ENV)
+        fault, threads = os.environ.get(FAULT_ENV), os.environ.get("OMP_NUM_THREADS")
         models = sum(1 for node in batch if holds_model(node))
         try:
             for node in batch:
@@ -194,9 +194,9 @@ class RayExecutor:
                     continue
                 bars[node.name] = ctx.progress.task(f"{node.name} [ray]", len(prepared.tasks))
                 for call in self._calls(node, prepared.owners, prepared.tasks, models, device):
-                    ref = (call.actor.run.remote(call.tasks, relay.hub, fault) if call.actor
+                    ref = (call.actor.run.remote(call.tasks, relay.hub, fault, threads) if call.actor
                            else ray_remote.run_task.options(num_cpus=1).remote(
-                               node, call.tasks, relay.hub, fault))
+                               node, call.tasks, relay.hub, fault, threads))
                     pending[ref] = call
             found.extend(self._gather(pending, bars, ctx))
         except BaseException:  # interrupted: stop the workers; their checkpoints are kept

@@ -122,9 +122,19 @@ def fault_due(fault: str | None, node: Node) -> bool:
     return False
 
 
+def same_threads(threads: str | None) -> None:
+    """The driver's ``OMP_NUM_THREADS`` (usually unset), not the 1 Ray gives a 1-CPU worker: the
+    backends choose their threads as in a local run (before they import torch or CTranslate2)."""
+    if threads is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
+
+
 def work(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, worker: str,
-         fault: str | None) -> Result:
+         fault: str | None, threads: str | None) -> Result:
     """``graph.execute`` here, with progress sent to the driver."""
+    same_threads(threads)
     progress = RemoteProgress(hub)
     ctx = RunContext(progress)
     if fault_due(fault, node):
@@ -138,9 +148,9 @@ def work(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, worker: str,
 
 @ray.remote(max_retries=RETRIES)
 def run_task(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any,
-             fault: str | None) -> Result:
+             fault: str | None, threads: str | None) -> Result:
     """One CPU node over one video."""
-    return work(node, tasks, hub, "task", fault)
+    return work(node, tasks, hub, "task", fault, threads)
 
 
 @ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
@@ -151,5 +161,6 @@ class ModelActor:
         self.node = node
         self.label = label
 
-    def run(self, tasks: Sequence[Mapping[str, Task]], hub: Any, fault: str | None) -> Result:
-        return work(self.node, tasks, hub, f"actor {self.label}", fault)
+    def run(self, tasks: Sequence[Mapping[str, Task]], hub: Any, fault: str | None,
+            threads: str | None) -> Result:
+        return work(self.node, tasks, hub, f"actor {self.label}", fault, threads)
