@@ -205,6 +205,8 @@ class RayExecutor:
                     ray.kill(call.actor, no_restart=True)
                 else:
                     ray.cancel(ref, force=True)
+            # Return only once the workers are gone: a rerun must not race a dying writer.
+            ray.wait(list(pending), num_returns=len(pending), timeout=10)
             raise
         finally:
             for bar in bars.values():
