@@ -42,9 +42,24 @@ def ray_instance() -> Iterator[None]:
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("clips")
     (folder / "a_speech.mp4").symlink_to(media("synthetic/synthetic_cuts_speech.mp4"))
-    (folder / "b_bunny.webm").symlink_to(media("real/big_buck_bunny_0_30.webm"))
+    _head(media("real/big_buck_bunny_0_30.webm"), folder / "b_bunny.webm", seconds=8)
     make_clip(folder / "c_silent.mp4", seconds=3)
     return folder
+
+
+def _head(source: Path, target: Path, seconds: float) -> None:
+    """The first ``seconds`` of ``source``, its packets copied (short clips keep tests quick)."""
+    import av
+
+    with av.open(str(source)) as given, av.open(str(target), "w", format="webm") as cut:
+        streams = {s.index: cut.add_stream_from_template(s) for s in given.streams
+                   if s.type in ("video", "audio")}
+        for packet in given.demux(*[s for s in given.streams if s.index in streams]):
+            if packet.dts is None or (packet.pts is not None
+                                      and packet.pts * packet.time_base >= seconds):
+                continue
+            packet.stream = streams[packet.stream.index]
+            cut.mux(packet)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +116,10 @@ class _Trigger:
         return NullProgress().task(description, total)
 
 
-def _ray(options: RunOptions) -> RunOptions:
-    return dataclasses.replace(options, executor="ray")
+def _ray(options: RunOptions, parallel: bool | None = None) -> RunOptions:
+    """On Ray; ``parallel`` runs a level's models side by side (as on GPU hosts): their
+    workers start together, which keeps these tests short."""
+    return dataclasses.replace(options, executor="ray", parallel=parallel)
 
 
 def test_ray_run_matches_local(ray_instance: None, clips: Path, options: RunOptions,
@@ -132,7 +149,7 @@ def test_killed_workers_are_retried(ray_instance: None, clips: Path, options: Ru
     """A task (shots) and an actor (the captioner) are SIGKILLed after their first video."""
     markers = {"shots": tmp_path / "shots.killed", f"captions[{CAPTIONER}]": tmp_path / "vlm.killed"}
     monkeypatch.setenv(FAULT_ENV, ",".join(f"{k}={v}" for k, v in markers.items()))
-    result = scenescribe.run(clips, tmp_path / "out", _ray(options))
+    result = scenescribe.run(clips, tmp_path / "out", _ray(options, parallel=True))
     assert all(m.exists() for m in markers.values())  # the faults did fire
     assert not result.failed and not result.warnings
     _same(tmp_path / "out", reference)
@@ -149,7 +166,7 @@ def test_local_interrupted_then_finished_on_ray(ray_instance: None, clips: Path,
     with pytest.raises(KeyboardInterrupt):
         scenescribe.run(clips, tmp_path, options, progress=trigger)
     assert trigger.fired and not (tmp_path / "a_speech" / "scenes.jsonl").exists()
-    result = scenescribe.run(clips, tmp_path, _ray(options))
+    result = scenescribe.run(clips, tmp_path, _ray(options, parallel=True))
     assert not result.failed
     _same(tmp_path, reference)
     reused = result.videos[0].stages
@@ -163,7 +180,7 @@ def test_ray_interrupted_then_finished_locally(ray_instance: None, clips: Path,
     # The driver's progress view opens this bar when the worker reports b's frames: Ctrl-C then.
     trigger = _Trigger("b_bunny.webm: frames", _thread.interrupt_main)
     with pytest.raises(KeyboardInterrupt):
-        scenescribe.run(clips, tmp_path, _ray(options), progress=trigger)
+        scenescribe.run(clips, tmp_path, _ray(options, parallel=True), progress=trigger)
     assert trigger.fired and not (tmp_path / "a_speech" / "scenes.jsonl").exists()
     result = scenescribe.run(clips, tmp_path, options)
     assert not result.failed
@@ -179,6 +196,19 @@ def test_options_name_the_executor(tmp_path: Path) -> None:
         scenescribe.run(tmp_path, tmp_path / "out", RunOptions(address="10.0.0.1:6379"))
 
 
+def test_cli_checks_the_executor_before_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scenescribe.cli import app
+
+    clip = str(media("synthetic/synthetic_cuts_speech.mp4"))
+    for args, message in ((["--executor", "spark"], "expected one of local, ray"),
+                          (["--address", "10.0.0.1:6379"], "expected only with executor 'ray'")):
+        done = CliRunner().invoke(app, ["run", clip, "--out", str(tmp_path / "out"), *args])
+        assert done.exit_code == 2 and message in done.output, done.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_local_run_never_imports_ray(tmp_path: Path) -> None:
     code = ("import sys, scenescribe\n"
             "from scenescribe.options import RunOptions\n"
@@ -188,3 +218,36 @@ def test_local_run_never_imports_ray(tmp_path: Path) -> None:
             "print('ray' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_videos_are_shared_by_length() -> None:
+    from scenescribe.executors.ray import shares
+    from scenescribe.graph import StageOutput, Task, Video
+    from scenescribe.records import VideoInfo
+    from scenescribe.workspace import WorkFolder
+
+    def task(seconds: float) -> dict[str, Task]:
+        info = VideoInfo(path="x.mp4", size_bytes=1, container="mp4", duration=seconds,
+                         has_video=True)
+        probe = StageOutput("k", False, meta={"info": info})
+        return {"speech": Task(Video(Path("x.mp4"), WorkFolder(Path("out"))), "k", {"probe": probe})}
+
+    lengths = [10.0, 300.0, 20.0, 280.0, 30.0]
+    split = shares([task(s) for s in lengths], 2)
+    assert sorted(i for share in split for i in share) == list(range(5))  # each video once
+    assert all(share == sorted(share) for share in split)  # run order kept within a share
+    totals = sorted(sum(lengths[i] for i in share) for share in split)
+    assert totals == [320.0, 320.0]  # 300+20 and 280+30+10
+    assert shares([task(5.0)], 4) == [[0]]  # never an actor without work
+
+
+def test_bench_reports_throughput_by_gpu_count() -> None:
+    from scenescribe.bench_report import _job, job_summary
+
+    job = {"wall_s": 10.0, "model": None, "videos": 2, "stages": [], "load_s": 0.0,
+           "compute_s": 8.0, "split_sum_s": 8.0, "overlap_s": -2.0, "cached": [],
+           "executor": {"name": "ray", "gpus": 0}}
+    stage1 = [{"duration_s": 30.0, "scenes": 7}, {"duration_s": 10.0, "scenes": 3}]
+    text = _job(job_summary(job, stage1))
+    assert "| ray | 0 | 1.000 | 4.000 |" in text
+    assert "the count is 0" in text
