@@ -155,6 +155,24 @@ def test_killed_workers_are_retried(ray_instance: None, clips: Path, options: Ru
     _same(tmp_path / "out", reference)
 
 
+def test_a_video_that_kills_its_worker_fails_alone(ray_instance: None, clips: Path,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sounds actor dies whenever it is given c: past its retries, each video of its share
+    gets an actor of its own, and only c fails."""
+    from scenescribe.executors import ray_remote
+
+    monkeypatch.setattr(ray_remote, "RETRIES", 1)
+    monkeypatch.setenv(FAULT_ENV, "sounds@c_silent.mp4")
+    result = scenescribe.run(clips, tmp_path, RunOptions(device="cpu", stages=("sounds",),
+                                                         executor="ray"))
+    assert [v.ok for v in result.videos] == [True, True, False]
+    error = result.videos[2].error or ""
+    assert error.startswith(f"{clips / 'c_silent.mp4'}: sounds: worker failed"), error
+    assert (tmp_path / "b_bunny" / "scenes.jsonl").exists()
+    assert not (tmp_path / "c_silent").exists()  # what the run created for c is removed
+
+
 def test_local_interrupted_then_finished_on_ray(ray_instance: None, clips: Path,
                                                 options: RunOptions,
                                                 reference: dict[str, dict[str, bytes]],

@@ -181,90 +181,113 @@ class RayExecutor:
     def _run_batch(self, batch: Sequence[Node], videos: Sequence[Video], results: Results,
                    ctx: RunContext, relay: _Relay, device: str) -> None:
         """One batch of nodes (run side by side), all its work in flight at once."""
+        work = _Batch(ctx, relay.hub, self.gpus() if device == "cuda" else 0,
+                      sum(1 for node in batch if holds_model(node)))
         found: list[Outcomes] = []
-        pending: dict[Any, _Call] = {}
-        bars: dict[str, ProgressTask] = {}
-        fault, threads = os.environ.get(FAULT_ENV), os.environ.get("OMP_NUM_THREADS")
-        models = sum(1 for node in batch if holds_model(node))
         try:
             for node in batch:
                 prepared = prepare(node, videos, results)
                 found.append(prepared.early)
-                if not prepared.tasks:
-                    continue
-                bars[node.name] = ctx.progress.task(f"{node.name} [ray]", len(prepared.tasks))
-                for call in self._calls(node, prepared.owners, prepared.tasks, models, device):
-                    ref = (call.actor.run.remote(call.tasks, relay.hub, fault, threads) if call.actor
-                           else ray_remote.run_task.options(num_cpus=1).remote(
-                               node, call.tasks, relay.hub, fault, threads))
-                    pending[ref] = call
-            found.extend(self._gather(pending, bars, ctx))
+                if prepared.tasks:
+                    work.submit(node, prepared.owners, prepared.tasks)
+            found.extend(work.gather())
         except BaseException:  # interrupted: stop the workers; their checkpoints are kept
-            for ref, call in pending.items():
-                if call.actor is not None:
-                    ray.kill(call.actor, no_restart=True)
-                else:
-                    ray.cancel(ref, force=True)
-            # Return only once the workers are gone: a rerun must not race a dying writer.
-            ray.wait(list(pending), num_returns=len(pending), timeout=10)
+            work.stop()
             raise
         finally:
-            for bar in bars.values():
-                bar.close()
+            work.close_bars()
         relay.settle()
         for outcomes in found:
             merge(outcomes, results)
 
-    def _calls(self, node: Node, owners: list[int], tasks: list[dict[str, Task]], models: int,
-               device: str) -> list[_Call]:
-        if not holds_model(node):
-            return [_Call(node, [owners[i]], [tasks[i]]) for i in range(len(tasks))]
-        gpus = self.gpus() if device == "cuda" else 0
-        if gpus:  # one actor per GPU, sharing it with the level's other models as locally
-            count, resources = gpus, {"num_gpus": 1 / max(1, models), "num_cpus": 1}
-        else:
-            count, resources = _cpu_nodes(), {"num_cpus": 1}  # one model per host
-        calls = []
-        for n, share in enumerate(shares(tasks, min(count, len(tasks)))):
-            label = f"{node.name}#{n}"
-            actor = ray_remote.ModelActor.options(**resources).remote(  # type: ignore[attr-defined]
-                node, label)
-            calls.append(_Call(node, [owners[i] for i in share], [tasks[i] for i in share], actor))
-        return calls
 
-    def _gather(self, pending: dict[Any, _Call], bars: dict[str, ProgressTask],
-                ctx: RunContext) -> list[Outcomes]:
+class _Batch:
+    """The Ray calls of one batch of nodes: submitted, gathered, or stopped."""
+
+    def __init__(self, ctx: RunContext, hub: Any, gpus: int, models: int) -> None:
+        self.ctx, self.hub, self.gpus, self.models = ctx, hub, gpus, models
+        self.pending: dict[Any, _Call] = {}
+        self.bars: dict[str, ProgressTask] = {}
+        self.fault, self.threads = os.environ.get(FAULT_ENV), os.environ.get("OMP_NUM_THREADS")
+
+    def submit(self, node: Node, owners: list[int], tasks: list[dict[str, Task]]) -> None:
+        self.bars[node.name] = self.ctx.progress.task(f"{node.name} [ray]", len(tasks))
+        if not holds_model(node):
+            for i in range(len(tasks)):
+                self._send(_Call(node, [owners[i]], [tasks[i]]))
+            return
+        count = self.gpus or _cpu_nodes()  # one actor per GPU; on CPU, one per host
+        for share in shares(tasks, min(count, len(tasks))):
+            self._send(_Call(node, [owners[i] for i in share], [tasks[i] for i in share]),
+                       actor=True)
+
+    def _send(self, call: _Call, actor: bool = False) -> None:
+        if not actor:
+            ref = ray_remote.run_task.options(num_cpus=1, max_retries=ray_remote.RETRIES).remote(
+                call.node, call.tasks, self.hub, self.fault, self.threads)
+        else:
+            # Models side by side share each GPU as a local run shares its one GPU.
+            resources = ({"num_gpus": 1 / max(1, self.models), "num_cpus": 1} if self.gpus
+                         else {"num_cpus": 1})
+            retries = ray_remote.RETRIES
+            call.actor = ray_remote.ModelActor.options(  # type: ignore[attr-defined]
+                max_restarts=retries, max_task_retries=retries, **resources).remote(
+                call.node, f"{call.node.name}#{len(self.pending)}")
+            ref = call.actor.run.remote(call.tasks, self.hub, self.fault, self.threads)
+        self.pending[ref] = call
+
+    def gather(self) -> list[Outcomes]:
         found: list[Outcomes] = []
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+        while self.pending:
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
             for ref in ready:
-                call = pending.pop(ref)
-                found.append(self._collect(ref, call, ctx))
-                bars[call.node.name].advance(len(call.tasks))
+                call = self.pending.pop(ref)
                 if call.actor is not None:
                     ray.kill(call.actor)  # frees its GPU for the next stage (stage-major)
+                try:
+                    outcomes, warnings, where = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the worker died past its retries
+                    log.info("%s failed on Ray", call.node.name, exc_info=True)
+                    if call.actor is not None and len(call.tasks) > 1:
+                        self._isolate(call)  # find the video that kills it: the others go on
+                        continue
+                    found.append(self._failed(call, exc))
+                    self.bars[call.node.name].advance(len(call.tasks))
+                    continue
+                for warning in warnings:
+                    self.ctx.warn(warning)
+                found.append({call.owners[i]: {n: _stamped(out, where) for n, out in o.items()}
+                              for i, o in outcomes.items()})
+                self.bars[call.node.name].advance(len(call.tasks))
         return found
 
-    def _collect(self, ref: Any, call: _Call, ctx: RunContext) -> Outcomes:
-        try:
-            outcomes, warnings, where = ray.get(ref)
-        except ray.exceptions.RayError as exc:  # the worker died past its retries
-            log.info("%s failed on Ray", call.node.name, exc_info=True)
-            return self._failed(call, exc, ctx)
-        for warning in warnings:
-            ctx.warn(warning)
-        return {call.owners[i]: {name: _stamped(out, where) for name, out in outcome.items()}
-                for i, outcome in outcomes.items()}
+    def _isolate(self, call: _Call) -> None:
+        """Each video of a dead actor's share on its own actor (resuming from checkpoints)."""
+        for owner, task in zip(call.owners, call.tasks, strict=True):
+            self._send(_Call(call.node, [owner], [task]), actor=True)
 
-    def _failed(self, call: _Call, exc: Exception, ctx: RunContext) -> Outcomes:
+    def _failed(self, call: _Call, exc: Exception) -> Outcomes:
         first = str(exc).strip().splitlines()
         reason = f"worker failed: {type(exc).__name__}: {first[0][:200] if first else ''}"
         if call.node.optional:
-            ctx.warn(f"{call.node.name}: {reason}")
+            self.ctx.warn(f"{call.node.name}: {reason}")
             return {}
         return {owner: {s.name: Failure(s.name, f"{task[s.name].video.source}: {s.name}: {reason}")
                         for s in parts(call.node)}
                 for owner, task in zip(call.owners, call.tasks, strict=True)}
+
+    def stop(self) -> None:
+        for ref, call in self.pending.items():
+            if call.actor is not None:
+                ray.kill(call.actor, no_restart=True)
+            else:
+                ray.cancel(ref, force=True)
+        # Return only once the workers are gone: a rerun must not race a dying writer.
+        ray.wait(list(self.pending), num_returns=len(self.pending), timeout=10)
+
+    def close_bars(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
 
 
 def _new_lock(_: None) -> Any:

@@ -24,7 +24,7 @@ import ray
 
 from scenescribe.graph import Node, Outcomes, RunContext, Task, execute, parts
 
-RETRIES = 3  # a killed worker is retried this often before its videos fail
+RETRIES = 3  # a killed worker is retried this often before its videos fail (read by the driver)
 FLUSH_S = 0.25  # progress events are sent to the driver at most this often per worker
 
 Event = tuple[Any, ...]
@@ -106,20 +106,27 @@ def placement(worker: str) -> dict[str, Any]:
             "pid": os.getpid(), "gpus": [str(g) for g in ray.get_gpu_ids()]}
 
 
-def fault_due(fault: str | None, node: Node) -> bool:
-    """Fault injection for tests: ``"STAGE=MARKER[,STAGE=MARKER]"`` kills the first worker
-    that runs STAGE (once: the marker file remembers it), after its first video's work is
-    checkpointed and before its result is returned."""
+def fault_due(fault: str | None, node: Node, tasks: Sequence[Mapping[str, Task]]) -> str | None:
+    """Fault injection for tests, comma-separated: ``STAGE=MARKER`` kills the first worker that
+    runs STAGE once (the marker file remembers it), after its first video's work is
+    checkpointed ("after-first"); ``STAGE@FILE`` kills every worker given the video FILE (a
+    file name) for STAGE before it starts ("now")."""
     names = {p.name for p in parts(node)}
+    videos = {next(iter(t.values())).video.source.name for t in tasks}
     for item in (fault or "").split(","):
+        if "@" in item and "=" not in item:
+            stage, _, video = item.partition("@")
+            if stage in names and video in videos:
+                return "now"
+            continue
         stage, _, marker = item.partition("=")
         if stage in names and marker:
             try:
                 Path(marker).open("x").close()
             except FileExistsError:
                 continue
-            return True
-    return False
+            return "after-first"
+    return None
 
 
 def same_threads(threads: str | None) -> None:
@@ -137,9 +144,11 @@ def work(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, worker: str,
     same_threads(threads)
     progress = RemoteProgress(hub)
     ctx = RunContext(progress)
-    if fault_due(fault, node):
-        execute(node, tasks[:1], ctx)
-        progress.flush()
+    due = fault_due(fault, node, tasks)
+    if due is not None:
+        if due == "after-first":
+            execute(node, tasks[:1], ctx)
+            progress.flush()
         os.kill(os.getpid(), signal.SIGKILL)  # as a node or OOM killer would
     outcomes = execute(node, tasks, ctx)
     progress.flush()
