@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # W1 under `--executor ray` beside the local run (issue 13: within 10% of its wall clock), on the
 # GPU machine (the device tool), from the repository root. Calls, on one warm machine:
-#   bash benchmarks/gpu/ray_w1.sh install            # carry .carry/ray/ray-wheels-cp312.tar.part-00
-#   bash benchmarks/gpu/ray_w1.sh install            # carry part-01 (+ .carry/media, whisper-tok, yolo)
-#   [FRESH_SUITE=] bash benchmarks/gpu/ray_w1.sh OUTDIR local [MODEL]   # carry .whl
+#   bash benchmarks/gpu/ray_w1.sh install   # carry .carry/ray/...part-00, .carry/whisper-tok, .carry/yolo
+#   bash benchmarks/gpu/ray_w1.sh install   # carry .carry/ray/...part-01, .carry/media
+#   bash benchmarks/gpu/ray_w1.sh OUTDIR local [MODEL]   # carry .whl
 #   bash benchmarks/gpu/ray_w1.sh OUTDIR ray [MODEL]  # nothing to carry
-#   bash benchmarks/gpu/ray_w1.sh OUTDIR compare
+#   bash benchmarks/gpu/ray_w1.sh OUTDIR compare      # reads both runs' .carry/bench-*/bench.json
 # Ray 2.60.0 for Python 3.12 and the dependencies it may lack here are one tar of wheels split
 # into two parts under 60 MiB (the device takes 64 MiB of carried files per call); a carried part
 # stays on the warm machine, `install` checks both against benchmarks/gpu/ray_wheels.sha256 and
@@ -70,7 +70,7 @@ import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
 walls = {}
 for name in ("local", "ray"):
-    path = out / name / "bench.json"
+    path = pathlib.Path(f".carry/bench-{name}/bench.json")  # kept on the warm machine
     if path.exists():
         job = json.loads(path.read_text())["job"]
         walls[name] = job["wall_s"]
@@ -81,8 +81,8 @@ if len(walls) == 2:
 EOF
   exit 0
 fi
-install_ray
-if ! python3 -c "import ultralytics, scenedetect" 2>/dev/null; then
+if [ "$executor" = ray ]; then install_ray; fi  # the local run never imports it
+if ! python3 -c "import av, lap, scenedetect, ultralytics" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$site" .whl/*.whl
 fi
