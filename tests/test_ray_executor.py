@@ -18,7 +18,7 @@ import scenescribe
 from conftest import media
 from fake_media import make_clip
 from scenescribe.errors import OptionError
-from scenescribe.executors.ray import FAULT_ENV
+from scenescribe.executors.ray_batch import FAULT_ENV
 from scenescribe.options import CaptionOptions, ObjectOptions, RunOptions, run_options_from_mapping
 from scenescribe.progress import NullProgress
 from scenescribe.progress import Task as ProgressTask
@@ -239,7 +239,7 @@ def test_local_run_never_imports_ray(tmp_path: Path) -> None:
 
 
 def test_videos_are_shared_by_length() -> None:
-    from scenescribe.executors.ray import shares
+    from scenescribe.executors.ray_batch import shares
     from scenescribe.graph import StageOutput, Task, Video
     from scenescribe.records import VideoInfo
     from scenescribe.workspace import WorkFolder

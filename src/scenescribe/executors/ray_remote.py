@@ -2,8 +2,8 @@
 
 A CPU node (probe, cheap shot detectors, frames) runs as one Ray task per video; a node holding
 a model (speech, sounds, objects, a GPU shot detector, each captioner) runs in a ``ModelActor``
-that loads the model once and runs it over every video given to it, pooled as a local run
-pools them. Both call ``graph.execute``: the same stage code, writing the same checkpoints into
+of the run's pool, which loads the model once and runs it over every video given to it, pooled
+as a local run pools them. Both call ``graph.execute``: the same stage code, writing the same checkpoints into
 the shared ``--out`` folder, from the node that computed them. A worker that dies is retried by
 Ray (tasks: ``max_retries``; actors: ``max_restarts`` and ``max_task_retries``); the retry
 resumes from the checkpoints the dead worker flushed.
@@ -162,14 +162,19 @@ def run_task(node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any,
     return work(node, tasks, hub, "task", fault, threads)
 
 
-@ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)
+@ray.remote
 class ModelActor:
-    """One model, loaded once, over every video sent to it (a restart loads it again)."""
+    """A worker for models: each call loads its node's model once, runs it over every video of
+    the call and frees it; the process (its imports, its CUDA context) serves the whole run.
+    Restarted by Ray when it dies (the driver sets ``max_restarts``)."""
 
-    def __init__(self, node: Node, label: str) -> None:
-        self.node = node
+    def __init__(self, label: str) -> None:
         self.label = label
 
-    def run(self, tasks: Sequence[Mapping[str, Task]], hub: Any, fault: str | None,
+    def group(self) -> str:
+        """The GPU(s) Ray gave this actor: the driver shares each node's videos by GPU."""
+        return ",".join(str(g) for g in ray.get_gpu_ids())
+
+    def run(self, node: Node, tasks: Sequence[Mapping[str, Task]], hub: Any, fault: str | None,
             threads: str | None) -> Result:
-        return work(self.node, tasks, hub, f"actor {self.label}", fault, threads)
+        return work(node, tasks, hub, f"actor {self.label}", fault, threads)
