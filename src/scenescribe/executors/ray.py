@@ -22,7 +22,7 @@ from typing import Any, cast
 
 import ray
 
-from scenescribe.errors import OptionError
+from scenescribe.errors import ConfigError, OptionError
 from scenescribe.executors import ray_remote
 from scenescribe.executors.ray_batch import Batch, Pool, holds_model
 from scenescribe.graph import (
@@ -54,6 +54,7 @@ class _Relay:
     open: dict[str, ProgressTask] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the loop and ``settle``
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name="ray-progress", daemon=True)
@@ -67,7 +68,11 @@ class _Relay:
                 log.debug("progress relay failed", exc_info=True)
 
     def pump(self) -> None:
-        for event in ray.get(self.hub.drain.remote()):
+        with self.lock:
+            self._apply(ray.get(self.hub.drain.remote()))
+
+    def _apply(self, events: list[tuple[Any, ...]]) -> None:
+        for event in events:
             kind, task_id = event[0], event[1]
             if kind == "open":
                 self.open[task_id] = self.progress.task(event[2], event[3])
@@ -79,9 +84,10 @@ class _Relay:
     def settle(self) -> None:
         """Show what arrived and close the bars of workers that died before closing them."""
         self.pump()
-        for task in self.open.values():
-            task.close()
-        self.open.clear()
+        with self.lock:
+            for task in self.open.values():
+                task.close()
+            self.open.clear()
 
     def close(self) -> None:
         self.stop.set()
@@ -104,7 +110,14 @@ class RayExecutor:
             if self.address:
                 env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
                 options.update(address=self.address, runtime_env={"env_vars": env})
-            ray.init(**options)  # no address: a local instance with every CPU and GPU here
+            try:
+                ray.init(**options)  # no address: a local instance with every CPU and GPU here
+            except Exception as exc:  # one line, not Ray's traceback
+                where = f"join the Ray cluster at {self.address}" if self.address else (
+                    "start a local Ray instance")
+                text = str(exc).strip().splitlines()
+                raise ConfigError(f"executor ray: cannot {where}: {type(exc).__name__}: "
+                                  f"{text[0][:200] if text else ''}") from exc
             self.started = True
         _send_locks_fresh()
         return self
