@@ -25,7 +25,7 @@ class Executor(Protocol):
         """``requested`` with ``auto`` resolved where the models will run."""
 
     def gpus(self) -> int:
-        """GPUs the executor can place models on."""
+        """GPUs this run's models are placed on (0: on CPU)."""
 
     def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
                   parallel: bool) -> Results:

@@ -11,15 +11,16 @@ from scenescribe.graph import Graph, Results, RunContext, Video, run_graph
 class LocalExecutor:
     name = "local"
 
+    def __init__(self) -> None:
+        self.resolved = "cpu"
+
     def device(self, requested: str) -> str:
-        return resolve_device(requested)
+        self.resolved = resolve_device(requested)
+        return self.resolved
 
     def gpus(self) -> int:
-        if not self.device("auto").startswith("cuda"):
-            return 0
-        import torch
-
-        return int(torch.cuda.device_count())
+        """A local run places its models on one GPU at most."""
+        return 1 if self.resolved.startswith("cuda") else 0
 
     def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
                   parallel: bool) -> Results:

@@ -127,10 +127,14 @@ class RayExecutor:
             ray.shutdown()
 
     def gpus(self) -> int:
+        """The cluster's GPUs when the run's models go on GPUs, else 0."""
+        return self.cluster_gpus() if self.resolved.startswith("cuda") else 0
+
+    def cluster_gpus(self) -> int:
         return int(cast(Any, ray).cluster_resources().get("GPU", 0))
 
     def device(self, requested: str) -> str:
-        gpus = self.gpus()
+        gpus = self.cluster_gpus()
         if requested.startswith("cuda") and not gpus:
             raise OptionError(f"device (--device): expected a GPU in the Ray cluster, found "
                               f"{requested!r} but the cluster has none")
@@ -149,7 +153,7 @@ class RayExecutor:
         relay.start()
         plan = [batch for level in graph.levels() for batch in batches(level, parallel)]
         width = max((sum(1 for node in batch if holds_model(node)) for batch in plan), default=1)
-        pool = Pool(max(1, width), self.gpus() if self.resolved.startswith("cuda") else 0)
+        pool = Pool(max(1, width), self.gpus())
         try:
             for batch in plan:
                 self._run_batch(batch, videos, results, ctx, relay, pool)
