@@ -30,10 +30,12 @@ CAPTIONER = "smolvlm2"
 
 @pytest.fixture(scope="module")
 def ray_instance() -> Iterator[None]:
-    """One local Ray instance for the module; the runs join it (RayExecutor leaves it up)."""
+    """One local Ray instance for the module; the runs join it (RayExecutor leaves it up). Its
+    two GPUs are resources only (there are none here): the runs say ``device="cpu"``, and the
+    model pool's placement on GPUs is checked without CUDA."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -236,6 +238,22 @@ def test_local_run_never_imports_ray(tmp_path: Path) -> None:
             "print('ray' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_model_pool_puts_width_actors_on_each_gpu(ray_instance: None) -> None:
+    import ray
+
+    from scenescribe.executors.ray_batch import Pool
+
+    pool = Pool(width=2, gpus=2)
+    pool.launch(["json"])
+    pool.start()
+    try:
+        assert [len(group) for group in pool.groups] == [2, 2]
+        seen = [ray.get([a.group.remote() for a in group]) for group in pool.groups]
+        assert seen == [["0", "0"], ["1", "1"]]
+    finally:
+        pool.stop()
 
 
 def test_videos_are_shared_by_length() -> None:

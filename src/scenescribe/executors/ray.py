@@ -24,7 +24,7 @@ import ray
 
 from scenescribe.errors import ConfigError, OptionError
 from scenescribe.executors import ray_remote
-from scenescribe.executors.ray_batch import Batch, Pool, holds_model
+from scenescribe.executors.ray_batch import Batch, Pool, holds_model, libraries
 from scenescribe.graph import (
     Graph,
     Node,
@@ -154,6 +154,9 @@ class RayExecutor:
         plan = [batch for level in graph.levels() for batch in batches(level, parallel)]
         width = max((sum(1 for node in batch if holds_model(node)) for batch in plan), default=1)
         pool = Pool(max(1, width), self.gpus())
+        models = [node for batch in plan for node in batch if holds_model(node)]
+        if models and pool.gpus:  # up and importing while probe and shots run
+            pool.launch(sorted(set().union(*(libraries(node) for node in models))))
         try:
             for batch in plan:
                 self._run_batch(batch, videos, results, ctx, relay, pool)

@@ -40,6 +40,16 @@ def holds_model(node: Node) -> bool:
     return False
 
 
+def libraries(node: Node) -> set[str]:
+    """The modules a model node's backends import (their registry entries' ``requires``)."""
+    found: set[str] = set()
+    for stage in parts(node):
+        for holder in ("backend", "captioner", "detector"):
+            entry = getattr(getattr(stage, holder, None), "entry", None)
+            found.update(getattr(entry, "requires", ()))
+    return found
+
+
 def shares(tasks: Sequence[dict[str, Task]], count: int) -> list[list[int]]:
     """Task positions split into ``count`` shares of similar media length (longest first onto
     the lightest share); each share keeps the run's order, so one share pools as a local run."""
@@ -60,6 +70,9 @@ class Pool:
         self.width, self.gpus = width, gpus
         self.groups: list[list[Any]] = []
         self.spares: list[Any] = []  # single-use actors, for isolating a video
+        self._actors: list[Any] = []  # launched, not yet grouped
+        self._keys: list[Any] = []
+        self._launched = False
 
     def _new(self, label: str, node_id: str | None = None) -> Any:
         options: dict[str, Any] = {"max_restarts": ray_remote.RETRIES,
@@ -74,21 +87,35 @@ class Pool:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, False)
         return ray_remote.ModelActor.options(**options).remote(label)  # type: ignore[attr-defined]
 
-    def start(self) -> None:
-        if self.groups:
+    def launch(self, warm: Sequence[str] = ()) -> None:
+        """Start the actors without waiting: they come up (and, on GPUs, import ``warm``, the
+        models' libraries) while the CPU levels run."""
+        if self._launched:
             return
         if self.gpus:
-            actors = [self._new(f"model{i}") for i in range(self.gpus * self.width)]
-            keys = ray.get([a.group.remote() for a in actors])
+            self._actors = [self._new(f"model{i}") for i in range(self.gpus * self.width)]
+            self._keys = [a.group.remote() for a in self._actors]
+            threads = os.environ.get("OMP_NUM_THREADS")
+            for actor in self._actors:
+                actor.warm.remote(list(warm), threads)
         else:
             hosts = _cpu_hosts()
-            actors = [self._new(f"model{i}", hosts[i // self.width])
-                      for i in range(len(hosts) * self.width)]
-            keys = [hosts[i // self.width] for i in range(len(actors))]
+            self._actors = [self._new(f"model{i}", hosts[i // self.width])
+                            for i in range(len(hosts) * self.width)]
+            self._keys = [hosts[i // self.width] for i in range(len(self._actors))]
+        self._launched = True
+
+    def start(self) -> None:
+        """The actors grouped by GPU or host (waits for them to be placed)."""
+        self.launch()
+        if self.groups or not self._actors:
+            return
+        keys = ray.get(self._keys) if self.gpus else self._keys
         grouped: dict[str, list[Any]] = {}
-        for key, actor in zip(keys, actors, strict=True):
+        for key, actor in zip(keys, self._actors, strict=True):
             grouped.setdefault(key, []).append(actor)
         self.groups = [grouped[k] for k in sorted(grouped)]
+        self._actors = []
 
     def spare(self) -> Any:
         actor = self._new(f"spare{len(self.spares)}")
@@ -96,9 +123,9 @@ class Pool:
         return actor
 
     def stop(self) -> None:
-        for actor in [a for group in self.groups for a in group] + self.spares:
+        for actor in [a for group in self.groups for a in group] + self.spares + self._actors:
             ray.kill(actor, no_restart=True)
-        self.groups, self.spares = [], []
+        self.groups, self.spares, self._actors = [], [], []
 
 
 @dataclass

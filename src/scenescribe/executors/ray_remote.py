@@ -171,6 +171,18 @@ class ModelActor:
     def __init__(self, label: str) -> None:
         self.label = label
 
+    def warm(self, modules: list[str], threads: str | None) -> None:
+        """Import the models' libraries ahead of the first call (errors wait for the call),
+        under the driver's thread settings (torch reads them on import)."""
+        import importlib
+
+        same_threads(threads)
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:  # the call that needs it reports it properly
+                continue
+
     def group(self) -> str:
         """The GPU(s) Ray gave this actor: the driver shares each node's videos by GPU."""
         return ",".join(str(g) for g in ray.get_gpu_ids())
