@@ -42,7 +42,7 @@ from scenescribe.progress import Task as ProgressTask
 log = logging.getLogger("scenescribe.ray")
 
 # Forwarded to the workers of a cluster joined by address (a local instance inherits them).
-FORWARDED_ENV = ("SCENESCRIBE_", "HF_", "TRANSFORMERS_", "YOLO_", "CUDA_", "PYTHONPATH")
+FORWARDED_ENV = ("SCENESCRIBE_", "HF_", "TRANSFORMERS_", "YOLO_")  # never CUDA_*: Ray sets it
 
 
 @dataclass
