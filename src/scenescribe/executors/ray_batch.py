@@ -106,10 +106,13 @@ class Pool:
         self._launched = True
 
     def start(self) -> None:
-        """The actors grouped by GPU or host (waits for them to be placed)."""
-        self.launch()
-        if self.groups or not self._actors:
+        """The actors grouped by GPU or host (waits for them to be placed); a pool whose every
+        actor died is launched anew."""
+        if self.groups:
             return
+        if not self._actors:
+            self._launched = False
+            self.launch()
         keys = ray.get(self._keys) if self.gpus else self._keys
         grouped: dict[str, list[Any]] = {}
         for key, actor in zip(keys, self._actors, strict=True):
