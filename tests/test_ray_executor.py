@@ -148,8 +148,9 @@ def test_ray_run_matches_local(ray_instance: None, clips: Path, options: RunOpti
 def test_killed_workers_are_retried(ray_instance: None, clips: Path, options: RunOptions,
                                     reference: dict[str, dict[str, bytes]], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A task (shots) and an actor (the captioner) are SIGKILLed after their first video."""
-    markers = {"shots": tmp_path / "shots.killed", f"captions[{CAPTIONER}]": tmp_path / "vlm.killed"}
+    """A task (shots) and a model actor (running sounds) are SIGKILLed after their first
+    video; Ray runs the task again and restarts the actor, which resumes from checkpoints."""
+    markers = {"shots": tmp_path / "shots.killed", "sounds": tmp_path / "sounds.killed"}
     monkeypatch.setenv(FAULT_ENV, ",".join(f"{k}={v}" for k, v in markers.items()))
     result = scenescribe.run(clips, tmp_path / "out", _ray(options, parallel=True))
     assert all(m.exists() for m in markers.values())  # the faults did fire
