@@ -3,13 +3,17 @@ frames, scores and cuts of its own single pass."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
+import scenescribe
 from conftest import media
+from fake_media import make_clip
+from fake_setup import fake_options
 from scenescribe import registry
 from scenescribe.errors import StageError
 from scenescribe.media import iter_frames, probe
@@ -20,6 +24,7 @@ from scenescribe.shots.fast import opening_fade_end
 from scenescribe.shots.segments import plan_segments
 from scenescribe.shots.shared_decode import SharedDecode, decode_both
 from scenescribe.shots.transnetv2 import shrink
+from scenescribe.testing import fakes
 
 BBB = "real/big_buck_bunny_0_30.webm"  # 720p, a fade-in and hard cuts
 CAR = "real/intel_car-detection.mp4"  # 377 frames, 12.5 fps
@@ -122,3 +127,26 @@ def test_videos_at_once_follow_the_cores(monkeypatch: pytest.MonkeyPatch) -> Non
     assert shot_videos_at_once(make("adaptive"), 4) == 1  # not declared safe from threads
     monkeypatch.setenv("SCENESCRIBE_SHOT_VIDEOS", "3")
     assert shot_videos_at_once(gpu_default, 4) == 3
+
+
+def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two videos at once give each its own scenes, as one after the other does."""
+    threads: list[str] = []
+    detect = fakes.FakeShots.detect
+
+    def recording(self: Any, video: Any, progress: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return detect(self, video, progress)
+
+    monkeypatch.setattr(fakes.FakeShots, "detect", recording)
+    monkeypatch.setattr(fakes.FakeShots, "concurrent_videos", True)
+    clips = [make_clip(tmp_path / "in" / f"clip{k}.mp4", seconds=3 + k) for k in range(3)]
+    got = {}
+    for at_once in ("1", "2"):
+        monkeypatch.setenv("SCENESCRIBE_SHOT_VIDEOS", at_once)
+        out = tmp_path / at_once
+        assert not scenescribe.run(clips, out, fake_options()).failed
+        got[at_once] = [(out / c.stem / "scenes.jsonl").read_text() for c in clips]
+    assert got["1"] == got["2"]
+    assert len(set(got["1"])) == 3  # three different videos, not one copied
+    assert sum(name.startswith("shots-video") for name in threads) == 3
