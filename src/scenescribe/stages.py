@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -121,7 +123,15 @@ class ShotsStage(Stage):
         return self.detector.cache_key()
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, lambda task: self._one(task, ctx))
+        at_once = shot_videos_at_once(self.detector, len(tasks))
+        if at_once <= 1:
+            return each(self.name, tasks, lambda task: self._one(task, ctx))
+        # Several videos side by side: one video's serial parts (start-up, its last segment,
+        # the network over its stitched frames) overlap the next one's decoding.
+        with ThreadPoolExecutor(at_once, thread_name_prefix="shots-video") as pool:
+            futures = [pool.submit(guarded, self.name, task, lambda t: self._one(t, ctx))
+                       for task in tasks]
+            return {i: f.result() for i, f in enumerate(futures)}
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         info = task.info
@@ -146,6 +156,17 @@ class ShotsStage(Stage):
 
     def close(self) -> None:
         self.detector.unload()
+
+
+def shot_videos_at_once(detector: ShotDetector, videos: int) -> int:
+    """Videos whose shots are detected side by side: one per 8 cores for detectors that allow
+    it (each video's decode already spreads over the cores; two overlap their serial parts),
+    so a small machine runs one at a time. ``SCENESCRIBE_SHOT_VIDEOS`` overrides."""
+    env = os.environ.get("SCENESCRIBE_SHOT_VIDEOS", "").strip()
+    if not detector.concurrent_videos:
+        return 1
+    at_once = int(env) if env.isdigit() else (os.cpu_count() or 1) // 8
+    return max(1, min(videos, at_once))
 
 
 def _resume(task: Task, stage: str) -> tuple[JsonlCheckpoint, list[Scene]]:
