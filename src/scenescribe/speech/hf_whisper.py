@@ -1,18 +1,19 @@
 """Whisper on transformers (torch): the GPU path.
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
-without sound are skipped, and the rest are decoded in batches of ``batch_size`` with SDPA
-attention (FlashAttention-2 when ``flash_attn`` is installed on CUDA; fp16 or bf16 on CUDA,
-float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech stage),
-``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a reader
-thread decodes the next videos' audio while the model works, and each video's result is
-routed back as its last chunk is decoded. Word times come from a second,
-teacher-forced decoder pass whose alignment-head cross-attention is aligned to the audio
-frames by dynamic time warping (``alignment``), as openai-whisper does.
-``generate(return_token_timestamps=True)`` is not used: it switches the whole model to eager
-attention and keeps every layer's attention at every step, which costs gigabytes for large-v3
-batches; the second pass computes only the alignment heads' weights from the queries and keys
-of their layers.
+without sound are skipped, and the rest are decoded in batches of ``batch_size`` (fp16 or bf16
+on CUDA, float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech
+stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a
+reader thread decodes the next videos' audio while the model works, and each video's result is
+routed back as its last chunk is decoded. The encoder runs with SDPA (FlashAttention-2 when
+``flash_attn`` is installed on CUDA). Greedy decoding runs in ``static_decode``: a fixed cache
+and, on CUDA, one CUDA graph replay per token (``decoder = "generate"`` keeps transformers'
+``generate``, which beam search still uses). Word times come from a second, teacher-forced
+decoder pass whose alignment-head cross-attention is aligned to the audio frames by dynamic
+time warping (``alignment``), as openai-whisper does. No attention weights are kept while
+decoding: ``generate(return_token_timestamps=True)`` would switch the whole model to eager
+attention and keep every layer's attention at every step; the second pass computes only the
+alignment heads' weights from the queries and keys of their layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -21,10 +22,12 @@ decoding ran out of tokens (a 30 s montage of real GRID sentences, each said twi
 at 2.42 and was dropped whole before). Chunks are decoded independently (no conditioning on
 previous text).
 
-Measured on one H100 (large-v3 architecture, random weights, fp16, 100 new tokens per 30 s
-chunk): 242x real time at batch 32 (11 GiB peak), 121x at 16, 79x at 8, 9.5x at 1; at batch 16,
-3.0 s of 3.6 s is ``generate`` (about 30 ms per step whatever the batch: launch-bound), the
-encoder 0.12 s, the alignment pass with DTW 0.26 s.
+Measured with ``generate`` on one H100 (large-v3 architecture, random weights, fp16, 100 new
+tokens per 30 s chunk): 242x real time at batch 32 (11 GiB peak), 121x at 16, 79x at 8, 9.5x
+at 1; at batch 16, 3.0 s of 3.6 s was ``generate`` (about 30 ms per step whatever the batch:
+launch-bound), the encoder 0.12 s, the alignment pass with DTW 0.26 s. On W1 in Stage 1 (H200,
+224 tokens per chunk, beside the other components' threads) it ran at 22x real time; the
+static decoder is the answer (benchmarks/NOTES-speech.md).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from scenescribe.speech.chunking import (
 )
 from scenescribe.speech.guard import LOG_PROB_FLOOR, LanguageVote, SpeechGuard
 from scenescribe.speech.pool import transcribe_pooled
+from scenescribe.speech.static_decode import StaticDecoder
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -95,6 +99,7 @@ class _Loaded:
     suppress: list[int]  # never generated
     begin: list[int]  # never generated first
     stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
+    static: StaticDecoder | None = None  # greedy decoding without ``generate`` (see ``decode``)
 
 
 class SuppressMask:
@@ -123,6 +128,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     chunk_seconds = 30.0  # Whisper's window
     chunk_search_seconds = 10.0  # a chunk ends at the quietest point of its last 10 s
     max_new_tokens = MAX_NEW_TOKENS
+    # "graph": ``static_decode`` (CUDA graphs on CUDA), "static": the same without graphs,
+    # "generate": transformers' ``generate`` (the path before 2026-12-02; beam search uses it).
+    decoder = "graph"
     # Imported under the load lock; the weights then load beside the other components'.
     load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
                     "transformers:WhisperProcessor", "transformers:WhisperFeatureExtractor",
@@ -252,12 +260,29 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             if self.multilingual:
                 kwargs = {"language": [lang for lang, _ in languages], "task": "transcribe"}
             suppress = self._suppress_mask(len(self._prompt(languages[0][0])))
+            static = self._static()
+            if static is not None:
+                generated = static.generate(
+                    encoded, [self._prompt(lang) for lang, _ in languages], self.max_new_tokens,
+                    suppress.always, suppress.first, model.generation_config.eos_token_id)
+                return self._align(batch, encoded, generated, languages)
             generated = model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                 logits_processor=LogitsProcessorList([suppress]), return_timestamps=False,
                 num_beams=max(1, self.options.beam_size), do_sample=False,
                 max_new_tokens=self.max_new_tokens, **kwargs)
             return self._align(batch, encoded, generated.cpu().tolist(), languages)
+
+    def _static(self) -> StaticDecoder | None:
+        """The loaded model's static decoder, or None where ``generate`` decodes."""
+        if self.decoder == "generate" or self.options.beam_size > 1:
+            return None
+        loaded: _Loaded = self.model
+        graphs = self.decoder == "graph"
+        static = loaded.static
+        if static is None or static.graphs_wanted != graphs:
+            static = loaded.static = StaticDecoder(loaded.net, graphs)
+        return static
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
         """The checkpoint's token suppression as one precomputed mask (see ``_load``)."""
