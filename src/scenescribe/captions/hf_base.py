@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
 from scenescribe.captions.batching import BatchTuner
 from scenescribe.captions.engine import run_batches
@@ -110,6 +111,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
     def _load(self) -> Any:
         self._check_options()
         dtype = self.torch_dtype()
+        avoid_cudnn_attention(self.device)
         if self.options.random_weights:  # benchmarks: the architecture, no checkpoint
             from scenescribe.testing import stand_ins
 

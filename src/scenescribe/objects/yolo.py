@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 
 from scenescribe.backend import import_names
-from scenescribe.errors import BackendUnavailableError, ModelNotFoundError
+from scenescribe.errors import BackendUnavailableError, ModelNotFoundError, ScenescribeError
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detections import Detections
 from scenescribe.objects.summary import SceneObjects
 from scenescribe.progress import Progress
 from scenescribe.records import ObjectSummary, Scene, VideoInfo
+from scenescribe.release_assets import file_sha256
 
 log = logging.getLogger("scenescribe.objects")
 
@@ -120,6 +121,19 @@ class YoloTracker(ObjectTracker):
                 return YOLO(str(weights), task="detect")
             except Exception as exc:  # torch and ultralytics raise many types for a bad file
                 raise ModelNotFoundError(f"{self.name}: cannot load {weights}: {exc}") from exc
+
+    def facts(self) -> dict[str, Any]:
+        """Adds the weights file's digest beside the pinned one: a local copy may differ."""
+        facts = super().facts()
+        if self.entry.sha256:
+            facts["sha256"] = self.entry.sha256
+            try:
+                digest = file_sha256(self._weights_file(Path(self.weights())))
+            except (OSError, ScenescribeError):
+                return facts  # facts never fail a run; the load reports a missing file
+            facts["weights_sha256"] = digest
+            facts["weights_match_pin"] = digest == self.entry.sha256
+        return facts
 
     def _weights_file(self, path: Path) -> Path:
         """The ``.pt`` file itself, or the one inside a folder (a hub snapshot)."""

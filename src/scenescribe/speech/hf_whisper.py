@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
@@ -143,6 +144,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         path = self.weights()
         dtype = getattr(torch, dtype_name_for(self.options.compute_type, self.device))
         log.info("loading %s on %s (%s)", path, self.device, dtype)
+        avoid_cudnn_attention(self.device)
         processor = WhisperProcessor.from_pretrained(path)
         try:
             model = WhisperForConditionalGeneration.from_pretrained(
