@@ -36,7 +36,7 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
-from scenescribe.speech.alignment import AttentionCapture, align_words
+from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_many
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import (
     speech_chunks,
@@ -100,7 +100,8 @@ class _Loaded:
     suppress: list[int]  # never generated
     begin: list[int]  # never generated first
     stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
-    static: StaticDecoder | None = None  # greedy decoding without ``generate`` (see ``decode``)
+    # Greedy decoders without ``generate`` (see ``decode``), with and without CUDA graphs.
+    static: dict[bool, StaticDecoder] = field(default_factory=dict)
 
 
 class SuppressMask:
@@ -281,10 +282,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             return None
         loaded: _Loaded = self.model
         graphs = self.decoder == "graph"
-        static = loaded.static
-        if static is None or static.graphs_wanted != graphs:
-            static = loaded.static = StaticDecoder(loaded.net, graphs)
-        return static
+        if graphs not in loaded.static:
+            loaded.static[graphs] = StaticDecoder(loaded.net, graphs)
+        return loaded.static[graphs]
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
         """The checkpoint's token suppression as one precomputed mask (see ``_load``)."""
@@ -345,6 +345,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                                                           strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
         matrices = capture.matrices(encoded, rows, frames)
+        starts = token_frames_many(matrices)  # one DTW recurrence for the whole batch
         no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
         out = []
         for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
@@ -352,16 +353,16 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             targets = ids[b, row + 1]
             token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
             out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
-                                     matrices[b], languages[b], float(no_speech[b]),
+                                     starts[b], languages[b], float(no_speech[b]),
                                      truncated[b]))
         return out
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
-                 matrix: np.ndarray, language: tuple[str | None, float | None],
+                 starts: np.ndarray, language: tuple[str | None, float | None],
                  no_speech: float, truncated: bool) -> Decoded:
         tokenizer = self.model.processor.tokenizer
-        timed = align_words(text, np.exp(token_lp[:-1]), matrix,
-                            lambda t: tokenizer.decode(t), language[0])
+        timed = align_words(text, np.exp(token_lp[:-1]), np.empty((0, 0)),
+                            lambda t: tokenizer.decode(t), language[0], frames=starts)
         words = []
         for w in timed:
             start = offset + min(w.start, duration)

@@ -41,6 +41,8 @@ class _Buffers:
     seq: Any  # [rows, length] tokens so far
     done: Any  # [rows] row has produced end-of-text
     begin: Any  # [1] the position whose output is the first free token
+    always: Any  # [vocab] tokens never chosen
+    first: Any  # [vocab] tokens never chosen first
     self_k: list[Any]
     self_v: list[Any]
     cross_k: list[Any]
@@ -52,7 +54,6 @@ class StaticDecoder:
 
     def __init__(self, model: Any, graphs: bool) -> None:
         self.model = model
-        self.graphs_wanted = graphs
         self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
         self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
         self._buffers: _Buffers | None = None
@@ -73,17 +74,19 @@ class StaticDecoder:
         length = -(-(start + max_new_tokens) // BUCKET) * BUCKET
         use_graph = self.graphs and encoded.device.type == "cuda"
         rows = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
-        buf = self._ensure(rows, length, encoded)
+        buf = self._ensure(rows, length, encoded, always.shape[0])
         view = _rows(buf, rows)
         self._fill(view, encoded, prompts, eot)
-        masks = (always, first)
-        step = self._graph_step(view, masks, eot) if use_graph else None
+        # Copied, not referenced: a captured graph reads the addresses it saw at capture.
+        view.always.copy_(always)
+        view.first.copy_(first)
+        step = self._graph_step(view, eot) if use_graph else None
         steps = start - 1 + max_new_tokens
         for i in range(steps):
             if step is not None:
                 step.replay()
             else:
-                self._step(view, masks, eot)
+                self._step(view, eot)
             if (i + 1) % STOP_CHECK == 0 and i + 1 >= start and bool(view.done[:n].all()):
                 steps = i + 1
                 break
@@ -92,22 +95,23 @@ class StaticDecoder:
 
     # buffers
 
-    def _ensure(self, rows: int, length: int, encoded: Any) -> _Buffers:
+    def _ensure(self, rows: int, length: int, encoded: Any, vocab: int) -> _Buffers:
         """Buffers of at least ``rows`` x ``length``; growing them drops the captured graphs."""
         buf = self._buffers
         frames = encoded.shape[1]
         if (buf is not None and buf.rows >= rows and buf.length == length
-                and buf.cross_k[0].shape[2] == frames):
+                and buf.cross_k[0].shape[2] == frames and buf.always.shape[0] == vocab):
             return buf
         import torch
 
-        self._buffers = None
+        old_rows = buf.rows if buf is not None else 0
+        self._buffers = buf = None  # the old buffers go before the new ones are made
         self._graphs.clear()
         decoder = self.model.model.decoder
         dev, dtype = encoded.device, encoded.dtype
         attn = decoder.layers[0].self_attn
         heads, dim = attn.num_heads, attn.head_dim
-        rows = max(rows, buf.rows if buf is not None else 0)
+        rows = max(rows, old_rows)
         layers = len(decoder.layers)
 
         def zeros(size: int) -> list[Any]:
@@ -119,6 +123,8 @@ class StaticDecoder:
             rows, length, torch.zeros(rows, **long), torch.zeros(1, **long),
             torch.full((rows, length), -1, **long), torch.zeros((rows, length), **long),
             torch.zeros(rows, device=dev, dtype=torch.bool), torch.zeros(1, **long),
+            torch.zeros(vocab, device=dev, dtype=torch.bool),
+            torch.zeros(vocab, device=dev, dtype=torch.bool),
             zeros(length), zeros(length), zeros(frames), zeros(frames))
         return self._buffers
 
@@ -152,7 +158,7 @@ class StaticDecoder:
 
     # the step
 
-    def _step(self, buf: _Buffers, masks: tuple[Any, Any], eot: int) -> None:
+    def _step(self, buf: _Buffers, eot: int) -> None:
         """One token for every row, reading and writing only ``buf`` (graph-safe)."""
         import torch
         import torch.nn.functional as F
@@ -183,8 +189,7 @@ class StaticDecoder:
             h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
             h = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
         logits = model.proj_out(decoder.layer_norm(h))[:, 0]
-        always, first = masks
-        mask = torch.where(buf.pos == buf.begin, first, always)[: logits.shape[-1]]
+        mask = torch.where(buf.pos == buf.begin, buf.first, buf.always)[: logits.shape[-1]]
         chosen = logits.masked_fill(mask, float("-inf")).argmax(dim=-1)
         after = buf.pos + 1
         forced = buf.prompt.index_select(1, after)[:, 0]
@@ -195,7 +200,7 @@ class StaticDecoder:
         buf.token.copy_(chosen)
         buf.pos.add_(1)
 
-    def _graph_step(self, buf: _Buffers, masks: tuple[Any, Any], eot: int) -> Any | None:
+    def _graph_step(self, buf: _Buffers, eot: int) -> Any | None:
         """The step captured as a CUDA graph for ``buf.rows`` rows, or None to run eagerly."""
         import torch
 
@@ -208,14 +213,14 @@ class StaticDecoder:
             side.wait_stream(torch.cuda.current_stream(buf.pos.device))
             with torch.cuda.stream(side):
                 for _ in range(2):  # warm-up off the capture: kernels chosen, workspaces made
-                    self._step(buf, masks, eot)
+                    self._step(buf, eot)
             torch.cuda.current_stream(buf.pos.device).wait_stream(side)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             graph = torch.cuda.CUDAGraph()
             # thread_local: the other Stage 1 components keep launching from their threads.
             with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                self._step(buf, masks, eot)
+                self._step(buf, eot)
         except Exception as exc:  # a kernel or driver that cannot be captured: decode eagerly
             log.warning("CUDA graph capture failed (%s); Whisper decodes without graphs", exc)
             self.graphs = False
@@ -237,7 +242,7 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
     if rows == buf.rows:
         return buf
     return _Buffers(rows, buf.length, buf.token[:rows], buf.pos, buf.prompt[:rows],
-                    buf.seq[:rows], buf.done[:rows], buf.begin,
+                    buf.seq[:rows], buf.done[:rows], buf.begin, buf.always, buf.first,
                     [k[:rows] for k in buf.self_k], [v[:rows] for v in buf.self_v],
                     [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v])
 
