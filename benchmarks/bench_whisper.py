@@ -8,10 +8,10 @@ Prints audio seconds, wall seconds and the real-time factor (audio seconds per w
 decoder, mode and batch size: the best of ``--runs`` alternating passes, after one untimed
 warm-up batch per decoder (the first pass still pays for new batch shapes and graph captures).
 Model load is never counted. ``--phases`` adds one pooled pass per decoder split into encoder,
-decoding loop, alignment pass (teacher-forced, on the device), DTW and word grouping (CPU), the
-rest being audio reading, features and pooling; ``--check N`` decodes N chunks with every
-decoder and counts transcripts identical to the first decoder's (random fp16 weights have
-near-ties; float32 should agree).
+decoding loop, alignment (the teacher-forced pass, and on CUDA the DTW), words (word grouping,
+and off CUDA the DTW), the rest being audio reading, features and pooling; ``--check N``
+decodes N chunks with every decoder and counts transcripts identical to the first decoder's
+(random fp16 weights have near-ties; float32 should agree).
 
 CPU, real tiny.en on the shared clips (the default):
 
@@ -205,7 +205,6 @@ def phases(recognizer: Any, infos: list[VideoInfo]) -> str:
     timed(net.model.encoder, "forward", "encoder")
     timed(static if static is not None else net, "generate", "decoding")
     timed(recognizer, "_align", "alignment")
-    timed(hf_whisper, "token_frames_many", "dtw")
     timed(hf_whisper, "align_words", "words")
     try:
         wall, _ = run_mode(recognizer, infos, "pooled")
@@ -215,8 +214,7 @@ def phases(recognizer: Any, infos: list[VideoInfo]) -> str:
                 setattr(owner, name, original)
             else:
                 delattr(owner, name)  # the instance attribute shadowed the class's method
-    spent["alignment"] = (spent.get("alignment", 0.0) - spent.get("words", 0.0)
-                          - spent.get("dtw", 0.0))
+    spent["alignment"] = spent.get("alignment", 0.0) - spent.get("words", 0.0)
     spent["rest"] = wall - sum(spent.values())
     return f"{wall:.2f} s = " + ", ".join(f"{k} {v:.2f}" for k, v in spent.items())
 

@@ -392,16 +392,3 @@ def test_every_scene_gets_a_transcript_and_stray_words_are_left_out() -> None:
     out = assign_words([Word(1.2, 1.4, " gap"), Word(3.5, 3.9, " after")], scenes)
     assert set(out) == {0, 2} and all(t.words == () and t.text == "" for t in out.values())
     assert assign_words([], []) == {}
-
-
-def test_batched_dtw_traces_each_matrix_as_alone() -> None:
-    from scenescribe.speech.alignment import dtw_paths, token_frames, token_frames_many
-
-    rng = np.random.default_rng(7)
-    costs = [rng.normal(size=shape) for shape in [(3, 50), (12, 90), (1, 5), (12, 12)]]
-    for cost, (rows, cols) in zip(costs, dtw_paths(costs), strict=True):
-        alone = dtw_path(cost)
-        assert rows.tolist() == alone[0].tolist() and cols.tolist() == alone[1].tolist()
-    matrices = [rng.random(shape) for shape in [(5, 3), (4, 60), (20, 40)]]  # first: no path
-    for matrix, frames in zip(matrices, token_frames_many(matrices), strict=True):
-        assert frames.tolist() == token_frames(matrix).tolist()

@@ -115,3 +115,18 @@ def test_random_model_prompt_and_token_limit_as_generate(tmp_path: Path,
         _same(o, n)
     assert any(d.truncated for d in out["static"])  # the limit was reached, as in generate
     recognizer.unload()
+
+
+def test_dtw_on_the_device_finds_the_cpu_path() -> None:
+    """The batched torch DTW (used on CUDA) gives numpy's frames, matrix by matrix."""
+    import numpy as np
+    import torch
+
+    from scenescribe.speech.alignment import token_frames, token_frames_torch
+
+    rng = np.random.default_rng(3)
+    shapes = [(30, 400), (5, 3), (1, 50), (12, 12), (60, 1500)]  # (5, 3): no path
+    matrices = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    got = token_frames_torch([torch.from_numpy(m) for m in matrices])
+    for matrix, frames in zip(matrices, got, strict=True):
+        assert frames.tolist() == token_frames(matrix).tolist()

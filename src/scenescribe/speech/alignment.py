@@ -44,41 +44,22 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     column ``j`` is ``P[j] + min_{k<=j}(a[k] - P[k-1])`` with ``P`` the row's prefix sums and
     ``a`` the best entry from the row above, so a cumulative minimum replaces the inner loop.
     """
-    return dtw_paths([cost])[0]
-
-
-def dtw_paths(costs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``dtw_path`` of many matrices in one recurrence over the zero-padded stack.
-
-    A cell depends only on the cells above and to its left, so padding below and to the right
-    changes nothing a path from a matrix's own last cell reads: each is traced back from there.
-    One row step serves the whole batch (a pooled batch's 45 chunks of 225 x 1,500 cost 0.6 s of
-    numpy calls one by one).
-    """
-    if not costs:
-        return []
-    n, m = max(c.shape[0] for c in costs), max(c.shape[1] for c in costs)
-    batch = len(costs)
-    cost = np.zeros((batch, n, m))
-    for b, c in enumerate(costs):
-        cost[b, : c.shape[0], : c.shape[1]] = c
-    acc = np.full((batch, n + 1, m + 1), np.inf)
-    acc[:, 0, 0] = 0.0
-    trace = np.full((batch, n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
-    trace[:, 1:, 0] = 1
-    zero = np.zeros((batch, 1))
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    acc[0, 0] = 0.0
+    trace = np.full((n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
+    trace[1:, 0] = 1
     for i in range(1, n + 1):
-        diag, up = acc[:, i - 1, :-1], acc[:, i - 1, 1:]
+        diag, up = acc[i - 1, :-1], acc[i - 1, 1:]
         a = np.minimum(diag, up)
         from_above = np.where(diag < up, 0, 1).astype(np.int8)
-        prefix = np.concatenate([zero, np.cumsum(cost[:, i - 1], axis=1)], axis=1)
-        b_ = a - prefix[:, :-1]
-        best = np.minimum.accumulate(b_, axis=1)
-        acc[:, i, 1:] = prefix[:, 1:] + best
-        came_right = np.concatenate([zero.astype(bool), best[:, :-1] < b_[:, 1:]], axis=1)
-        trace[:, i, 1:] = np.where(came_right, 2, from_above)
-    return [_backtrace(trace[b, : c.shape[0] + 1, : c.shape[1] + 1])
-            for b, c in enumerate(costs)]
+        prefix = np.concatenate([[0.0], np.cumsum(cost[i - 1])])
+        b = a - prefix[:-1]
+        best = np.minimum.accumulate(b)
+        acc[i, 1:] = prefix[1:] + best
+        came_right = np.concatenate([[False], best[:-1] < b[1:]])
+        trace[i, 1:] = np.where(came_right, 2, from_above)
+    return _backtrace(trace)
 
 
 def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,30 +81,67 @@ def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def token_frames(matrix: np.ndarray) -> np.ndarray:
-    """Frame (20 ms) at which each row's token begins (``token_frames_many`` of one)."""
-    return token_frames_many([matrix])[0]
-
-
-def token_frames_many(matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Per matrix, the frame (20 ms) at which each row's token begins.
+    """Frame (20 ms) at which each row's token begins.
 
     ``matrix``: ``[rows, frames]``, the alignment heads' attention over the chunk's real frames,
     normalised over rows, median-filtered over frames and averaged over heads (done on the
     model's device, see the backend). Rows are the decoder positions that predict the text
     tokens and the final end-of-text token.
     """
+    rows, frames = matrix.shape
+    if frames < rows:  # more tokens than 20 ms frames: no path exists; spread them evenly
+        return np.linspace(0, frames, rows).astype(int)
+    path_rows, cols = dtw_path(-matrix.astype(np.float64))
+    jumps = np.concatenate([[True], np.diff(path_rows) > 0])
+    return cols[jumps]
+
+
+def token_frames_torch(matrices: Sequence[Any]) -> list[np.ndarray]:
+    """``token_frames`` of many device tensors: the DTW recurrence for the whole batch on their
+    device (float64, ``dtw_path``'s row formula, zero padding below and right of each matrix,
+    which no cell of its own reads), then each path traced back on the CPU from its own last
+    cell. On a GPU this is about 2,700 kernel launches for a batch instead of about 2,250 numpy
+    calls per chunk (0.6-3.8 s for W1's 45 chunks of 225 x 1,500, see benchmarks/NOTES-speech.md).
+    Ties can break differently from numpy's where the device sums in another order."""
+    import torch
+
     out: list[np.ndarray | None] = [None] * len(matrices)
     warp = []
     for k, matrix in enumerate(matrices):
         rows, frames = matrix.shape
-        if frames < rows:  # more tokens than 20 ms frames: no path exists; spread them evenly
+        if frames < rows:  # no path exists: as ``token_frames``
             out[k] = np.linspace(0, frames, rows).astype(int)
         else:
             warp.append(k)
-    paths = dtw_paths([-matrices[k].astype(np.float64) for k in warp])
-    for k, (path_rows, cols) in zip(warp, paths, strict=True):
-        jumps = np.concatenate([[True], np.diff(path_rows) > 0])
-        out[k] = cols[jumps]
+    if warp:
+        n = max(matrices[k].shape[0] for k in warp)
+        m = max(matrices[k].shape[1] for k in warp)
+        dev = matrices[warp[0]].device
+        cost = torch.zeros(len(warp), n, m, dtype=torch.float64, device=dev)
+        for b, k in enumerate(warp):
+            rows, frames = matrices[k].shape
+            cost[b, :rows, :frames] = -matrices[k].double()
+        trace = torch.full((len(warp), n + 1, m + 1), 2, dtype=torch.int8, device=dev)
+        trace[:, 1:, 0] = 1  # 0 diagonal, 1 down, 2 right
+        above = torch.full((len(warp), m + 1), float("inf"), dtype=torch.float64, device=dev)
+        above[:, 0] = 0.0
+        zero = torch.zeros(len(warp), 1, dtype=torch.float64, device=dev)
+        for i in range(1, n + 1):
+            diag, up = above[:, :-1], above[:, 1:]
+            prefix = torch.cat([zero, cost[:, i - 1].cumsum(dim=1)], dim=1)
+            b_ = torch.minimum(diag, up) - prefix[:, :-1]
+            best = torch.cummin(b_, dim=1).values
+            came_right = torch.cat([zero.bool(), best[:, :-1] < b_[:, 1:]], dim=1)
+            trace[:, i, 1:] = torch.where(came_right, 2, (diag >= up).to(torch.int8))
+            row = torch.full_like(above, float("inf"))
+            row[:, 1:] = prefix[:, 1:] + best
+            above = row
+        traces = trace.cpu().numpy()
+        for b, k in enumerate(warp):
+            rows, frames = matrices[k].shape
+            path_rows, cols = _backtrace(traces[b, : rows + 1, : frames + 1])
+            jumps = np.concatenate([[True], np.diff(path_rows) > 0])
+            out[k] = cols[jumps]
     return [f for f in out if f is not None]
 
 
@@ -170,18 +188,19 @@ def _merge_punctuation(words: list[tuple[str, list[int]]]) -> list[tuple[str, li
     return merged
 
 
-def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray,
+def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray | None,
                 decode: Callable[[list[int]], str], language: str | None,
                 frames: np.ndarray | None = None) -> list[TimedWord]:
     """Timed words of one chunk.
 
     ``tokens``: the text tokens; ``probs``: each one's probability; ``matrix``:
     ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``), or ``frames``, its
-    ``token_frames`` already computed (a batch's at once: ``token_frames_many``).
+    ``token_frames`` computed already (``token_frames_torch``).
     """
     if not tokens:
         return []
     if frames is None:
+        assert matrix is not None
         frames = token_frames(matrix)  # one start frame per token, plus end-of-text
     times = frames / FRAMES_PER_SECOND
     out = []
@@ -263,10 +282,10 @@ class AttentionCapture:
         return out
 
     def matrices(self, encoder_states: Any, rows: list[list[int]],
-                 frames: list[int]) -> list[np.ndarray]:
-        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps."""
-        return [alignment_matrix(w).cpu().numpy()
-                for w in self.weights(encoder_states, rows, frames)]
+                 frames: list[int]) -> list[Any]:
+        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps, a tensor
+        on the model's device."""
+        return [alignment_matrix(w) for w in self.weights(encoder_states, rows, frames)]
 
 
 def alignment_matrix(weights: Any, width: int = MEDIAN_WIDTH) -> Any:

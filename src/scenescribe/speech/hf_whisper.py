@@ -46,7 +46,7 @@ from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
-from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_many
+from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_torch
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import (
     speech_chunks,
@@ -345,7 +345,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                                                           strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
         matrices = capture.matrices(encoded, rows, frames)
-        starts = token_frames_many(matrices)  # one DTW recurrence for the whole batch
+        starts: list[np.ndarray | None] = [None] * len(batch)
+        if encoded.device.type == "cuda":  # DTW for the whole batch on the GPU
+            spoken = [b for b, t in enumerate(texts) if t]
+            for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
+                                strict=True):
+                starts[b] = found
         no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
         out = []
         for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
@@ -353,15 +358,17 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             targets = ids[b, row + 1]
             token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
             out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
-                                     starts[b], languages[b], float(no_speech[b]),
-                                     truncated[b]))
+                                     matrices[b], starts[b], languages[b],
+                                     float(no_speech[b]), truncated[b]))
         return out
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
-                 starts: np.ndarray, language: tuple[str | None, float | None],
+                 matrix: Any, starts: np.ndarray | None,
+                 language: tuple[str | None, float | None],
                  no_speech: float, truncated: bool) -> Decoded:
         tokenizer = self.model.processor.tokenizer
-        timed = align_words(text, np.exp(token_lp[:-1]), np.empty((0, 0)),
+        timed = align_words(text, np.exp(token_lp[:-1]),
+                            None if starts is not None else matrix.cpu().numpy(),
                             lambda t: tokenizer.decode(t), language[0], frames=starts)
         words = []
         for w in timed:
