@@ -183,8 +183,14 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     def facts(self) -> dict[str, Any]:
         attention = (getattr(self.model.net.config, "_attn_implementation", None)
                      if self.loaded else None) or self.attention
+        decoder = self.decoder if self.options.beam_size <= 1 else "generate"
+        if decoder == "graph" and not self.device.startswith("cuda"):
+            decoder = "static"  # graphs are CUDA's
+        elif self.loaded and any(not s.graphs for g, s in self.model.static.items() if g):
+            decoder = "static (graph capture failed)"
         return {**super().facts(), "engine": "transformers", "attention": attention,
-                "dtype": dtype_name_for(self.options.compute_type, self.device)}
+                "dtype": dtype_name_for(self.options.compute_type, self.device),
+                "decoder": decoder}
 
     @property
     def multilingual(self) -> bool:
