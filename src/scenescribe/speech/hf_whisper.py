@@ -1,18 +1,19 @@
 """Whisper on transformers (torch): the GPU path.
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
-without sound are skipped, and the rest are decoded in batches of ``batch_size`` with SDPA
-attention (FlashAttention-2 when ``flash_attn`` is installed on CUDA; fp16 or bf16 on CUDA,
-float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech stage),
-``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a reader
-thread decodes the next videos' audio while the model works, and each video's result is
-routed back as its last chunk is decoded. Word times come from a second,
-teacher-forced decoder pass whose alignment-head cross-attention is aligned to the audio
-frames by dynamic time warping (``alignment``), as openai-whisper does.
-``generate(return_token_timestamps=True)`` is not used: it switches the whole model to eager
-attention and keeps every layer's attention at every step, which costs gigabytes for large-v3
-batches; the second pass computes only the alignment heads' weights from the queries and keys
-of their layers.
+without sound are skipped, and the rest are decoded in batches of ``batch_size`` (fp16 or bf16
+on CUDA, float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech
+stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a
+reader thread decodes the next videos' audio while the model works, and each video's result is
+routed back as its last chunk is decoded. The encoder runs with SDPA (FlashAttention-2 when
+``flash_attn`` is installed on CUDA). Greedy decoding runs in ``static_decode``: a fixed cache
+and, on CUDA, one CUDA graph replay per token (``decoder = "generate"`` keeps transformers'
+``generate``, which beam search still uses). Word times come from a second, teacher-forced
+decoder pass whose alignment-head cross-attention is aligned to the audio frames by dynamic
+time warping (``alignment``), as openai-whisper does. No attention weights are kept while
+decoding: ``generate(return_token_timestamps=True)`` would switch the whole model to eager
+attention and keep every layer's attention at every step; the second pass computes only the
+alignment heads' weights from the queries and keys of their layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -21,10 +22,12 @@ decoding ran out of tokens (a 30 s montage of real GRID sentences, each said twi
 at 2.42 and was dropped whole before). Chunks are decoded independently (no conditioning on
 previous text).
 
-Measured on one H100 (large-v3 architecture, random weights, fp16, 100 new tokens per 30 s
-chunk): 242x real time at batch 32 (11 GiB peak), 121x at 16, 79x at 8, 9.5x at 1; at batch 16,
-3.0 s of 3.6 s is ``generate`` (about 30 ms per step whatever the batch: launch-bound), the
-encoder 0.12 s, the alignment pass with DTW 0.26 s.
+Measured with ``generate`` on one H100 (large-v3 architecture, random weights, fp16, 100 new
+tokens per 30 s chunk): 242x real time at batch 32 (11 GiB peak), 121x at 16, 79x at 8, 9.5x
+at 1; at batch 16, 3.0 s of 3.6 s was ``generate`` (about 30 ms per step whatever the batch:
+launch-bound), the encoder 0.12 s, the alignment pass with DTW 0.26 s. On W1 in Stage 1 (H200,
+224 tokens per chunk, beside the other components' threads) it ran at 22x real time; the
+static decoder is the answer (benchmarks/NOTES-speech.md).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,13 +47,14 @@ from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
-from scenescribe.speech.alignment import AttentionCapture, align_words
+from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_torch
 from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import (
     speech_chunks,
 )
 from scenescribe.speech.guard import LOG_PROB_FLOOR, LanguageVote, SpeechGuard
 from scenescribe.speech.pool import transcribe_pooled
+from scenescribe.speech.static_decode import StaticDecoder
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -97,6 +101,8 @@ class _Loaded:
     suppress: list[int]  # never generated
     begin: list[int]  # never generated first
     stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
+    # Greedy decoders without ``generate`` (see ``decode``), with and without CUDA graphs.
+    static: dict[bool, StaticDecoder] = field(default_factory=dict)
 
 
 class SuppressMask:
@@ -125,6 +131,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     chunk_seconds = 30.0  # Whisper's window
     chunk_search_seconds = 10.0  # a chunk ends at the quietest point of its last 10 s
     max_new_tokens = MAX_NEW_TOKENS
+    # "graph": ``static_decode`` (CUDA graphs on CUDA), "static": the same without graphs,
+    # "generate": transformers' ``generate`` (the path before 2026-12-02; beam search uses it).
+    decoder = "graph"
     # Imported under the load lock; the rest of the load overlaps the other components' (only
     # ``from_pretrained`` itself holds the lock: see backend.py).
     load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
@@ -177,8 +186,14 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     def facts(self) -> dict[str, Any]:
         attention = (getattr(self.model.net.config, "_attn_implementation", None)
                      if self.loaded else None) or self.attention
+        decoder = self.decoder if self.options.beam_size <= 1 else "generate"
+        if decoder == "graph" and not self.device.startswith("cuda"):
+            decoder = "static"  # graphs are CUDA's
+        elif self.loaded and any(not s.graphs for g, s in self.model.static.items() if g):
+            decoder = "static (graph capture failed)"
         return {**super().facts(), "engine": "transformers", "attention": attention,
-                "dtype": dtype_name_for(self.options.compute_type, self.device)}
+                "dtype": dtype_name_for(self.options.compute_type, self.device),
+                "decoder": decoder}
 
     @property
     def multilingual(self) -> bool:
@@ -257,12 +272,28 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             if self.multilingual:
                 kwargs = {"language": [lang for lang, _ in languages], "task": "transcribe"}
             suppress = self._suppress_mask(len(self._prompt(languages[0][0])))
+            static = self._static()
+            if static is not None:
+                generated = static.generate(
+                    encoded, [self._prompt(lang) for lang, _ in languages], self.max_new_tokens,
+                    suppress.always, suppress.first, model.generation_config.eos_token_id)
+                return self._align(batch, encoded, generated, languages)
             generated = model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                 logits_processor=LogitsProcessorList([suppress]), return_timestamps=False,
                 num_beams=max(1, self.options.beam_size), do_sample=False,
                 max_new_tokens=self.max_new_tokens, **kwargs)
             return self._align(batch, encoded, generated.cpu().tolist(), languages)
+
+    def _static(self) -> StaticDecoder | None:
+        """The loaded model's static decoder, or None where ``generate`` decodes."""
+        if self.decoder == "generate" or self.options.beam_size > 1:
+            return None
+        loaded: _Loaded = self.model
+        graphs = self.decoder == "graph"
+        if graphs not in loaded.static:
+            loaded.static[graphs] = StaticDecoder(loaded.net, graphs)
+        return loaded.static[graphs]
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
         """The checkpoint's token suppression as one precomputed mask (see ``_load``)."""
@@ -323,6 +354,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                                                           strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
         matrices = capture.matrices(encoded, rows, frames)
+        starts: list[np.ndarray | None] = [None] * len(batch)
+        if encoded.device.type == "cuda":  # DTW for the whole batch on the GPU
+            spoken = [b for b, t in enumerate(texts) if t]
+            for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
+                                strict=True):
+                starts[b] = found
         no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
         out = []
         for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
@@ -330,16 +367,18 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             targets = ids[b, row + 1]
             token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
             out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
-                                     matrices[b], languages[b], float(no_speech[b]),
-                                     truncated[b]))
+                                     matrices[b], starts[b], languages[b],
+                                     float(no_speech[b]), truncated[b]))
         return out
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
-                 matrix: np.ndarray, language: tuple[str | None, float | None],
+                 matrix: Any, starts: np.ndarray | None,
+                 language: tuple[str | None, float | None],
                  no_speech: float, truncated: bool) -> Decoded:
         tokenizer = self.model.processor.tokenizer
-        timed = align_words(text, np.exp(token_lp[:-1]), matrix,
-                            lambda t: tokenizer.decode(t), language[0])
+        timed = align_words(text, np.exp(token_lp[:-1]),
+                            None if starts is not None else matrix.cpu().numpy(),
+                            lambda t: tokenizer.decode(t), language[0], frames=starts)
         words = []
         for w in timed:
             start = offset + min(w.start, duration)

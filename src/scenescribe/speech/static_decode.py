@@ -1,0 +1,255 @@
+"""Greedy Whisper decoding over a preallocated cache: one CUDA graph replay per token on CUDA.
+
+``generate`` in transformers launches about 20 kernels per decoder layer per token from Python
+(640 for large-v3's 32 layers) and walks its cache classes, logits processors and stopping
+criteria at every step: a large-v3 step costs tens of milliseconds whatever the batch, while
+the GPU's own work for it (reading 1.8 GB of decoder weights and the batch's cross-attention
+keys and values) is 1-3 ms. In Stage 1 the loop also shares the interpreter lock with the
+other components' threads, and every kernel launch releases and retakes it.
+
+Here the cross-attention keys and values are computed once per batch into fixed buffers, the
+self-attention cache is a fixed ``[batch, heads, length, head_dim]`` buffer written at a
+position held on the device, and one step (embedding, 32 layers, logits, suppression, argmax,
+forced prompt tokens, end-of-text bookkeeping) reads and writes only those buffers. On CUDA
+that step is captured once per batch-size bucket as a CUDA graph and replayed: one launch per
+token, with no Python between kernels. On CPU (and if capture fails) the same step runs eagerly.
+The decoding is ``generate``'s: greedy, the prompt forced, the suppression mask of
+``hf_whisper.SuppressMask``, a row stopping at end-of-text, at most ``max_new_tokens`` tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("scenescribe.speech")
+
+BUCKET = 8  # graph batch sizes are multiples of this: a few graphs serve every batch
+STOP_CHECK = 16  # steps between checks (one device sync) that every row has ended
+
+
+@dataclass(slots=True)
+class _Buffers:
+    """Everything one step reads and writes, for ``rows`` rows of ``length`` positions."""
+
+    rows: int
+    length: int
+    token: Any  # [rows] the step's input token
+    pos: Any  # [1] the step's input position
+    prompt: Any  # [rows, length] forced tokens, -1 where the model chooses
+    seq: Any  # [rows, length] tokens so far
+    done: Any  # [rows] row has produced end-of-text
+    begin: Any  # [1] the position whose output is the first free token
+    always: Any  # [vocab] tokens never chosen
+    first: Any  # [vocab] tokens never chosen first
+    self_k: list[Any]
+    self_v: list[Any]
+    cross_k: list[Any]
+    cross_v: list[Any]
+
+
+class StaticDecoder:
+    """Greedy decoding of a ``WhisperForConditionalGeneration`` from encoder states."""
+
+    def __init__(self, model: Any, graphs: bool) -> None:
+        self.model = model
+        self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
+        self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
+        self._buffers: _Buffers | None = None
+        self._graphs: dict[int, Any] = {}
+        self._pool: Any = None
+
+    def generate(self, encoded: Any, prompts: list[list[int]], max_new_tokens: int,
+                 always: Any, first: Any, eot: int) -> list[list[int]]:
+        """Per row: the prompt then the chosen tokens, up to and including end-of-text.
+
+        ``encoded``: ``[rows, frames, d_model]`` encoder states; ``always``/``first``: boolean
+        vocabulary masks of tokens never chosen / not chosen first (``SuppressMask``)."""
+
+        n = encoded.shape[0]
+        start = len(prompts[0])
+        if any(len(p) != start for p in prompts):
+            raise ValueError("prompts of one batch must have one length")
+        length = -(-(start + max_new_tokens) // BUCKET) * BUCKET
+        use_graph = self.graphs and encoded.device.type == "cuda"
+        rows = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
+        buf = self._ensure(rows, length, encoded, always.shape[0])
+        view = _rows(buf, rows)
+        self._fill(view, encoded, prompts, eot)
+        # Copied, not referenced: a captured graph reads the addresses it saw at capture.
+        view.always.copy_(always)
+        view.first.copy_(first)
+        step = self._graph_step(view, eot) if use_graph else None
+        steps = start - 1 + max_new_tokens
+        for i in range(steps):
+            if step is not None:
+                step.replay()
+            else:
+                self._step(view, eot)
+            if (i + 1) % STOP_CHECK == 0 and i + 1 >= start and bool(view.done[:n].all()):
+                steps = i + 1
+                break
+        out = view.seq[:n, : steps + 1].cpu().tolist()
+        return [_cut(row, eot) for row in out]
+
+    # buffers
+
+    def _ensure(self, rows: int, length: int, encoded: Any, vocab: int) -> _Buffers:
+        """Buffers of at least ``rows`` x ``length``; growing them drops the captured graphs."""
+        buf = self._buffers
+        frames = encoded.shape[1]
+        if (buf is not None and buf.rows >= rows and buf.length == length
+                and buf.cross_k[0].shape[2] == frames and buf.always.shape[0] == vocab):
+            return buf
+        import torch
+
+        old_rows = buf.rows if buf is not None else 0
+        self._buffers = buf = None  # the old buffers go before the new ones are made
+        self._graphs.clear()
+        decoder = self.model.model.decoder
+        dev, dtype = encoded.device, encoded.dtype
+        attn = decoder.layers[0].self_attn
+        heads, dim = attn.num_heads, attn.head_dim
+        rows = max(rows, old_rows)
+        layers = len(decoder.layers)
+
+        def zeros(size: int) -> list[Any]:
+            return [torch.zeros(rows, heads, size, dim, device=dev, dtype=dtype)
+                    for _ in range(layers)]
+
+        long = {"device": dev, "dtype": torch.long}
+        self._buffers = _Buffers(
+            rows, length, torch.zeros(rows, **long), torch.zeros(1, **long),
+            torch.full((rows, length), -1, **long), torch.zeros((rows, length), **long),
+            torch.zeros(rows, device=dev, dtype=torch.bool), torch.zeros(1, **long),
+            torch.zeros(vocab, device=dev, dtype=torch.bool),
+            torch.zeros(vocab, device=dev, dtype=torch.bool),
+            zeros(length), zeros(length), zeros(frames), zeros(frames))
+        return self._buffers
+
+    def _fill(self, buf: _Buffers, encoded: Any, prompts: list[list[int]], eot: int) -> None:
+        """This batch's cross-attention keys and values, prompts and a cleared cache."""
+        import torch
+
+        n = encoded.shape[0]
+        for layer, k, v in zip(self.model.model.decoder.layers, buf.cross_k, buf.cross_v,
+                               strict=True):
+            attn = layer.encoder_attn
+            shape = (n, -1, attn.num_heads, attn.head_dim)
+            k[:n].copy_(attn.k_proj(encoded).view(shape).transpose(1, 2))
+            v[:n].copy_(attn.v_proj(encoded).view(shape).transpose(1, 2))
+            k[n:].zero_()
+            v[n:].zero_()
+        for cache in (*buf.self_k, *buf.self_v):
+            cache.zero_()  # masked positions are multiplied by 0: they must hold no NaN
+        prompt = torch.tensor(prompts, device=buf.prompt.device)
+        start = prompt.shape[1]
+        buf.prompt.fill_(-1)
+        buf.prompt[:n, :start] = prompt
+        buf.prompt[n:, :start] = eot
+        buf.seq.fill_(eot)
+        buf.seq[:, :start] = buf.prompt[:, :start]
+        buf.token.copy_(buf.seq[:, 0])
+        buf.pos.zero_()
+        buf.begin.fill_(start - 1)
+        buf.done.zero_()
+        buf.done[n:] = True  # padding rows never hold up the stop check
+
+    # the step
+
+    def _step(self, buf: _Buffers, eot: int) -> None:
+        """One token for every row, reading and writing only ``buf`` (graph-safe)."""
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        decoder = model.model.decoder
+        rows = buf.rows
+        h = decoder.embed_tokens(buf.token)[:, None] + decoder.embed_positions.weight[buf.pos]
+        keys = torch.arange(buf.length, device=buf.pos.device)
+        bias = torch.zeros(1, 1, 1, buf.length, device=h.device, dtype=h.dtype)
+        bias = bias.masked_fill(keys > buf.pos, float("-inf"))
+        for i, layer in enumerate(decoder.layers):
+            attn = layer.self_attn
+            heads, dim = attn.num_heads, attn.head_dim
+            x = layer.self_attn_layer_norm(h)
+            q = (attn.q_proj(x) * attn.scaling).view(rows, 1, heads, dim).transpose(1, 2)
+            buf.self_k[i].index_copy_(2, buf.pos, attn.k_proj(x).view(rows, 1, heads, dim)
+                                      .transpose(1, 2))
+            buf.self_v[i].index_copy_(2, buf.pos, attn.v_proj(x).view(rows, 1, heads, dim)
+                                      .transpose(1, 2))
+            o = F.scaled_dot_product_attention(q, buf.self_k[i], buf.self_v[i],
+                                               attn_mask=bias, scale=1.0)
+            h = h + attn.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
+            cross = layer.encoder_attn
+            x = layer.encoder_attn_layer_norm(h)
+            q = (cross.q_proj(x) * cross.scaling).view(rows, 1, heads, dim).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, buf.cross_k[i], buf.cross_v[i], scale=1.0)
+            h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
+            h = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
+        logits = model.proj_out(decoder.layer_norm(h))[:, 0]
+        mask = torch.where(buf.pos == buf.begin, buf.first, buf.always)[: logits.shape[-1]]
+        chosen = logits.masked_fill(mask, float("-inf")).argmax(dim=-1)
+        after = buf.pos + 1
+        forced = buf.prompt.index_select(1, after)[:, 0]
+        chosen = torch.where(forced >= 0, forced, chosen)
+        chosen = torch.where(buf.done, torch.full_like(chosen, eot), chosen)
+        buf.done |= chosen == eot
+        buf.seq.index_copy_(1, after, chosen[:, None])
+        buf.token.copy_(chosen)
+        buf.pos.add_(1)
+
+    def _graph_step(self, buf: _Buffers, eot: int) -> Any | None:
+        """The step captured as a CUDA graph for ``buf.rows`` rows, or None to run eagerly."""
+        import torch
+
+        graph = self._graphs.get(buf.rows)
+        if graph is not None:
+            return graph
+        saved = (buf.token.clone(), buf.seq.clone(), buf.done.clone())
+        try:
+            side = torch.cuda.Stream(buf.pos.device)  # type: ignore[no-untyped-call]
+            side.wait_stream(torch.cuda.current_stream(buf.pos.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up off the capture: kernels chosen, workspaces made
+                    self._step(buf, eot)
+            torch.cuda.current_stream(buf.pos.device).wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: the other Stage 1 components keep launching from their threads.
+            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+                self._step(buf, eot)
+        except Exception as exc:  # a kernel or driver that cannot be captured: decode eagerly
+            log.warning("CUDA graph capture failed (%s); Whisper decodes without graphs", exc)
+            self.graphs = False
+            graph = None
+        else:
+            self._graphs[buf.rows] = graph
+        # Undo the warm-up and capture steps: the batch starts from its prompt.
+        buf.token.copy_(saved[0])
+        buf.seq.copy_(saved[1])
+        buf.done.copy_(saved[2])
+        buf.pos.zero_()
+        for cache in (*buf.self_k, *buf.self_v):
+            cache.zero_()
+        return graph
+
+
+def _rows(buf: _Buffers, rows: int) -> _Buffers:
+    """The first ``rows`` rows of ``buf`` (views: graphs captured on them stay valid)."""
+    if rows == buf.rows:
+        return buf
+    return _Buffers(rows, buf.length, buf.token[:rows], buf.pos, buf.prompt[:rows],
+                    buf.seq[:rows], buf.done[:rows], buf.begin, buf.always, buf.first,
+                    [k[:rows] for k in buf.self_k], [v[:rows] for v in buf.self_v],
+                    [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v])
+
+
+def _cut(row: list[int], eot: int) -> list[int]:
+    """A row up to its first end-of-text after the prompt (``generate`` pads with it)."""
+    for i, token in enumerate(row):
+        if token == eot:
+            return row[: i + 1]
+    return row

@@ -1,0 +1,132 @@
+"""Whisper's static decoder (``speech.static_decode``) against transformers' ``generate``.
+
+The real tiny.en on real speech: the same transcripts and word times through the recognizer's
+own API, per batch and pooled over videos. A random multilingual model checks the
+language-and-task prompt, the token limit and the padded batch layout that CUDA graphs use
+(here without graphs: this machine has no GPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import media
+from scenescribe import registry
+from scenescribe.media import SAMPLE_RATE, decode_audio, probe
+from scenescribe.options import SpeechOptions
+from scenescribe.progress import NullProgress
+
+SYNTHETIC = "synthetic/synthetic_cuts_speech.mp4"
+GRID = ["real/grid/bbaf2n.mpg", "real/grid/lrwp9a.mpg", "real/grid/sbwe5n.mpg",
+        "real/grid/id2_vcd_swwp2s.mpg"]
+pytestmark = pytest.mark.slow
+
+
+def _recognizer(weights: str | None = None, batch_size: int = 8):
+    return registry.create("whisper-tiny.en", "speech",
+                           options=SpeechOptions(batch_size=batch_size, weights=weights),
+                           device="cpu", model_dir=registry.model_dir_from_env())
+
+
+def _same(old, new) -> None:
+    """Identical text and scores; every word within 0.02 s."""
+    assert new.text == old.text
+    assert new.avg_logprob == pytest.approx(old.avg_logprob, abs=1e-4)
+    assert new.no_speech_prob == pytest.approx(old.no_speech_prob, abs=1e-4)
+    assert new.truncated == old.truncated
+    assert [w.text for w in new.words] == [w.text for w in old.words]
+    for a, b in zip(old.words, new.words, strict=True):
+        assert abs(a.start - b.start) <= 0.02 and abs(a.end - b.end) <= 0.02
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    recognizer = _recognizer()
+    recognizer.load()
+    yield recognizer
+    recognizer.unload()
+
+
+def test_real_speech_decodes_as_generate_did(tiny) -> None:
+    synthetic = decode_audio(media(SYNTHETIC))
+    batch = [(0.0, synthetic[: 30 * SAMPLE_RATE]), (12.5, synthetic[12 * SAMPLE_RATE:])]
+    batch += [(3.0 * k, decode_audio(media(g))) for k, g in enumerate(GRID)]
+    tiny.decoder = "generate"
+    old = tiny.decode(batch)
+    tiny.decoder = "static"
+    new = tiny.decode(batch)
+    assert sum(len(d.words) for d in old) > 40  # real speech in every chunk
+    for o, n in zip(old, new, strict=True):
+        _same(o, n)
+    assert "set white with p2 soon" in new[-1].text.lower().replace(".", "")
+
+
+def test_pooled_videos_give_the_same_words_and_times(tiny) -> None:
+    videos = [probe(media(c)) for c in [SYNTHETIC, *GRID[:2]]]
+    results = {}
+    for mode in ("generate", "static"):
+        tiny.decoder = mode
+        got = dict(tiny.transcribe_many([(v, NullProgress()) for v in videos]))
+        results[mode] = [got[i] for i in range(len(videos))]
+    for old, new in zip(results["generate"], results["static"], strict=True):
+        assert [w.text for w in new.words] == [w.text for w in old.words] and old.words
+        for a, b in zip(old.words, new.words, strict=True):
+            assert abs(a.start - b.start) <= 0.02 and abs(a.end - b.end) <= 0.02
+
+
+def test_padded_rows_and_reused_buffers_change_nothing(tiny) -> None:
+    """The graph layout (batches padded to buckets of 8, buffers kept for smaller batches)."""
+    synthetic = decode_audio(media(SYNTHETIC))
+    batch = [(0.0, synthetic[: 30 * SAMPLE_RATE]), (0.0, decode_audio(media(GRID[0])))]
+    tiny.decoder = "static"
+    plain = tiny.decode(batch)
+    static = tiny._static()
+    static.pad = True
+    try:
+        padded = tiny.decode(batch)
+        assert static._buffers.rows == 8
+        smaller = tiny.decode(batch[1:])  # a view of the same buffers
+        assert static._buffers.rows == 8
+    finally:
+        static.pad = False
+    for o, n in zip(plain, padded, strict=True):
+        _same(o, n)
+    _same(plain[1], smaller[0])
+
+
+@pytest.mark.parametrize("multilingual", [False, True])
+def test_random_model_prompt_and_token_limit_as_generate(tmp_path: Path,
+                                                         multilingual: bool) -> None:
+    from test_speech import _save_random_whisper
+
+    _save_random_whisper(tmp_path, multilingual)
+    recognizer = _recognizer(str(tmp_path), batch_size=3)
+    recognizer.max_new_tokens = 12  # random weights never stop on their own
+    audio = decode_audio(media(SYNTHETIC))
+    batch = [(0.0, audio[: 10 * SAMPLE_RATE]), (10.0, audio[10 * SAMPLE_RATE: 25 * SAMPLE_RATE]),
+             (25.0, audio[25 * SAMPLE_RATE:])]
+    out = {}
+    for mode in ("generate", "static"):
+        recognizer.decoder = mode
+        out[mode] = recognizer.decode(batch)
+    for o, n in zip(out["generate"], out["static"], strict=True):
+        assert n.language == o.language
+        _same(o, n)
+    assert any(d.truncated for d in out["static"])  # the limit was reached, as in generate
+    recognizer.unload()
+
+
+def test_dtw_on_the_device_finds_the_cpu_path() -> None:
+    """The batched torch DTW (used on CUDA) gives numpy's frames, matrix by matrix."""
+    import numpy as np
+    import torch
+
+    from scenescribe.speech.alignment import token_frames, token_frames_torch
+
+    rng = np.random.default_rng(3)
+    shapes = [(30, 400), (5, 3), (1, 50), (12, 12), (60, 1500)]  # (5, 3): no path
+    matrices = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    got = token_frames_torch([torch.from_numpy(m) for m in matrices])
+    for matrix, frames in zip(matrices, got, strict=True):
+        assert frames.tolist() == token_frames(matrix).tolist()
