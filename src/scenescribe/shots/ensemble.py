@@ -65,12 +65,13 @@ class TransNetHsvDetector(ShotDetector):
         super().unload()
 
     def cache_key(self) -> dict[str, Any]:
-        from scenescribe.shots.fast import HsvCutDetector, _asdict
+        from scenescribe.shots.fast import HsvCutDetector
+        from scenescribe.shots.hsvrule import asdict
         from scenescribe.shots.transnetv2 import _library
 
         return {**super().cache_key(), "library": _library(), "merge": MERGE_FRAMES,
                 "confirm": CONFIRM, "threshold": self.threshold,
-                "hsvcut": _asdict(HsvCutDetector.TUNING)}
+                "hsvcut": asdict(HsvCutDetector.TUNING)}
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
         self.load()
