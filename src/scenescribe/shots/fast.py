@@ -60,8 +60,8 @@ class HsvCutDetector(ShotDetector):
 
     PREVIOUS = Tuning(ratio=3.0, window=2, min_content=18.0, hist_min=0.2, low_ratio=2.0,
                       hist_ratio=5.0)
-    TUNING = replace(PREVIOUS, low_ratio=1.5, mono_sat=8.0, mono_hist_min=0.12, luma_min=0.12,
-                     block_min=5.0)
+    TUNING = replace(PREVIOUS, hist_min=0.15, low_ratio=1.5, mono_sat=8.0, mono_hist_min=0.12,
+                     luma_min=0.12, quiet_ratio=20.0, quiet_min=8.0, block_min=5.0)
 
     def _load(self) -> Any:
         import cv2
@@ -76,7 +76,7 @@ class HsvCutDetector(ShotDetector):
         return replace(self.TUNING, ratio=float(t))
 
     def cache_key(self) -> dict[str, Any]:
-        return {**super().cache_key(), "tuning": asdict(self.tuning), "version": 1}
+        return {**super().cache_key(), "tuning": asdict(self.tuning), "version": 2}
 
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "tuning": asdict(self.tuning)}
