@@ -3,10 +3,13 @@
 It scores frames as PySceneDetect's ``ContentDetector`` does (the mean absolute change of hue,
 saturation and value between consecutive frames, on frames shrunk to ``downscale_width``) and
 applies ``AdaptiveDetector``'s rule (a frame's score against the mean of its ``window``
-neighbours on each side), then checks each candidate with a second, independent measure: the
+neighbours on each side), then checks each candidate with independent measures: the
 colour-histogram change across the cut, which a camera move or a flash barely shifts but a new
-shot does. Both are a few OpenCV calls per frame on the small frames; no PySceneDetect import,
-no BGR copy (OpenCV's RGB2HSV reads the decoder's RGB directly), and no ``FrameTimecode``.
+shot does, and the brightness-histogram change, which a colour-only jump (a phone camera's white
+balance) leaves near 0. Black-and-white frames, whose hue and saturation carry nothing, are
+scored on brightness alone. Per frame that is a few OpenCV calls on the small frames; the checks
+run only for candidates (``hsvrule``). No PySceneDetect import, no BGR copy (OpenCV's RGB2HSV
+reads the decoder's RGB directly), and no ``FrameTimecode``.
 
 Fades to and from black are found from the mean brightness: a run of near-black frames between
 two shots becomes one boundary at its middle, recorded as a ``fade`` transition; the fade in
@@ -38,22 +41,34 @@ _PROGRESS_STEP = 64
 class HsvCutDetector(ShotDetector):
     """Adaptive HSV change plus a colour-histogram check; see the module docstring.
 
-    Chosen on the shot corpus (``benchmarks/bench_shot_accuracy.py``, pooled over every clip;
-    the sweep and its table are in the README's "Why these defaults"):
+    Chosen on the shot corpus (``benchmarks/sweep_hsvcut.py``: a grid replayed over every
+    clip's cached measures, highest pooled hard-cut F1; ``benchmarks/bench_shot_accuracy.py``
+    measures the result beside the peers; README, "Why these defaults"):
 
     * ``ratio`` 3 and ``window`` 2 frames are PySceneDetect's own ``AdaptiveDetector`` defaults;
       scenescribe's earlier 0.4 s window and ratio 10, tuned on two clips, found 25 of the music
-      video's 130 cuts, whose cuts fall inside each other's windows. Ratios 2.2-3.5 pooled
-      within 0.015 of each other; 3 had no false cut.
-    * ``min_content`` 18 (PySceneDetect: 15): every true cut outside the 1928 cartoon scores at
-      least 22, a one-frame jump during Big Buck Bunny's camera tilt (frame 139) 15.3.
-    * ``hist_min`` 0.2: the 16x4x4 HSV histogram changes by at least 0.24 across every cut of the
-      music video and the other clips, but by at most 0.19 across the synthetic clip's
-      cellular-automaton steps, which the adaptive rule alone takes for cuts (27 false ones).
-    * Second stage, where the adaptive rule is unsure (ratio 2 to 3: a cut inside heavy motion,
-      Tears of Steel's battle, Sintel's fight): the candidate is a cut when its histogram change
-      is at least 5 times the mean of its neighbours'. Pooled F1 0.913 -> 0.927 on the
-      22-clip corpus; lowering the ratio to 2.5 alone reached 0.919 with twice the false cuts.
+      video's 130 cuts, whose cuts fall inside each other's windows.
+    * ``min_content`` 18 (PySceneDetect: 15): a one-frame jump during Big Buck Bunny's camera
+      tilt (frame 139) scores 15.3.
+    * ``hist_min`` 0.15: the 16x4x4 HSV histogram changes by at most 0.19 across the synthetic
+      clip's cellular-automaton steps, which the adaptive rule alone takes for cuts; 0.15 and
+      0.2 pool within a boundary of each other.
+    * ``luma_min`` 0.12: the 32-bin brightness histogram changes by 0.02-0.11 across the 15
+      colour jumps of a phone video (every 5 s, hue and saturation only), by 0.13 or more
+      across every cut hsvcut found before.
+    * ``mono_sat`` 8 and ``mono_hist_min`` 0.12: where both frames' mean saturation is under 8
+      (a 1922 film, a 1928 cartoon: 0.0), the score is the value change alone, not a third of
+      it, and the brightness histogram stands in for the colour one. Nosferatu's 9 cuts and
+      Steamboat Willie's 3 were found 3 of 12 before.
+    * Second stage, where the adaptive rule is unsure (ratio 1.5 to 3: a cut inside heavy motion,
+      Tears of Steel's battle, Sintel's fight, the phone video): the candidate is a cut when its
+      histogram change is at least 5 times the mean of its neighbours' and every lit 4x4 block
+      of the picture changes by at least 5 (``block_min``): true cuts there 6.2 or more, a
+      caption snapping in (an ad) 3.4, an explosion lighting half a church 1.7.
+    * Quiet jumps (``quiet_ratio`` 20, ``quiet_min`` 8): a peak 20 times its neighbours' mean
+      needs a score of only 8, and the brightness histogram, not the colour one: a screencast's
+      page changes (scores 12-14 over still frames, same colours) 4 of 10 -> 8 of 10, for one
+      false cut there and two in the 1922 film's flicker (pooled 0.960 -> 0.962).
     * A video that opens on black and brightens frame by frame is fading in: no cut there
       (Big Buck Bunny's fade-in scores a 3.2 ratio at frame 31). A jump out of black is a cut.
     """
