@@ -29,16 +29,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from scenescribe.shots import evaluation as ev
 from scenescribe.shots import fast, hsvrule
-from scenescribe.shots.evaluation import (
-    GroundTruth,
-    Score,
-    by_category,
-    find_clip,
-    load_corpus,
-    pooled,
-    score,
-)
 
 # Grid axes, the previous default's value first. Ratio 3 and window 2 stay PySceneDetect's.
 GRID: dict[str, list[Any]] = {
@@ -118,9 +110,9 @@ def describe(t: hsvrule.Tuning) -> str:
     return ", ".join(diff) or "previous default"
 
 
-def best(table: dict[str, list[Score]], clips: list[int]) -> str:
+def best(table: dict[str, list[ev.Score]], clips: list[int]) -> str:
     """The setting with the highest pooled F1 over ``clips`` (first in grid order on ties)."""
-    return max(table, key=lambda name: pooled(table[name][i] for i in clips).f1)
+    return max(table, key=lambda name: ev.pooled(table[name][i] for i in clips).f1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,28 +122,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, help="also write the result to this file")
     args = parser.parse_args(argv)
 
-    corpus: list[tuple[GroundTruth, np.ndarray, float]] = []
-    for truth in load_corpus():
-        clip, why = find_clip(truth)
+    corpus: list[tuple[ev.GroundTruth, np.ndarray, float]] = []
+    for truth in ev.load_corpus():
+        clip, why = ev.find_clip(truth)
         if clip is None:
             print(f"skipped {truth.name}: {why}", file=sys.stderr)
             continue
         corpus.append((truth, *measures(clip, args.cache)))
     grid = tunings()
     print(f"{len(grid)} settings x {len(corpus)} clips", file=sys.stderr)
-    table: dict[str, list[Score]] = {}
+    table: dict[str, list[ev.Score]] = {}
     for n, (name, t) in enumerate(grid):
         if n % 50 == 0:
             print(f"  {n}/{len(grid)}", file=sys.stderr, flush=True)
-        table[name] = [score(replay(rows, fps, t), truth) for truth, rows, fps in corpus]
+        table[name] = [ev.score(replay(rows, fps, t), truth) for truth, rows, fps in corpus]
     everything = list(range(len(corpus)))
     lines = ["| chosen on | setting | pooled F1 on those clips | held-out F1 |", "|---|---|---|---|"]
     winner = best(table, everything)
     chosen = describe(fast.HsvCutDetector.TUNING)
     lines.insert(0, f"Grid: {len(grid)} settings over {len(corpus)} clips. Highest pooled F1: "
-                    f"`{winner}` ({pooled(table[winner]).f1:.3f}); the default `{chosen}`: "
-                    f"{pooled(table[chosen]).f1 if chosen in table else float('nan'):.3f}.\n")
-    held_out: list[Score] = []
+                    f"`{winner}` ({ev.pooled(table[winner]).f1:.3f}); the default `{chosen}`: "
+                    f"{ev.pooled(table[chosen]).f1 if chosen in table else float('nan'):.3f}.\n")
+    held_out: list[ev.Score] = []
     categories = sorted({truth.category for truth, *_ in corpus})
     for category in categories:
         inside = [i for i, (t, *_) in enumerate(corpus) if t.category == category]
@@ -159,20 +151,20 @@ def main(argv: list[str] | None = None) -> int:
         pick = best(table, rest)
         scores = [table[pick][i] for i in inside]
         held_out += scores
-        lines.append(f"| all but {category} | `{pick}` | {pooled(table[pick][i] for i in rest).f1:.3f}"
-                     f" | {category}: {pooled(scores).f1:.3f} "
+        lines.append(f"| all but {category} | `{pick}` | {ev.pooled(table[pick][i] for i in rest).f1:.3f}"
+                     f" | {category}: {ev.pooled(scores).f1:.3f} "
                      f"({sum(s.tp for s in scores)}/{sum(s.cuts for s in scores)}, "
                      f"{sum(s.fp for s in scores)} false) |")
-    total = pooled(held_out)
+    total = ev.pooled(held_out)
     lines.append(f"\nLeave one category out, held-out scores pooled: precision "
                  f"{total.precision:.3f}, recall {total.recall:.3f}, F1 **{total.f1:.3f}**.")
-    cats = by_category((t, table[winner][i]) for i, (t, *_) in enumerate(corpus))
+    cats = ev.by_category((t, table[winner][i]) for i, (t, *_) in enumerate(corpus))
     lines.append("\nChosen setting per category: " + ", ".join(
         f"{c} {s.f1:.3f}" for c, s in cats.items()))
-    text = "\n".join(lines)
-    print(text)
+    report = "\n".join(lines)
     if args.markdown:
-        args.markdown.write_text(text + "\n")
+        args.markdown.write_text(report + "\n")
+    print(report)
     return 0
 
 
