@@ -38,8 +38,8 @@ class Tuning:
     mono_sat: float = 0.0  # frames less saturated than this (0-255) are scored on value alone
     mono_hist_min: float = 0.2  # and need this brightness-histogram change instead of hist_min
     luma_min: float = 0.0  # brightness-histogram change (0-1) a cut must reach
-    quiet_ratio: float = 1e9  # a peak this far above still neighbours needs only quiet_min
-    quiet_min: float = 1e9  # of score
+    quiet_ratio: float = 1e9  # a peak this far above its neighbours (a jump in a still
+    quiet_min: float = 1e9  # picture) needs this score, and the brightness histogram decides
     block_min: float = 0.0  # second stage: every lit 4x4 block must change this much (0-255)
 
 
@@ -206,6 +206,7 @@ class Rule:
         dark = target.brightness < DARK and frames[k - 1].brightness < DARK
         if ratio < t.ratio or dark or target.index - self.last_cut < self.min_len:
             return
+        # A quiet jump (a screencast's new page) keeps its colours: brightness decides there too.
         change, luma = _changes(target, mono or quiet)
         # A colour-only jump (a phone camera's white balance) leaves brightness where it was.
         if change < (t.mono_hist_min if mono else t.hist_min) or luma < t.luma_min:
