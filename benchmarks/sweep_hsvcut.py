@@ -105,8 +105,7 @@ def tunings() -> list[tuple[str, hsvrule.Tuning]]:
 
 def describe(t: hsvrule.Tuning) -> str:
     base = fast.HsvCutDetector.PREVIOUS
-    diff = [f"{k}={getattr(t, k):g}" for k in hsvrule.Tuning.__slots__  # type: ignore[attr-defined]
-            if getattr(t, k) != getattr(base, k)]
+    diff = [f"{k}={v:g}" for k, v in hsvrule.asdict(t).items() if v != getattr(base, k)]
     return ", ".join(diff) or "previous default"
 
 

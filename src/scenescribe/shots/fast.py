@@ -193,6 +193,7 @@ def _i420_to_small_rgb(cv2: Any, planes: np.ndarray, size: tuple[int, int]) -> n
                                                            interpolation=area)
     out[sh:].reshape(2, sh // 2, sw // 2)[1] = cv2.resize(chroma[1], (sw // 2, sh // 2),
                                                            interpolation=area)
-    return cv2.cvtColor(out, cv2.COLOR_YUV2RGB_I420)
+    rgb: np.ndarray = cv2.cvtColor(out, cv2.COLOR_YUV2RGB_I420)
+    return rgb
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Tuning:
 
 
 def asdict(t: Tuning) -> dict[str, float]:
-    return {k: getattr(t, k) for k in Tuning.__slots__}  # type: ignore[attr-defined]
+    return {f.name: getattr(t, f.name) for f in fields(t)}
 
 
 @dataclass(slots=True)
@@ -109,9 +109,9 @@ def _hist_change(a: np.ndarray, b: np.ndarray) -> float:
 def _luma_change(a: np.ndarray, b: np.ndarray) -> float:
     import cv2
 
-    hists = [cv2.calcHist([x], [2], None, [_LUMA_BINS], [0, 256]) for x in (a, b)]
-    hists = [h / max(float(h.sum()), 1.0) for h in hists]
-    return 1.0 - float(np.minimum(*hists).sum())
+    ha, hb = (cv2.calcHist([x], [2], None, [_LUMA_BINS], [0, 256]) for x in (a, b))
+    return 1.0 - float(np.minimum(ha / max(float(ha.sum()), 1.0),
+                                  hb / max(float(hb.sum()), 1.0)).sum())
 
 
 def _least_block_change(a: np.ndarray, b: np.ndarray) -> float:
