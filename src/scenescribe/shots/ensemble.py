@@ -7,9 +7,9 @@ takes some camera jolts of a home video for cuts, which TransNetV2 scores 0. So 
 any TransNetV2 boundary, plus any ``hsvcut`` boundary that is not within ``MERGE_FRAMES`` of one
 (nor inside a TransNetV2 gradual transition) and that TransNetV2 itself scores at least
 ``CONFIRM`` on the frames just before it (where it marks a cut). On the 26-clip corpus
-(``benchmarks/bench_shot_accuracy.py``): pooled hard-cut F1 0.960, against 0.934 for the plain
-union, 0.909 for ``hsvcut`` and 0.886 for TransNetV2 alone; floors from 0.005 to 0.05 gave
-0.956-0.958.
+(``benchmarks/bench_shot_accuracy.py``): pooled hard-cut F1 0.966, against 0.962 for ``hsvcut``
+and 0.886 for TransNetV2 alone. With the earlier ``hsvcut`` (0.909): 0.960, the plain union
+0.934, floors from 0.005 to 0.05 0.956-0.958.
 
 Both halves read one decode of the video (``shared_decode``): each frame's planes go to
 ``hsvcut`` and the same frame shrunk to 48x27 to TransNetV2, as each detector's own pass gave
@@ -69,12 +69,13 @@ class TransNetHsvDetector(ShotDetector):
         super().unload()
 
     def cache_key(self) -> dict[str, Any]:
-        from scenescribe.shots.fast import HsvCutDetector, _asdict
+        from scenescribe.shots.fast import HsvCutDetector
+        from scenescribe.shots.hsvrule import asdict
         from scenescribe.shots.transnetv2 import _library
 
         return {**super().cache_key(), "library": _library(), "merge": MERGE_FRAMES,
                 "confirm": CONFIRM, "threshold": self.threshold,
-                "hsvcut": _asdict(HsvCutDetector.TUNING)}
+                "hsvcut": asdict(HsvCutDetector.TUNING)}
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
         from scenescribe.shots.shared_decode import SharedDecode
