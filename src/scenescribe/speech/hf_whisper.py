@@ -131,9 +131,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     chunk_seconds = 30.0  # Whisper's window
     chunk_search_seconds = 10.0  # a chunk ends at the quietest point of its last 10 s
     max_new_tokens = MAX_NEW_TOKENS
-    # "graph": ``static_decode`` (CUDA graphs on CUDA), "static": the same without graphs,
-    # "generate": transformers' ``generate`` (the path before 2026-12-02; beam search uses it).
-    decoder = "graph"
+    # "static": ``static_decode`` without graphs (the default), "graph": the same with one CUDA
+    # graph per step, "generate": transformers' ``generate`` (beam search uses it). Not "graph"
+    # by default: measured on the H200, a capture beside Stage 1's other GPU threads failed
+    # ("operation not permitted when stream is capturing" in YOLO's thread) and left CUDA's RNG
+    # unusable for the captioner after it; alone it decoded W1's stream in 5.5 s against 8.4 s.
+    decoder = "static"
     # Imported under the load lock; the rest of the load overlaps the other components' (only
     # ``from_pretrained`` itself holds the lock: see backend.py).
     load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
