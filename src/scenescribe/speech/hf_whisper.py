@@ -43,7 +43,6 @@ import numpy as np
 
 from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.backend import load_pretrained, ready_device
-from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
@@ -52,48 +51,15 @@ from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import (
     speech_chunks,
 )
-from scenescribe.speech.guard import LOG_PROB_FLOOR, LanguageVote, SpeechGuard
+from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import StaticDecoder
+from scenescribe.speech.whisper_parts import Decoded, SuppressMask, dtype_name_for
 
 log = logging.getLogger("scenescribe.speech")
 
-GUARD = SpeechGuard(log_prob_floor=LOG_PROB_FLOOR)
 MAX_NEW_TOKENS = 224  # openai-whisper's sample length: half the decoder context
 SAMPLES_PER_FRAME = 320  # one encoder frame: 2 mel hops of 160 samples (20 ms)
-_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
-
-
-def dtype_name_for(option: str, device: str) -> str:
-    """``default`` is float16 on CUDA and float32 on CPU; int8 kinds are CTranslate2-only."""
-    if option == "default":
-        return "float16" if device.startswith("cuda") else "float32"
-    if option not in _DTYPES:
-        raise ConfigError(f"speech.compute_type {option!r} is not supported by transformers "
-                          f"Whisper; use one of: default, {', '.join(_DTYPES)}")
-    return _DTYPES[option]
-
-
-@dataclass(slots=True)
-class Decoded:
-    """One chunk's decoding: words on the video clock and the scores the guard reads."""
-
-    words: list[Word]
-    text: str
-    language: str | None
-    language_probability: float | None
-    no_speech_prob: float
-    avg_logprob: float
-    truncated: bool = False  # the decoder hit its token limit before end-of-text
-
-    def keep(self) -> bool:
-        why = GUARD.reason(self.text, self.avg_logprob, self.no_speech_prob, self.truncated)
-        if why is not None and self.text.strip():
-            log.debug("dropped chunk at %.2f %r (%s)", self.words[0].start if self.words
-                      else -1.0, self.text, why)
-        return why is None
-
-
 @dataclass(slots=True)
 class _Loaded:
     net: Any  # WhisperForConditionalGeneration
@@ -103,24 +69,6 @@ class _Loaded:
     stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
     # Greedy decoders without ``generate`` (see ``decode``), with and without CUDA graphs.
     static: dict[bool, StaticDecoder] = field(default_factory=dict)
-
-
-class SuppressMask:
-    """Logits processor: ``suppress`` tokens never, ``begin`` tokens not as the first token."""
-
-    def __init__(self, vocab: int, suppress: Any, begin: Any, begin_index: int,
-                 device: str) -> None:
-        import torch
-
-        self.always = torch.zeros(vocab, dtype=torch.bool, device=device)
-        self.always[[t for t in suppress if t < vocab]] = True
-        self.first = self.always.clone()
-        self.first[[t for t in begin if t < vocab]] = True
-        self.begin_index = begin_index
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        mask = self.first if input_ids.shape[-1] == self.begin_index else self.always
-        return scores.masked_fill(mask[: scores.shape[-1]], float("-inf"))
 
 
 class TransformersWhisperRecognizer(SpeechRecognizer):
