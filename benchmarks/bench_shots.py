@@ -10,7 +10,12 @@ one frame, missed, and false boundaries.
     python benchmarks/bench_shots.py --backends adaptive content --runs 5 --accuracy
     python benchmarks/bench_shots.py --backends adaptive --workers 1 4 16 --clips /tmp/w1/w1_football.mp4
 
-``--workers`` times the segment-parallel path (``ShotOptions.workers``); 1 is one sequential pass.
+``--workers`` times the segment-parallel path (``ShotOptions.workers``); 1 is one sequential pass,
+0 the default (all cores on 4+ cores). ``--together`` also times every clip in one go, several
+videos side by side as ``ShotsStage`` runs them (``SCENESCRIBE_SHOT_VIDEOS`` overrides how many):
+
+    python benchmarks/bench_shots.py --backends transnetv2-hsvcut --device cuda --workers 0 \
+        --runs 1 --together --media /tmp/w1 --clips w1_football.mp4 w1_sitcom.mp4
 
 ``--cli`` races the command lines instead, as a user runs them, start-up included:
 ``scenescribe scenes VIDEO`` against ``scenedetect -i VIDEO detect-adaptive``, interleaved
@@ -101,6 +106,28 @@ def _speed_rows(name: str, clips: list[Path], runs: int, device: str,
                      f"{info.duration / wall:.1f}x"])
     detector.unload()
     return rows
+
+
+def _together_row(name: str, clips: list[Path], device: str, workers: int) -> list[str]:
+    """Every clip's detection in one go, ``shot_videos_at_once`` videos side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scenescribe.media import probe
+    from scenescribe.stages import shot_videos_at_once
+
+    detector = _backend(name, device, workers)
+    detector.load()
+    infos = [probe(clip) for clip in clips]
+    at_once = shot_videos_at_once(detector, len(infos))
+    w, c = time.perf_counter(), _cpu_seconds()
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(lambda info: detector.detect(info, _Counter()), infos))
+    wall, cpu = time.perf_counter() - w, _cpu_seconds() - c
+    detector.unload()
+    frames = sum(i.num_frames or 0 for i in infos)
+    seconds = sum(i.duration or 0.0 for i in infos)
+    return [name, f"{len(infos)} clips", str(workers), str(at_once), str(frames), f"{wall:.2f}",
+            f"{cpu:.1f}", f"{frames / wall:.0f}", f"{seconds / wall:.1f}x"]
 
 
 def _accuracy_rows(name: str, clips: list[Path], device: str) -> list[list[str]]:
@@ -203,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="clips for speed, relative to --media")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", nargs="+", type=int, default=[1],
-                        help="segment-parallel detection with this many threads (1: sequential)")
+                        help="segment-parallel detection with this many processes (1: sequential, 0: auto)")
+    parser.add_argument("--together", action="store_true",
+                        help="also time all clips in one go, videos side by side as in a run")
     parser.add_argument("--accuracy", action="store_true",
                         help="also score each backend against every ground-truth clip")
     parser.add_argument("--cli", action="store_true",
@@ -225,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for name in args.backends for workers in args.workers
             for r in _speed_rows(name, clips, args.runs, args.device, workers)]
     print(_table(header, rows))
+    if args.together:
+        rows = [_together_row(name, clips, args.device, workers) for name in args.backends
+                for workers in args.workers]
+        print()
+        print(_table(["backend", "clips", "workers", "videos at once", "frames", "wall s",
+                      "cpu s", "fps", "speed"], rows))
     if args.accuracy:
         gt = [args.media / c for c in GT_CLIPS]
         rows = [r for name in args.backends for r in _accuracy_rows(name, gt, args.device)]

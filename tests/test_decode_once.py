@@ -74,8 +74,9 @@ def test_plan_fuses_only_a_tracker_that_shares_its_decode() -> None:
     assert [n.name for n in graph.levels()[2]] == ["frames", "speech", "sounds", "objects"]
 
 
-def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(clip: Path, tmp_path: Path,
-                                                                passes: list[int]) -> None:
+def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(
+        clip: Path, tmp_path: Path, passes: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
     out = tmp_path / "out"
     first = scenescribe.run(clip, out, shared())
     assert not first.failed and len(passes) == 1  # one pass for the JPEGs and the tracker
@@ -130,3 +131,101 @@ def test_a_tracker_crash_fails_objects_and_keeps_the_frames(clip: Path, tmp_path
     assert isinstance(objects, Failure)
     assert objects.reason == f"{clip}: objects: internal error: RuntimeError: tracker fell over"
     assert isinstance(outcomes["speech"], StageOutput)  # run before it, as without fusion
+
+
+# ---------------------------------------------------------------- a consumer that falls behind
+
+def _key(picks: Any) -> list[tuple[int, float, float, int]]:
+    return [(p.request, p.time, p.frame.time, int(p.frame.image.sum())) for p in picks]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_slow_consumer_spills_and_a_follow_up_pass_serves_the_rest(tmp_path: Path,
+                                                                       workers: int) -> None:
+    """The tracker's feed holds 3 picks and its reader is slow: the pass stops serving it and
+    ends the JPEG feed at decode speed; the tracker then gets exactly what a pass of its own
+    gives (ticks finer than the frame rate, so one frame covers several; shown midpoints)."""
+    import time
+
+    from scenescribe.media import SHOWN, TICK, FrameRequest, SharedPass, decode_pass
+
+    clip = make_clip(tmp_path / "long.mp4", seconds=24, fps=10)
+    jpegs = [FrameRequest((0.5, 1.25, 2.0), SHOWN, short_side=16)]
+    tracker = [FrameRequest((1.05, 3.33, 20.5), SHOWN, short_side=24),
+               FrameRequest(tuple(i * 0.04 for i in range(600)), TICK, short_side=24)]
+    alone = _key(decode_pass(clip, tracker, workers=1))
+    shared = SharedPass(clip, workers=workers)
+    first = shared.subscribe(jpegs)
+    second = shared.subscribe(tracker, depth=3, spill=True)
+    shared.start()
+    try:
+        got_first = _key(first)  # ends once its 3 picks are in, not at the end of the video
+        assert not second.spilled.is_set() or second.missed_from is not None
+        got_second = []
+        for pick in second:
+            got_second.extend(_key([pick]))
+            time.sleep(0.005)
+    finally:
+        shared.close()
+    assert got_first == _key(decode_pass(clip, jpegs, workers=1))
+    assert second.spilled.is_set() and second.missed_from is not None
+    assert got_second == alone and len(alone) > 240  # every 10 fps frame once, in order
+
+
+def test_an_unhurried_consumer_is_served_by_the_one_pass(tmp_path: Path,
+                                                         passes: list[int]) -> None:
+    from scenescribe.media import TICK, FrameRequest, SharedPass, decode_pass
+
+    clip = make_clip(tmp_path / "c.mp4", seconds=4, fps=10)
+    tracker = [FrameRequest(tuple(i * 0.5 for i in range(8)), TICK, short_side=16)]
+    shared = SharedPass(clip, workers=1)
+    feed = shared.subscribe(tracker, depth=64, spill=True)
+    shared.start()
+    try:
+        got = _key(feed)
+    finally:
+        shared.close()
+    assert len(passes) == 1 and not feed.spilled.is_set()  # no follow-up pass
+    assert got == _key(decode_pass(clip, tracker, workers=1))
+
+
+@pytest.mark.parametrize("once", ["1", "0"])
+def test_videos_side_by_side_give_what_one_at_a_time_gives(tmp_path: Path, passes: list[int],
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           once: str) -> None:
+    """Side by side or one at a time, frames first or one shared pass: the same records."""
+    import threading
+
+    monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", once)
+
+    clips = [make_clip(tmp_path / "in" / f"clip{i}.mp4", seconds=3 + i) for i in range(3)]
+    records = {}
+    names: set[str] = set()  # threads that ran a video's pass
+    real = sampling.sample_and_track
+
+    def noting(*args: Any, **kwargs: Any) -> Any:
+        names.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("scenescribe.fused.sample_and_track", noting)
+    for side_by_side in ("1", "2"):
+        monkeypatch.setenv("SCENESCRIBE_VIDEO_PASSES", side_by_side)
+        fakes.reset()
+        passes.clear()
+        names.clear()
+        out = tmp_path / f"out{side_by_side}"
+        result = scenescribe.run(clips, out, shared())
+        # One pass per video, or the frames' own and the tracker's
+        assert not result.failed and len(passes) == (3 if once == "1" else 6)
+        assert len(names) == 1 if side_by_side == "1" else len(names) >= 2  # pool threads
+        records[side_by_side] = {
+            c.stem: [(r["frames"], r["objects"]) for r in map(
+                json.loads, (out / c.stem / "scenes.jsonl").read_text().splitlines())]
+            for c in clips}
+    assert records["1"] == records["2"] and all(records["1"].values())
+    if once == "0":  # the JPEGs and the shades the tracker saw come out as with one pass
+        monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
+        scenescribe.run(clips, tmp_path / "once", shared())
+        assert records["1"] == {c.stem: [(r["frames"], r["objects"]) for r in map(
+            json.loads, (tmp_path / "once" / c.stem / "scenes.jsonl").read_text().splitlines())]
+            for c in clips}

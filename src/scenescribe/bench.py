@@ -218,6 +218,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                              "status": f"failed: {type(exc).__name__}: {exc}"})
     job = job_split([v.timings for v in stage1.videos if v.ok], job_wall_s,
                     specs[0].name if job_models else None)
+    job["executor"] = stage1.executor  # throughput is reported per GPU count
     report = build_report(folders, rows, bench_options, options, reference_speech, failed, job)
     write_report(report, out)
     return report

@@ -103,8 +103,12 @@ def job_summary(job: dict[str, Any] | None,
     if job is None:
         return None
     duration = sum(r["duration_s"] for r in stage1)
-    return {**job, "video_s": duration, "scenes": sum(r["scenes"] for r in stage1),
-            "rtf": job["wall_s"] / duration if duration else None}
+    scenes = sum(r["scenes"] for r in stage1)
+    wall = job["wall_s"]
+    return {**job, "video_s": duration, "scenes": scenes,
+            "rtf": wall / duration if duration else None,
+            "scenes_per_s": scenes / wall if wall else None,
+            "video_s_per_s": duration / wall if wall else None}
 
 
 def build_report(folders: Sequence[Path], rows: list[dict], bench: Any, options: RunOptions,
@@ -190,12 +194,26 @@ def _job(job: dict[str, Any] | None) -> str:
             f"Split: each model load once, each stage's compute summed over videos; stages of "
             f"one level run side by side on GPU hosts, so the split sums to "
             f"{job['split_sum_s']:.1f} s ({job['overlap_s']:.1f} s overlapped).\n")
+    text += _throughput(job)
     if job.get("cached"):
         text += (f"\n**Not a full job**: reused from cache: {', '.join(job['cached'])} "
                  f"(bench --fresh recomputes).\n")
     rows = [*job["stages"], {"stage": "sum", "load_s": job["load_s"],
                              "compute_s": job["compute_s"]}]
     return text + "\n" + _table(rows, ("stage", "load_s", "compute_s", "cached")) + "\n"
+
+
+def _throughput(job: dict[str, Any]) -> str:
+    """The job's throughput by executor and GPU count (merged reports: one row per run)."""
+    executor = job.get("executor") or {}
+    if not executor or job.get("scenes_per_s") is None:
+        return ""
+    gpus = int(executor.get("gpus", 0))
+    row = {"executor": executor.get("name", "local"), "GPUs": gpus,
+           "scenes_per_s": job["scenes_per_s"], "video_s_per_s": job["video_s_per_s"]}
+    note = " (no GPU: this machine or cluster has none, so the count is 0)" if not gpus else ""
+    return (f"\nThroughput by GPU count{note}:\n\n"
+            + _table([row], ("executor", "GPUs", "scenes_per_s", "video_s_per_s")) + "\n")
 
 
 def write_chart(report: dict[str, Any], path: Path) -> bool:

@@ -58,6 +58,11 @@ def _logging(verbose: int) -> None:
 Verbose = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-vv).")]
 ModelDir = Annotated[Path | None, typer.Option(
     "--model-dir", help="Folder of local model weights (default: $SCENESCRIBE_MODEL_DIR).")]
+ExecutorName = Annotated[str | None, typer.Option(
+    "--executor", help="local (this process) or ray (scenescribe[ray]: every GPU of a host, or "
+                       "a cluster).")]
+Address = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster to join (with --executor ray); default: start one here.")]
 
 
 @app.command()
@@ -91,6 +96,8 @@ def run(
     quantization: Annotated[str | None, typer.Option(help="'nf4' for 4-bit (CUDA).")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     model_dir: ModelDir = None,
+    executor: ExecutorName = None,
+    address: Address = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring cached results.")
                      ] = False,
     verbose: Verbose = 0,
@@ -117,6 +124,7 @@ def run(
             "quantization": quantization}, "command line"),
         "stages": stage_list, "device": device,
         "model_dir": str(model_dir) if model_dir else None,
+        "executor": executor, "address": address,
     }, "command line")
     validate(options)
     check_output_folder(out)
@@ -295,13 +303,15 @@ def bench(
     config: Annotated[Path | None, typer.Option(help="TOML config for Stage 1 and VLMs.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     model_dir: ModelDir = None,
+    executor: ExecutorName = None,
+    address: Address = None,
     verbose: Verbose = 0,
 ) -> None:
     """Measure RTF and s/scene per VLM and Stage 1 component; writes bench.json/.md/.png."""
     from scenescribe.bench import MODES, BenchOptions, bench_run_options
     from scenescribe.bench import bench as run_bench
     from scenescribe.cli_progress import RichProgress
-    from scenescribe.options import RunOptions, check_output_folder, load_config, validate
+    from scenescribe.options import RunOptions, check_output_folder, load_config, merge, validate
 
     _logging(verbose)
     modes = tuple(mode) if mode else MODES
@@ -317,6 +327,7 @@ def bench(
                                 batch_size=batch_size, random_weights=random_weights,
                                 stages=_parse_stages(stages), device=device,
                                 model_dir=str(model_dir) if model_dir else None)
+    options = merge(options, {"executor": executor, "address": address}, "command line")
     validate(options)
     check_output_folder(out)
     bench_options = BenchOptions(models=options.captions.models, modes=modes, baseline=baseline,

@@ -1,20 +1,22 @@
-"""Decode once: the frames and objects stages fed by one decode pass per video.
+"""The frames and objects stages run together per video: the frames first, then the tracker,
+or fed by one decode pass (``sampling.decode_once``).
 
 A fused node of the stage graph (``graph.Fused``): each part keeps its own identity, key,
-checkpoint and status, and only the decode pass is shared.
+checkpoint and status; only the scheduling (and with ``decode_once`` the pass) is shared.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
 from scenescribe.graph import Fused, Outcome, RunContext, StageOutput, Task, guarded
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.records import FrameRef, Scene
-from scenescribe.sampling import sample_and_track
+from scenescribe.sampling import sample_and_track, video_passes
 from scenescribe.stages import (
     ComponentStage,
     FramesStage,
@@ -33,12 +35,12 @@ def shares_decode(backend: Backend) -> bool:
 
 
 class FramesAndObjects(Fused):
-    """The frames and objects stages from one decode pass per video ("decode once").
+    """The frames and objects stages per video: frames first, or from one shared decode pass.
 
     Each keeps its own key, checkpoint and status: where only one needs work for a video, that
-    one runs alone. The frames' time runs until their JPEGs are written, the objects' until the
-    tracker is done. Each part that finished is kept when the other fails (a tracker crash
-    keeps the frames).
+    one runs alone. The frames' time runs until their JPEGs are written, the objects' from the
+    tracker's start (the frames' end; with one shared pass, the same start) until it is done.
+    Each part that finished is kept when the other fails (a tracker crash keeps the frames).
     """
 
     def __init__(self, frames: FramesStage, objects: ComponentStage) -> None:
@@ -49,17 +51,26 @@ class FramesAndObjects(Fused):
 
     def run_parts(self, tasks: Sequence[Mapping[str, Task]],
                   ctx: RunContext) -> dict[int, dict[str, Outcome]]:
-        return {i: self._one(t[self.frames.name], t[self.objects.name], ctx)
-                for i, t in enumerate(tasks)}
+        """Each video's pass; on a many-core host several videos' passes side by side
+        (``sampling.video_passes``), each with its share of the cores and a bounded queue."""
+        passes = video_passes(len(tasks))
+        if passes == 1:
+            return {i: self._one(t[self.frames.name], t[self.objects.name], ctx, 1)
+                    for i, t in enumerate(tasks)}
+        with ThreadPoolExecutor(passes, thread_name_prefix="video-pass") as pool:
+            futures = {i: pool.submit(self._one, t[self.frames.name], t[self.objects.name],
+                                      ctx, passes) for i, t in enumerate(tasks)}
+            return {i: f.result() for i, f in futures.items()}
 
-    def _one(self, frames: Task, objects: Task, ctx: RunContext) -> dict[str, Outcome]:
+    def _one(self, frames: Task, objects: Task, ctx: RunContext,
+             passes: int) -> dict[str, Outcome]:
         ckpts: dict[str, tuple[JsonlCheckpoint, list[Scene]]] = {}
         seconds = {self.frames.name: 0.0, self.objects.name: 0.0}
         problem: Exception | None = None
         try:
             ckpts[self.frames.name] = self.frames.resume(frames)
             ckpts[self.objects.name] = _resume(objects, self.objects.name)
-            self._decode(frames, ckpts, seconds, ctx)
+            self._decode(frames, ckpts, seconds, ctx, passes)
         except Exception as exc:  # charged below to each part it left unfinished
             problem = exc
         finally:
@@ -81,7 +92,7 @@ class FramesAndObjects(Fused):
                 self.objects.name: guarded(self.objects.name, objects, finish(self.objects))}
 
     def _decode(self, task: Task, ckpts: Mapping[str, tuple[JsonlCheckpoint, list[Scene]]],
-                seconds: dict[str, float], ctx: RunContext) -> None:
+                seconds: dict[str, float], ctx: RunContext, passes: int) -> None:
         frames, frame_todo = ckpts[self.frames.name]
         objects, object_todo = ckpts[self.objects.name]
         if object_todo and task.info.has_video:
@@ -95,4 +106,5 @@ class FramesAndObjects(Fused):
         seconds[self.frames.name], seconds[self.objects.name] = sample_and_track(
             task.info, frame_todo, self.frames.options, task.video.folder.root,
             self.objects.backend, object_todo, _named(ctx, task), on_frames=on_frames,
-            on_objects=lambda index, found: objects.append(objects_line(index, found)))
+            on_objects=lambda index, found: objects.append(objects_line(index, found)),
+            passes=passes)

@@ -200,22 +200,29 @@ Results = list[dict[str, Outcome]]  # per video: stage name -> outcome
 Outcomes = dict[int, dict[str, Outcome]]  # a node's: video position -> stage name -> outcome
 
 
+def batches(level: Sequence[Node], parallel: bool) -> list[list[Node]]:
+    """A level's nodes in the order they run: the concurrent ones together (when ``parallel``),
+    then each other node alone."""
+    together = [s for s in level if s.concurrent] if parallel else []
+    alone = [[s] for s in level if s not in together]
+    return ([together] if together else []) + alone
+
+
 def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
     """Run every stage over every video; a video that fails a stage skips its dependents."""
     results: Results = [{} for _ in videos]
     for level in graph.levels():
-        together = [s for s in level if s.concurrent] if parallel else []
-        alone = [s for s in level if s not in together]
-        if together:
+        for batch in batches(level, parallel):
+            if len(batch) == 1:
+                merge(_run_stage(batch[0], videos, results, ctx), results)
+                continue
             # Each concurrent stage waits on a different resource (GPU ASR, tagging, detection,
             # JPEG writing); outputs are merged here, on this thread, once all are done.
-            with ThreadPoolExecutor(len(together), thread_name_prefix="stage") as pool:
-                futures = [pool.submit(_run_stage, s, videos, results, ctx) for s in together]
+            with ThreadPoolExecutor(len(batch), thread_name_prefix="stage") as pool:
+                futures = [pool.submit(_run_stage, s, videos, results, ctx) for s in batch]
                 done = [f.result() for f in futures]
             for outcomes in done:
-                _merge(outcomes, results)
-        for stage in alone:
-            _merge(_run_stage(stage, videos, results, ctx), results)
+                merge(outcomes, results)
     return results
 
 
@@ -244,12 +251,20 @@ def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput]) -
     return {i: guarded(stage, task, fn) for i, task in enumerate(tasks)}
 
 
-def _run_stage(node: Node, videos: Sequence[Video], results: Results,
-               ctx: RunContext) -> Outcomes:
+@dataclass
+class Prepared:
+    """A node's work for one level: one ``Task`` per part for each video that can run it
+    (``owners`` their positions in the run), and the videos that failed before starting."""
+
+    tasks: list[dict[str, Task]]
+    owners: list[int]
+    early: Outcomes
+
+
+def prepare(node: Node, videos: Sequence[Video], results: Results) -> Prepared:
+    """Each runnable video's tasks for ``node`` (keys derived here, on the planning side)."""
     stages = parts(node)
-    tasks: list[dict[str, Task]] = []
-    owners: list[int] = []
-    early: Outcomes = {}
+    prepared = Prepared([], [], {})
     for v, video in enumerate(videos):
         done = results[v]
         if failure(done) is not None:
@@ -259,34 +274,48 @@ def _run_stage(node: Node, videos: Sequence[Video], results: Results,
             continue  # an optional input stage did not run for this video
         keys = {n: o.key for n, o in outputs.items()}
         try:
-            tasks.append({s.name: Task(video, s.key(video, keys), outputs) for s in stages})
+            prepared.tasks.append({s.name: Task(video, s.key(video, keys), outputs)
+                                   for s in stages})
         except (ScenescribeError, OSError) as exc:  # the input cannot even be read
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            early[v] = {s.name: Failure(s.name, f"{video.source}: {reason}") for s in stages}
+            prepared.early[v] = {s.name: Failure(s.name, f"{video.source}: {reason}")
+                                 for s in stages}
             continue
-        owners.append(v)
-    if not tasks:
-        return early
+        prepared.owners.append(v)
+    return prepared
+
+
+def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext) -> Outcomes:
+    """Run ``node`` over ``tasks`` (keyed by position in ``tasks``), then free its model.
+    Executors call this wherever the work runs (this process, a Ray worker)."""
+    stages = parts(node)
     try:
         if isinstance(node, Fused):
-            outcomes = node.run_parts(tasks, ctx)
-        else:
-            ran = node.run([t[node.name] for t in tasks], ctx)
-            outcomes = {i: {node.name: outcome} for i, outcome in ran.items()}
+            return node.run_parts(tasks, ctx)
+        ran = node.run([t[node.name] for t in tasks], ctx)
+        return {i: {node.name: outcome} for i, outcome in ran.items()}
     except Exception as exc:  # a bug outside the per-video guards: never lose other stages
         log.info("%s failed", node.name, exc_info=True)  # traceback with -v
         reason = f"{node.name}: internal error: {type(exc).__name__}: {exc}"
         if node.optional:
             ctx.warn(reason)
-            outcomes = {}
-        else:
-            outcomes = {i: {s.name: Failure(s.name, f"{task[s.name].video.source}: {reason}")
-                            for s in stages} for i, task in enumerate(tasks)}
+            return {}
+        return {i: {s.name: Failure(s.name, f"{task[s.name].video.source}: {reason}")
+                    for s in stages} for i, task in enumerate(tasks)}
     finally:
         node.close()
-    return {**early, **{owners[i]: outcome for i, outcome in outcomes.items()}}
 
 
-def _merge(outcomes: Outcomes, results: Results) -> None:
+def _run_stage(node: Node, videos: Sequence[Video], results: Results,
+               ctx: RunContext) -> Outcomes:
+    prepared = prepare(node, videos, results)
+    if not prepared.tasks:
+        return prepared.early
+    outcomes = execute(node, prepared.tasks, ctx)
+    return {**prepared.early, **{prepared.owners[i]: o for i, o in outcomes.items()}}
+
+
+def merge(outcomes: Outcomes, results: Results) -> None:
+    """Add a node's outcomes to each video's results."""
     for v, outcome in outcomes.items():
         results[v].update(outcome)

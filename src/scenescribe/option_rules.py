@@ -24,7 +24,7 @@ FLAGS = {
     "captions.max_new_tokens": "--max-new-tokens", "captions.prompt": "--prompt",
     "captions.batch_size": "--batch-size", "captions.dtype": "--dtype",
     "captions.quantization": "--quantization", "device": "--device", "stages": "--stages",
-    "model_dir": "--model-dir",
+    "model_dir": "--model-dir", "executor": "--executor", "address": "--address",
 }
 MIN_MAX_SCENE_LEN = 1.0  # seconds; shorter forced splits only multiply scenes (1e-9 took 4 GB)
 
@@ -97,7 +97,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "run": {"device": ("auto, cpu, cuda or cuda:N",
                        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)
                        is not None),
-            "model_dir": optional(TEXT), "parallel": optional(FLAG)},
+            "model_dir": optional(TEXT), "parallel": optional(FLAG),
+            "executor": choice("local", "ray"), "address": optional(TEXT)},
 }
 
 

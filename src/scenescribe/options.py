@@ -129,6 +129,8 @@ class RunOptions:
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     model_dir: str | None = None
     parallel: bool | None = None  # Stage 1 components side by side; None: on GPU hosts only
+    executor: str = "local"  # local (this process) or ray (scenescribe[ray]; README: Scale out)
+    address: str | None = None  # ray: the cluster to join; None starts a local Ray instance
 
     def __post_init__(self) -> None:
         check_run(self, STAGE1_COMPONENTS, _section_types())
@@ -214,7 +216,9 @@ def validate(options: RunOptions) -> None:
     for name in _SECTIONS:
         check_fields(getattr(options, name), name)
     check_run(options, STAGE1_COMPONENTS, _section_types())
-    check_device_present(options.device)
+    check_executor(options)
+    if options.executor == "local":  # on Ray the device is checked on the cluster
+        check_device_present(options.device)
     if options.model_dir and not Path(options.model_dir).expanduser().is_dir():
         raise OptionError(f"model_dir (--model-dir): expected an existing folder, found "
                           f"{options.model_dir!r}")
@@ -238,6 +242,18 @@ def check_output_folder(out: str | Path) -> None:
     except OSError as exc:
         raise OptionError(f"--out {path}: expected a writable folder, but {target} is not "
                           f"writable ({exc.strerror or exc})") from None
+
+
+def check_executor(options: RunOptions) -> None:
+    """Ray must be installed to be asked for; an address means nothing without it."""
+    import importlib.util
+
+    if options.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise OptionError("executor (--executor): expected an installed executor, found 'ray' "
+                          "but ray is not installed (pip install 'scenescribe[ray]')")
+    if options.address is not None and options.executor != "ray":
+        raise OptionError(f"address (--address): expected only with executor 'ray', found "
+                          f"{options.address!r} with executor {options.executor!r}")
 
 
 def check_device_present(device: str) -> None:

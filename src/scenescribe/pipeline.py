@@ -23,6 +23,7 @@ from scenescribe import locks, registry
 from scenescribe.assemble import caption_model, stage_status, write_outputs
 from scenescribe.backend import Backend, resolve_device
 from scenescribe.errors import InputError, ScenescribeError
+from scenescribe.executors import open_executor
 from scenescribe.fused import FramesAndObjects, shares_decode
 from scenescribe.graph import (
     Graph,
@@ -33,7 +34,6 @@ from scenescribe.graph import (
     StageOutput,
     Video,
     failure,
-    run_graph,
 )
 from scenescribe.media import probe
 from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
@@ -77,6 +77,7 @@ class VideoResult:
 class RunResult:
     videos: list[VideoResult]
     warnings: list[str]
+    executor: dict[str, Any] = field(default_factory=dict)  # name, and GPUs it could place on
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -132,18 +133,22 @@ def run(
     sources = collect_videos(inputs)
     if not sources:
         raise InputError(", ".join(map(str, inputs)) or "(no input)", "no media files found")
-    device = resolve_device(options.device)
     model_dir = Path(options.model_dir).expanduser() if options.model_dir else (
         registry.model_dir_from_env())
     specs = model_specs(options.captions.models)  # parsed once; unknown names fail here
-    backends = _preflight(options, device, model_dir)
-    folders = output_folders(sources, Path(out))
-    jobs = [Video(src, WorkFolder(folder)) for src, folder in zip(sources, folders, strict=True)]
-    ctx = RunContext(progress or NullProgress())
-    with claimed(jobs, force):
-        graph = plan(options, backends, specs, device, model_dir, ctx)
-        results = run_graph(graph, jobs, ctx, parallel=_side_by_side(options))
-        return _finish(jobs, results, options, ctx)
+    with open_executor(options.executor, options.address) as executor:
+        device = executor.device(options.device)  # where the models run (Ray: the cluster)
+        backends = _preflight(options, device, model_dir)
+        folders = output_folders(sources, Path(out))
+        jobs = [Video(src, WorkFolder(folder))
+                for src, folder in zip(sources, folders, strict=True)]
+        ctx = RunContext(progress or NullProgress())
+        with claimed(jobs, force):
+            graph = plan(options, backends, specs, device, model_dir, ctx)
+            results = executor.run_graph(graph, jobs, ctx, _side_by_side(options, device))
+            done = _finish(jobs, results, options, ctx)
+            done.executor = {"name": executor.name, "gpus": executor.gpus()}
+            return done
 
 
 def _preflight(options: RunOptions, device: str, model_dir: Path | None) -> dict[str, Backend]:
@@ -224,11 +229,11 @@ def _claim(job: Video) -> None:
     job.folder.clean_temp()
 
 
-def _side_by_side(options: RunOptions) -> bool:
+def _side_by_side(options: RunOptions, device: str) -> bool:
     """Run Stage 1 components concurrently unless they would only fight over a few cores."""
     if options.parallel is not None:
         return options.parallel
-    return resolve_device(options.device).startswith("cuda") and (os.cpu_count() or 1) >= 4
+    return device.startswith("cuda") and (os.cpu_count() or 1) >= 4
 
 
 def _finish(jobs: Sequence[Video], results: Results, options: RunOptions,

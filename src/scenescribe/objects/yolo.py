@@ -1,11 +1,13 @@
 """YOLO detection with ByteTrack tracking through ultralytics, summarised per scene.
 
-Frames sampled at ``sample_fps`` (the first frame at or after each tick) are batched within a
-scene and tracked; the tracker restarts at every scene boundary so track ids and counts are per
-scene. A scene that no sampled frame falls in (shorter than ``1 / sample_fps``) is sampled once
-at its midpoint. ``frame_requests`` says which frames that takes, so one decode pass can serve
-the tracker and the scene frames together (``sampling.sample_and_track``); ``track_scenes``
-runs a pass of its own on a background thread, so decoding overlaps inference.
+Frames sampled at ``sample_fps`` (the first frame at or after each tick) are detected in
+batches that run across scene boundaries (``batch_size`` frames per model call), then fed to
+ByteTrack one frame at a time, in order, so the records are those of a frame-by-frame run; the
+tracker restarts at every scene boundary so track ids and counts are per scene. A scene that
+no sampled frame falls in (shorter than ``1 / sample_fps``) is sampled once at its midpoint.
+``frame_requests`` says which frames that takes, so one decode pass can serve the tracker and
+the scene frames together (``sampling.sample_and_track``); ``track_scenes`` runs a pass of its
+own on a background thread, so decoding overlaps inference.
 
 Ultralytics is kept off the network: weights are an explicit local path, its settings file lives
 in scenescribe's cache (``YOLO_CONFIG_DIR``), ``YOLO_OFFLINE`` stops its DNS probe and telemetry,
@@ -30,18 +32,17 @@ from typing import Any
 import numpy as np
 
 from scenescribe.backend import import_names
-from scenescribe.errors import BackendUnavailableError, ModelNotFoundError, ScenescribeError
+from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detections import Detections
 from scenescribe.objects.summary import SceneObjects
 from scenescribe.progress import Progress
 from scenescribe.records import ObjectSummary, Scene, VideoInfo
-from scenescribe.release_assets import file_sha256
 
 log = logging.getLogger("scenescribe.objects")
 
-PREFETCH_FRAMES = 16  # decoded frames buffered ahead of the model: a few batches, a few MB
+PREFETCH_BATCHES = 2  # decoded batches buffered ahead of the model (a 64-frame batch: 45 MB)
 
 
 def ultralytics_config_dir() -> Path:
@@ -90,11 +91,28 @@ class YoloTracker(ObjectTracker):
     def cache_key(self) -> dict[str, Any]:
         return {**super().cache_key(), "library": f"ultralytics {_library_version()}"}
 
+    _batch = 0  # 0: by device; set to override (tests, benchmarks)
+    _predict_lock = threading.Lock()  # ultralytics' predictor keeps per-call state on the model
+
     @property
     def batch_size(self) -> int:
-        # Measured on CPU (Big Buck Bunny 30 s at 2 fps, one torch thread): 9.6 CPU-s at batch
-        # 1, 6.6 at 4, 6.4 at 8. The GPU size is a guess, unmeasured: big enough to fill it.
-        return 32 if self.device.startswith("cuda") else 4
+        """Frames per model call. Measured on CPU (Big Buck Bunny 30 s at 2 fps, one torch
+        thread): 9.6 CPU-s at batch 1, 6.6 at 4, 6.4 at 8. On a GPU a batch of 64 640x384 frames
+        is a few ms of yolov8n; per-call overhead (Python, NMS launch) dominates below that."""
+        env = os.environ.get("SCENESCRIBE_YOLO_BATCH", "").strip()
+        if self._batch:
+            return self._batch
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return 64 if self.device.startswith("cuda") else 8
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch = max(0, int(value))
+
+    # No transformers build and no process-wide state in the load (the checked unpickling has its
+    # own lock; the weights are made fp32 explicitly): the whole load overlaps the others'.
+    side_by_side = True
 
     def _imports(self) -> None:
         """ultralytics (configured offline) first, under the load lock. Without it, ``_load``
@@ -109,7 +127,7 @@ class YoloTracker(ObjectTracker):
         # ByteTrack imports lap; without it ultralytics would try to pip-install it at run time.
         if importlib.util.find_spec("lap") is None:
             raise BackendUnavailableError(self.name, "lap", self.entry.extra)
-        weights = self._weights_file(Path(self.weights()))
+        weights = self._weights_file()
         import_ultralytics()
         from ultralytics import YOLO
 
@@ -123,28 +141,14 @@ class YoloTracker(ObjectTracker):
                 raise ModelNotFoundError(f"{self.name}: cannot load {weights}: {exc}") from exc
 
     def facts(self) -> dict[str, Any]:
-        """Adds the weights file's digest beside the pinned one: a local copy may differ."""
-        facts = super().facts()
-        if self.entry.sha256:
-            facts["sha256"] = self.entry.sha256
-            try:
-                digest = file_sha256(self._weights_file(Path(self.weights())))
-            except (OSError, ScenescribeError):
-                return facts  # facts never fail a run; the load reports a missing file
-            facts["weights_sha256"] = digest
-            facts["weights_match_pin"] = digest == self.entry.sha256
-        return facts
+        from scenescribe.objects.yolo_weights import pin_facts
 
-    def _weights_file(self, path: Path) -> Path:
-        """The ``.pt`` file itself, or the one inside a folder (a hub snapshot)."""
-        if path.is_file():
-            return path
-        named = path / f"{self.entry.name}.pt"
-        found = [named] if named.is_file() else sorted(path.glob("*.pt"))
-        if len(found) != 1:
-            raise ModelNotFoundError(f"{self.name}: expected {named.name} in {path}, found "
-                                     f"{[p.name for p in found] or 'no .pt file'}")
-        return found[0]
+        return {**super().facts(), **pin_facts(self.entry, self._weights_file)}
+
+    def _weights_file(self) -> Path:
+        from scenescribe.objects.yolo_weights import weights_file
+
+        return weights_file(self.entry, Path(self.weights()))
 
     def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
                      progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
@@ -153,8 +157,8 @@ class YoloTracker(ObjectTracker):
             yield from self.track_frames(video, scenes, iter(()), progress)
             return
         self.load()
-        picks = _prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
-                          PREFETCH_FRAMES)
+        picks = _Prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
+                          PREFETCH_BATCHES * self.batch_size)
         try:
             yield from self.track_frames(video, scenes, picks, progress)
         finally:
@@ -198,31 +202,82 @@ class YoloTracker(ObjectTracker):
 
     def _track_video(self, video: VideoInfo, scenes: list[Scene],
                      picks: Iterator[Pick]) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        """Walk sampled frames once, closing each scene when the first frame past it arrives."""
+        """Detect in batches across scenes, then track frame by frame within each scene."""
         if not scenes:
             return
+        tracker: Any = None
+        objects = SceneObjects(self.names)
+        for pos, frame, result in self._detected(self._scene_frames(video, scenes, picks)):
+            if tracker is None:  # a scene's first frame: fresh tracks, ids from 1
+                tracker, objects = self.new_tracker(), SceneObjects(self.names)
+            if frame is None:  # the scene ends
+                yield scenes[pos].index, objects.summaries()
+                tracker = None
+            else:
+                objects.add(self.track_frame(tracker, result, frame.time))
+
+    def _scene_frames(self, video: VideoInfo, scenes: list[Scene], picks: Iterator[Pick]
+                      ) -> Iterator[tuple[int, DecodedFrame | None]]:
+        """``(scene position, frame)`` for each frame to track, then ``(position, None)`` when
+        the scene closes (the first frame past it arrived). A scene that got no sampled frame is
+        looked at once, at its midpoint."""
         size = self._short_side(video)
         mids: dict[float, DecodedFrame] = {}
-        run = _SceneRun(self, scenes[0])
+        seen = 0
         pos = 0
+
+        def close(at: int) -> Iterator[tuple[int, DecodedFrame | None]]:
+            if seen == 0 or at != pos:
+                yield at, self._midpoint(video, scenes[at], size, mids)
+            yield at, None
+
         for pick in picks:
             if pick.request == 0:
                 mids[pick.time] = pick.frame
                 continue
             frame = pick.frame
             while pos < len(scenes) and frame.time >= scenes[pos].end:
-                yield scenes[pos].index, run.close(video, size, mids)
-                pos += 1
-                if pos < len(scenes):
-                    run = _SceneRun(self, scenes[pos])
+                yield from close(pos)
+                pos, seen = pos + 1, 0
             if pos == len(scenes):
                 break  # past the last wanted scene: stop decoding
             if frame.time >= scenes[pos].start:  # frames between wanted scenes are skipped
-                run.add(frame)
-        for scene in scenes[pos:]:  # scenes reaching past the last decoded frame
-            if scene is not run.scene:
-                run = _SceneRun(self, scene)
-            yield scene.index, run.close(video, size, mids)
+                seen += 1
+                yield pos, frame
+        for at in range(pos, len(scenes)):  # scenes reaching past the last decoded frame
+            yield from close(at)
+
+    def _midpoint(self, video: VideoInfo, scene: Scene, short_side: int | None,
+                  mids: dict[float, DecodedFrame]) -> DecodedFrame:
+        mid = _mid(scene)
+        frame = mids.pop(mid, None)
+        if frame is None:  # not foreseen by ``frame_requests`` (variable frame rate): seek
+            log.debug("scene %d: no sampled frame; seeking to %.3f s", scene.index, mid)
+            frame = frames_at(video.path, [mid], short_side=short_side)[mid]
+        return frame
+
+    def _detected(self, items: Iterator[tuple[int, DecodedFrame | None]]
+                  ) -> Iterator[tuple[int, DecodedFrame | None, Any]]:
+        """``items`` with each frame's detections: one model call per ``batch_size`` frames,
+        whichever scenes they belong to (detection is per frame; only tracking is per scene)."""
+        batch = self.batch_size
+        held: list[tuple[int, DecodedFrame | None]] = []
+        frames: list[DecodedFrame] = []
+
+        def flush() -> Iterator[tuple[int, DecodedFrame | None, Any]]:
+            results = iter(self.detect([f.image for f in frames]) if frames else [])
+            for pos, frame in held:
+                yield pos, frame, None if frame is None else next(results)
+            held.clear()
+            frames.clear()
+
+        for pos, frame in items:
+            held.append((pos, frame))
+            if frame is not None:
+                frames.append(frame)
+                if len(frames) >= batch:
+                    yield from flush()
+        yield from flush()
 
     def _short_side(self, video: VideoInfo) -> int | None:
         """Decode so the long side is ``imgsz``: YOLO letterboxes to that anyway, and FFmpeg's
@@ -232,71 +287,62 @@ class YoloTracker(ObjectTracker):
         long_side, short_side = max(video.width, video.height), min(video.width, video.height)
         return max(2, round(self.options.imgsz * short_side / long_side))
 
-    def detect_track(self, images: list[np.ndarray], times: list[float]) -> list[Detections]:
-        """Track a batch of RGB frames of one scene, in order, continuing the current tracks."""
+    def detect(self, images: list[np.ndarray]) -> list[Any]:
+        """Untracked detections (ultralytics ``Results``) of RGB frames, in one model call.
+
+        Ultralytics letterboxes each frame as it would one at a time (same shapes: the same
+        minimal padding), stacks them and runs the model once."""
         import torch
 
         threads = torch.get_num_threads()
-        tracker = self.options.tracker
-        results = self.model.track(
-            [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
-            persist=True, tracker=tracker if tracker.endswith(".yaml") else f"{tracker}.yaml",
-            conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
-            half=self.device.startswith("cuda"), verbose=False)
+        with self._predict_lock:
+            results = self.model.predict(
+                [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
+                conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
+                half=self.device.startswith("cuda"), verbose=False)
         if torch.get_num_threads() != threads:
             # ultralytics' select_device sets torch's process-wide thread count for training;
             # put back what the process had so later stages are not slowed.
             torch.set_num_threads(threads)
-        return [Detections.from_ultralytics(r, t) for r, t in zip(results, times, strict=True)]
+        return list(results)
 
-    def reset_tracks(self) -> None:
-        """Forget every track: ids restart from 1 and no track carries into the next scene."""
-        predictor = getattr(self.model, "predictor", None)
-        for tracker in getattr(predictor, "trackers", None) or ():
-            tracker.reset()
+    def new_tracker(self) -> Any:
+        """A fresh tracker from the ``tracker`` option's yaml (ids restart from 1)."""
+        from ultralytics.trackers.track import TRACKER_MAP
+        from ultralytics.utils import YAML, IterableSimpleNamespace
+        from ultralytics.utils.checks import check_yaml
+
+        name = self.options.tracker
+        settings = self.__dict__.get("_tracker_yaml")
+        if settings is None:  # read once: a fresh tracker starts every scene
+            settings = self.__dict__["_tracker_yaml"] = YAML.load(check_yaml(
+                name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"))
+        cfg = IterableSimpleNamespace(**settings)
+        cfg.device = self.device
+        kind = TRACKER_MAP.get(cfg.tracker_type)
+        if kind is None or hasattr(kind, "setup_predictor") or getattr(cfg, "with_reid", False):
+            # Those read the predictor's features: they cannot follow batched detection.
+            raise ConfigError(f"{self.name}: tracker {cfg.tracker_type!r} is not supported; "
+                              "use bytetrack or botsort without ReID")
+        return kind(args=cfg)
+
+    def track_frame(self, tracker: Any, result: Any, time: float) -> Detections:
+        """Feed one frame's detections to ``tracker``; the boxes it reports, as ultralytics'
+        own ``track`` reports them (``on_predict_postprocess_end``)."""
+        import torch
+
+        tracks = tracker.update(result.boxes.cpu().numpy(), result.orig_img)
+        if len(tracks) == 0:
+            if any(not t.is_activated for t in tracker.tracked_stracks):
+                return Detections.empty(time)  # new tracks are hidden until confirmed
+            return Detections.from_ultralytics(result, time)
+        tracked = result[tracks[:, -1].astype(int)]
+        tracked.update(boxes=torch.as_tensor(tracks[:, :-1], device=result.boxes.data.device))
+        return Detections.from_ultralytics(tracked, time)
 
     @property
     def names(self) -> dict[int, str]:
         return dict(self.model.names)
-
-
-class _SceneRun:
-    """One scene in progress: its pending batch of frames and its running summary."""
-
-    def __init__(self, backend: YoloTracker, scene: Scene) -> None:
-        self.backend = backend
-        self.scene = scene
-        self.objects = SceneObjects(backend.names)
-        self.pending: list[DecodedFrame] = []
-        backend.reset_tracks()
-
-    def add(self, frame: DecodedFrame) -> None:
-        self.pending.append(frame)
-        if len(self.pending) >= self.backend.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        detections = self.backend.detect_track([f.image for f in self.pending],
-                                               [f.time for f in self.pending])
-        for d in detections:
-            self.objects.add(d)
-        self.pending = []
-
-    def close(self, video: VideoInfo, short_side: int | None,
-              mids: dict[float, DecodedFrame]) -> list[ObjectSummary]:
-        """Finish the scene; one that got no sampled frame is looked at once, at its midpoint."""
-        self.flush()
-        if self.objects.frames == 0:
-            mid = _mid(self.scene)
-            frame = mids.pop(mid, None)
-            if frame is None:  # not foreseen by ``frame_requests`` (variable frame rate): seek
-                log.debug("scene %d: no sampled frame; seeking to %.3f s", self.scene.index, mid)
-                frame = frames_at(video.path, [mid], short_side=short_side)[mid]
-            self.pending.append(frame)
-            self.flush()
-        return self.objects.summaries()
 
 
 def _start(scene: Scene) -> float:
@@ -354,6 +400,3 @@ class _Prefetch(Iterator[Any]):
         self._stop.set()
         self._thread.join()
 
-
-def _prefetch(source: Iterator[Any], depth: int) -> _Prefetch:
-    return _Prefetch(source, depth)

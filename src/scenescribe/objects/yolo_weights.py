@@ -16,11 +16,15 @@ import enum
 import importlib
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scenescribe.errors import ModelNotFoundError
+from scenescribe.errors import ModelNotFoundError, ScenescribeError
+from scenescribe.release_assets import file_sha256
+
+if TYPE_CHECKING:
+    from scenescribe.registry import ModelEntry
 
 _MODEL_MODULES = ("torch.nn.modules.", "ultralytics.nn.")
 _FORWARDS = frozenset({"forward", "forward_fuse"})
@@ -153,3 +157,27 @@ def checked_loading(path: str | Path) -> Iterator[None]:
             yield
         finally:
             tasks.torch_safe_load = original
+
+
+def weights_file(entry: ModelEntry, path: Path) -> Path:
+    """The ``.pt`` file itself, or the one inside a folder (a hub snapshot)."""
+    if path.is_file():
+        return path
+    named = path / f"{entry.name}.pt"
+    found = [named] if named.is_file() else sorted(path.glob("*.pt"))
+    if len(found) != 1:
+        raise ModelNotFoundError(f"{entry.name}: expected {named.name} in {path}, found "
+                                 f"{[p.name for p in found] or 'no .pt file'}")
+    return found[0]
+
+
+def pin_facts(entry: ModelEntry, resolve: Callable[[], Path]) -> dict[str, Any]:
+    """The pinned digest, and the digest of the weights used (a local copy may differ)."""
+    if not entry.sha256:
+        return {}
+    facts: dict[str, Any] = {"sha256": entry.sha256}
+    try:
+        digest = file_sha256(resolve())
+    except (OSError, ScenescribeError):
+        return facts  # facts never fail a run; the load reports a missing file
+    return {**facts, "weights_sha256": digest, "weights_match_pin": digest == entry.sha256}

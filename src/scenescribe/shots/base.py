@@ -35,6 +35,8 @@ class ShotDetector(Backend):
 
     # Options that change speed, never the cuts: kept out of the cache key.
     SPEED_OPTIONS = ("threads", "workers")
+    # ``detect`` may run for several videos at once from threads (``ShotsStage``).
+    concurrent_videos = False
 
     def cache_key(self) -> dict[str, Any]:
         key = super().cache_key()

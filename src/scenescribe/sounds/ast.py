@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.backend import Backend, load_pretrained, ready_device
 from scenescribe.sounds.windows import WindowedTagger, WindowSpec
 
 log = logging.getLogger("scenescribe.sounds")
@@ -96,17 +97,18 @@ class Fbank:
 class _Ast:
     """The features, model, dtype and window geometry of one loaded checkpoint."""
 
-    def __init__(self, weights: Any, device: str) -> None:
+    def __init__(self, backend: Backend) -> None:
         import torch
         from transformers import ASTForAudioClassification
 
+        device, weights = backend.device, backend.weights()
         self.dtype = torch.float32
         if device.startswith("cuda"):
             self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         extractor = load_extractor(weights)
+        ready_device(device)
         self.features = Fbank(extractor, device)
-        self.model = ASTForAudioClassification.from_pretrained(weights, dtype=self.dtype)
-        self.model.to(device).eval()
+        self.model = load_pretrained(backend, ASTForAudioClassification, weights, self.dtype)
         config = self.model.config
         self.labels = [config.id2label[i] for i in range(config.num_labels)]
         fb = self.features
@@ -126,12 +128,14 @@ class _Ast:
 class ASTTagger(WindowedTagger):
     """AST on CUDA in bf16 (fp16 where bf16 is unsupported) or on the CPU in fp32."""
 
-    # Imported under the load lock; the weights then load beside the other components'.
+    # Imported under the load lock; the rest of the load overlaps the other components' (only
+    # ``from_pretrained`` itself holds the lock: see backend.py).
     load_imports = ("torch", "transformers.audio_utils", "transformers:ASTFeatureExtractor",
                     "transformers:ASTForAudioClassification")
+    side_by_side = True
 
     def _load(self) -> Any:
-        model = _Ast(self.weights(), self.device)
+        model = _Ast(self)
         # Measured on an H100 (bf16, full-size AST): 4.8 ms per window at batch 1, 1.15 at 8,
         # 0.96 at 16 and at 32 (0.54 GiB at 16). Two on the CPU keeps memory small.
         self.batch_size = 16 if self.device.startswith("cuda") else 2

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from scenescribe.attention import avoid_cudnn_attention
+from scenescribe.backend import load_pretrained, ready_device
 from scenescribe.errors import ConfigError
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
@@ -133,10 +134,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     # "graph": ``static_decode`` (CUDA graphs on CUDA), "static": the same without graphs,
     # "generate": transformers' ``generate`` (the path before 2026-12-02; beam search uses it).
     decoder = "graph"
-    # Imported under the load lock; the weights then load beside the other components'.
+    # Imported under the load lock; the rest of the load overlaps the other components' (only
+    # ``from_pretrained`` itself holds the lock: see backend.py).
     load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
                     "transformers:WhisperProcessor", "transformers:WhisperFeatureExtractor",
                     "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
+    side_by_side = True
 
     def _load(self) -> Any:
         import torch
@@ -147,22 +150,22 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         log.info("loading %s on %s (%s)", path, self.device, dtype)
         avoid_cudnn_attention(self.device)
         processor = WhisperProcessor.from_pretrained(path)
+        ready_device(self.device)
         try:
-            model = WhisperForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, attn_implementation=self.attention)
+            model = load_pretrained(self, WhisperForConditionalGeneration, path, dtype,
+                                    attn_implementation=self.attention)
         except (ImportError, ValueError, RuntimeError) as exc:
             if self.attention == "sdpa":
                 raise
             # A flash_attn built for another torch or GPU: SDPA is nearly as fast for Whisper.
             log.warning("FlashAttention-2 unusable (%s); using SDPA", exc)
-            model = WhisperForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, attn_implementation="sdpa")
+            model = load_pretrained(self, WhisperForConditionalGeneration, path, dtype,
+                                    attn_implementation="sdpa")
         # transformers rebuilds isin(arange(vocab), tokens) at every decoding step for these,
         # 40% of tiny.en's CPU decoding time; SuppressMask applies them from a fixed mask.
         config = model.generation_config
         suppress, begin = list(config.suppress_tokens or ()), list(config.begin_suppress_tokens or ())
         config.suppress_tokens = config.begin_suppress_tokens = None
-        model = model.to(self.device).eval()
         stream = None
         if self.device.startswith("cuda"):
             torch.cuda.synchronize(self.device)  # weights in place before another stream reads

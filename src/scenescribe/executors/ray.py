@@ -1,0 +1,206 @@
+"""The Ray executor: the stage graph on a Ray cluster (or a local Ray instance on this host).
+
+The driver (this process) plans as a local run does, level by level (``graph.batches``); it
+derives every key and merges every outcome, so the records and ``run.json`` are the local run's
+plus ``ran_on`` (node, host, worker, GPUs) in each stage's timing. CPU nodes become one Ray task
+per video; model nodes run on the run's pool of model actors (``ray_batch.Pool``: one per GPU,
+or ``1/k`` of each GPU when ``k`` model nodes run side by side, as a local run shares its GPU),
+each given a share of the videos balanced by length and pooling them as ``run`` pools a folder.
+A model is loaded once per GPU, never once per video. Workers write their checkpoints into
+``--out``, which every node must see. Module map: ``ray_batch`` (pool and calls), ``ray_remote``
+(what runs in the workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import ray
+
+from scenescribe.errors import ConfigError, OptionError
+from scenescribe.executors import ray_remote
+from scenescribe.executors.ray_batch import Batch, Pool, holds_model, libraries
+from scenescribe.graph import (
+    Graph,
+    Node,
+    Outcomes,
+    Results,
+    RunContext,
+    Video,
+    batches,
+    merge,
+    prepare,
+)
+from scenescribe.progress import Progress
+from scenescribe.progress import Task as ProgressTask
+
+log = logging.getLogger("scenescribe.ray")
+
+# Forwarded to the workers of a cluster joined by address (a local instance inherits them).
+FORWARDED_ENV = ("SCENESCRIBE_", "HF_", "TRANSFORMERS_", "YOLO_")  # never CUDA_*: Ray sets it
+
+
+@dataclass
+class _Relay:
+    """Replays the workers' progress events on the driver's progress view."""
+
+    hub: Any
+    progress: Progress
+    open: dict[str, ProgressTask] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # the loop and ``settle``
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="ray-progress", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.3):
+            try:
+                self.pump()
+            except Exception:  # progress is best effort; the work goes on
+                log.debug("progress relay failed", exc_info=True)
+
+    def pump(self) -> None:
+        with self.lock:
+            self._apply(ray.get(self.hub.drain.remote()))
+
+    def _apply(self, events: list[tuple[Any, ...]]) -> None:
+        for event in events:
+            kind, task_id = event[0], event[1]
+            if kind == "open":
+                self.open[task_id] = self.progress.task(event[2], event[3])
+            elif kind == "advance" and task_id in self.open:
+                self.open[task_id].advance(event[2])
+            elif kind == "close" and task_id in self.open:
+                self.open.pop(task_id).close()
+
+    def settle(self) -> None:
+        """Show what arrived and close the bars of workers that died before closing them."""
+        self.pump()
+        with self.lock:
+            for task in self.open.values():
+                task.close()
+            self.open.clear()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address
+        self.started = False
+        self.resolved = "cpu"  # the run's device, once ``device`` resolved it
+
+    def __enter__(self) -> RayExecutor:
+        if not ray.is_initialized():
+            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                       "logging_level": logging.WARNING}
+            if self.address:
+                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
+                options.update(address=self.address, runtime_env={"env_vars": env})
+            try:
+                ray.init(**options)  # no address: a local instance with every CPU and GPU here
+            except Exception as exc:  # one line, not Ray's traceback
+                where = f"join the Ray cluster at {self.address}" if self.address else (
+                    "start a local Ray instance")
+                text = str(exc).strip().splitlines()
+                raise ConfigError(f"executor ray: cannot {where}: {type(exc).__name__}: "
+                                  f"{text[0][:200] if text else ''}") from exc
+            self.started = True
+        _send_locks_fresh()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            ray.shutdown()
+
+    def gpus(self) -> int:
+        """The cluster's GPUs when the run's models go on GPUs, else 0."""
+        return self.cluster_gpus() if self.resolved.startswith("cuda") else 0
+
+    def cluster_gpus(self) -> int:
+        return int(cast(Any, ray).cluster_resources().get("GPU", 0))
+
+    def device(self, requested: str) -> str:
+        gpus = self.cluster_gpus()
+        if requested.startswith("cuda") and not gpus:
+            raise OptionError(f"device (--device): expected a GPU in the Ray cluster, found "
+                              f"{requested!r} but the cluster has none")
+        if requested == "auto" or requested.startswith("cuda"):
+            # Ray gives each actor its GPU share and shows it as device 0.
+            self.resolved = "cuda" if gpus else "cpu"
+        else:
+            self.resolved = requested
+        return self.resolved
+
+    def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
+                  parallel: bool) -> Results:
+        results: Results = [{} for _ in videos]
+        hub = ray_remote.ProgressHub.remote()  # type: ignore[attr-defined]
+        relay = _Relay(hub, ctx.progress)
+        relay.start()
+        plan = [batch for level in graph.levels() for batch in batches(level, parallel)]
+        width = max((sum(1 for node in batch if holds_model(node)) for batch in plan), default=1)
+        pool = Pool(max(1, width), self.gpus())
+        models = [node for batch in plan for node in batch if holds_model(node)]
+        if models and pool.gpus:  # up and importing while probe and shots run
+            pool.launch(sorted(set().union(*(libraries(node) for node in models))))
+        try:
+            for batch in plan:
+                self._run_batch(batch, videos, results, ctx, relay, pool)
+        finally:
+            pool.stop()
+            relay.close()
+            ray.kill(hub)
+        return results
+
+    def _run_batch(self, batch: Sequence[Node], videos: Sequence[Video], results: Results,
+                   ctx: RunContext, relay: _Relay, pool: Pool) -> None:
+        """One batch of nodes (run side by side), all its work in flight at once."""
+        work = Batch(ctx, relay.hub, pool)
+        found: list[Outcomes] = []
+        try:
+            for node in batch:
+                prepared = prepare(node, videos, results)
+                found.append(prepared.early)
+                if prepared.tasks:
+                    work.submit(node, prepared.owners, prepared.tasks)
+            found.extend(work.gather())
+        except BaseException:  # interrupted: stop the workers; their checkpoints are kept
+            work.stop()
+            raise
+        finally:
+            work.close_bars()
+        relay.settle()
+        for outcomes in found:
+            merge(outcomes, results)
+
+
+def _new_lock(_: None) -> Any:
+    return threading.Lock()
+
+
+def _new_rlock(_: None) -> Any:
+    return threading.RLock()
+
+
+def _send_locks_fresh() -> None:
+    """Stages and backends may hold a thread lock (a captioner's tokenizer lock); a lock guards
+    one process's state, so the worker gets a new, unlocked one."""
+    util = cast(Any, ray).util
+    util.register_serializer(type(threading.Lock()), serializer=lambda _: None,
+                             deserializer=_new_lock)
+    util.register_serializer(type(threading.RLock()), serializer=lambda _: None,
+                             deserializer=_new_rlock)

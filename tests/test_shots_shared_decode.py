@@ -1,0 +1,152 @@
+"""One shared decode (and TransNetV2's decode in time segments) gives each detector exactly the
+frames, scores and cuts of its own single pass."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import scenescribe
+from conftest import media
+from fake_media import make_clip
+from fake_setup import fake_options
+from scenescribe import registry
+from scenescribe.errors import StageError
+from scenescribe.media import iter_frames, probe
+from scenescribe.options import ShotOptions
+from scenescribe.progress import NullProgress
+from scenescribe.shots.ensemble import combine
+from scenescribe.shots.fast import opening_fade_end
+from scenescribe.shots.segments import plan_segments
+from scenescribe.shots.shared_decode import SharedDecode, decode_both
+from scenescribe.shots.transnetv2 import shrink
+from scenescribe.testing import fakes
+
+BBB = "real/big_buck_bunny_0_30.webm"  # 720p, a fade-in and hard cuts
+CAR = "real/intel_car-detection.mp4"  # 377 frames, 12.5 fps
+SYNTH = "synthetic/synthetic_cuts_speech.mp4"  # 750 frames with hard cuts
+
+
+def make(backend: str, workers: int = 1) -> Any:
+    detector = registry.create(backend, "shots", options=ShotOptions(backend, workers=workers))
+    detector.load()
+    return detector
+
+
+def _ignore(frames: float) -> None:
+    pass
+
+
+def _stream(decode: SharedDecode) -> list[tuple[float, np.ndarray]]:
+    return list(decode.frames())
+
+
+def test_decode_both_gives_each_detector_its_own_frames() -> None:
+    path = media(BBB)
+    planes = [(f.index, f.time, f.image) for f in
+              iter_frames(path, pixel_format="yuv420p", start=10.0, end=12.0)]
+    small = [shrink(f.image) for f in iter_frames(path, width=96, start=10.0, end=12.0)]
+    both = list(decode_both(path, start=10.0, end=12.0))
+    assert len(both) == len(planes) == len(small) > 40
+    for (frame, s), (index, time, image), expected in zip(both, planes, small, strict=True):
+        assert (frame.index, frame.time) == (index, time)
+        assert np.array_equal(frame.image, image) and np.array_equal(s, expected)
+        assert s.shape == (27, 48, 3)
+
+
+@pytest.mark.parametrize("clip", [BBB, CAR])
+def test_segments_stitch_the_single_pass_frame_stream(clip: str) -> None:
+    info = probe(media(clip))
+    with SharedDecode(None, info, _ignore, workers=1) as one:
+        assert not one.parallel
+        single = _stream(one)
+    # 4 s segments put seams in every few seconds of frames; each must join exactly.
+    segments = plan_segments(info.duration, 16, min_seconds=4.0)
+    with SharedDecode(None, info, _ignore, segments=segments) as split:
+        assert split.parallel and len(segments) >= 4
+        stitched = _stream(split)
+    assert [t for t, _ in stitched] == [t for t, _ in single]
+    assert len(single) == info.num_frames
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(stitched, single, strict=True))
+
+
+def test_shared_hsvcut_cuts_equal_its_own_pass() -> None:
+    info = probe(media(BBB))
+    own = make("hsvcut").detect(info, NullProgress())
+    assert own  # the clip has cuts: the comparison below is not of two empty lists
+    segments = plan_segments(info.duration, 16, min_seconds=4.0)
+    for kwargs in ({"workers": 1}, {"segments": segments}):
+        with SharedDecode(make("hsvcut"), info, _ignore, **kwargs) as decode:  # type: ignore[arg-type]
+            _stream(decode)
+            assert decode.cuts() == own, kwargs
+
+
+@pytest.mark.slow
+def test_segmented_transnetv2_scores_and_the_ensemble_equal_one_pass() -> None:
+    """The network over the stitched stream scores every frame as over one pass (bit for bit),
+    and ``transnetv2-hsvcut`` on one shared decode gives the cuts of its two old passes."""
+    info = probe(media(SYNTH))
+    tn = make("transnetv2")
+    single = list(tn.frame_scores(info))  # workers=1: one pass in this process
+    segments = plan_segments(info.duration, 16, min_seconds=4.0)
+    with SharedDecode(None, info, _ignore, segments=segments) as split:
+        assert split.parallel
+        assert list(tn.frame_scores(info, frames=split.frames())) == single
+    probs = np.array([p for p, _, _ in single], dtype=np.float32)
+    hsv_cuts = make("hsvcut").detect(info, NullProgress())
+    two_passes = combine(tn.cuts_from_scores(single), hsv_cuts, probs,
+                         opening_fade_end(str(info.path)))
+    assert len(two_passes) >= 3  # the clip's hard cuts: not a comparison of two empty lists
+    assert make("transnetv2-hsvcut").detect(info, NullProgress()) == two_passes
+
+
+def test_a_failing_segment_names_the_file(tmp_path: Any) -> None:
+    info = probe(media(CAR))
+    gone = replace(info, path=tmp_path / "gone.mp4")
+    segments = plan_segments(info.duration, 16, min_seconds=4.0)
+    with pytest.raises(StageError, match="gone.mp4: shot detection of 0-"):  # noqa: SIM117
+        with SharedDecode(make("hsvcut"), gone, _ignore, segments=segments) as decode:
+            _stream(decode)
+
+
+def test_videos_at_once_follow_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scenescribe.stages import shot_videos_at_once
+
+    gpu_default = registry.create("transnetv2-hsvcut", "shots",
+                                  options=ShotOptions("transnetv2-hsvcut"))
+    monkeypatch.delenv("SCENESCRIBE_SHOT_VIDEOS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert shot_videos_at_once(gpu_default, 4) == 1  # a 2-core machine: one at a time
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert shot_videos_at_once(gpu_default, 4) == 2
+    assert shot_videos_at_once(gpu_default, 1) == 1
+    assert shot_videos_at_once(make("adaptive"), 4) == 1  # not declared safe from threads
+    monkeypatch.setenv("SCENESCRIBE_SHOT_VIDEOS", "3")
+    assert shot_videos_at_once(gpu_default, 4) == 3
+
+
+def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two videos at once give each its own scenes, as one after the other does."""
+    threads: list[str] = []
+    detect = fakes.FakeShots.detect
+
+    def recording(self: Any, video: Any, progress: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return detect(self, video, progress)
+
+    monkeypatch.setattr(fakes.FakeShots, "detect", recording)
+    monkeypatch.setattr(fakes.FakeShots, "concurrent_videos", True)
+    clips = [make_clip(tmp_path / "in" / f"clip{k}.mp4", seconds=3 + k) for k in range(3)]
+    got = {}
+    for at_once in ("1", "2"):
+        monkeypatch.setenv("SCENESCRIBE_SHOT_VIDEOS", at_once)
+        out = tmp_path / at_once
+        assert not scenescribe.run(clips, out, fake_options()).failed
+        got[at_once] = [(out / c.stem / "scenes.jsonl").read_text() for c in clips]
+    assert got["1"] == got["2"]
+    assert len(set(got["1"])) == 3  # three different videos, not one copied
+    assert sum(name.startswith("shots-video") for name in threads) == 3
