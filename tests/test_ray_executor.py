@@ -6,8 +6,10 @@ from __future__ import annotations
 import _thread
 import dataclasses
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -288,3 +290,21 @@ def test_bench_reports_throughput_by_gpu_count() -> None:
     text = _job(job_summary(job, stage1))
     assert "| ray | 0 | 1.000 | 4.000 |" in text
     assert "the count is 0" in text
+
+
+def test_an_unreachable_cluster_address_fails_in_seconds() -> None:
+    from scenescribe.errors import ConfigError
+    from scenescribe.executors.ray import check_reachable
+
+    with socket.socket() as probe:  # a port nothing listens on: bound, then closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"nothing answers at 127.0.0.1:{port}") as err:
+        check_reachable(f"127.0.0.1:{port}", timeout=2.0)
+    assert time.perf_counter() - start < 3.0 and "\n" not in str(err.value)
+    with socket.socket() as server:  # something listening: accepted
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"ray://127.0.0.1:{server.getsockname()[1]}")
+    check_reachable("auto")  # left to Ray

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,31 @@ class _Relay:
             self.thread.join()
 
 
+REACH_TIMEOUT_S = 5.0
+CLIENT_PORT = 10001  # Ray client's default port (``ray://host``)
+
+
+def check_reachable(address: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """Fail in seconds, in one line, when nothing listens at a ``host:port`` cluster address.
+
+    Ray itself retries an unreachable address for minutes before it gives up. ``auto`` (the
+    address Ray recorded on this host) is left to Ray.
+    """
+    target = address.strip()
+    if target in ("", "auto", "local"):
+        return
+    client = target.startswith("ray://")
+    host, _, port = target.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        host, port = target.removeprefix("ray://"), str(CLIENT_PORT if client else 6379)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"executor ray: nothing answers at {address} ({exc.strerror or exc}) "
+                          f"within {timeout:g} s; is the cluster's head node up?") from exc
+
+
 class RayExecutor:
     name = "ray"
 
@@ -108,6 +134,7 @@ class RayExecutor:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                        "logging_level": logging.WARNING}
             if self.address:
+                check_reachable(self.address)
                 env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
                 options.update(address=self.address, runtime_env={"env_vars": env})
             try:
