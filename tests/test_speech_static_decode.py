@@ -130,3 +130,15 @@ def test_dtw_on_the_device_finds_the_cpu_path() -> None:
     got = token_frames_torch([torch.from_numpy(m) for m in matrices])
     for matrix, frames in zip(matrices, got, strict=True):
         assert frames.tolist() == token_frames(matrix).tolist()
+
+
+def test_the_decoder_is_a_validated_speech_option() -> None:
+    from scenescribe.errors import OptionError
+
+    assert _recognizer().decoder == "static"  # "auto"
+    chosen = registry.create("whisper-tiny.en", "speech", options=SpeechOptions(decoder="generate"),
+                             device="cpu", model_dir=registry.model_dir_from_env())
+    assert chosen.decoder == "generate" and chosen.facts()["decoder"] == "generate"
+    assert chosen.cache_key()["options"]["decoder"] == "generate"  # part of the identity
+    with pytest.raises(OptionError, match="decoder"):
+        SpeechOptions(decoder="fast")

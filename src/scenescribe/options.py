@@ -57,6 +57,7 @@ class SpeechOptions:
     vad: bool = True
     beam_size: int = 1
     compute_type: str = "default"
+    decoder: str = "auto"  # transformers Whisper: auto (static), static, graph, generate
     api_base: str | None = None
     api_model: str | None = None  # model name the transcription API serves (default whisper-1)
     api_concurrency: int = 4

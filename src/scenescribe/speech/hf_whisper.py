@@ -79,12 +79,6 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
     chunk_seconds = 30.0  # Whisper's window
     chunk_search_seconds = 10.0  # a chunk ends at the quietest point of its last 10 s
     max_new_tokens = MAX_NEW_TOKENS
-    # "static": ``static_decode`` without graphs (the default), "graph": the same with one CUDA
-    # graph per step, "generate": transformers' ``generate`` (beam search uses it). Not "graph"
-    # by default: measured on the H200, a capture beside Stage 1's other GPU threads failed
-    # ("operation not permitted when stream is capturing" in YOLO's thread) and left CUDA's RNG
-    # unusable for the captioner after it; alone it decoded W1's stream in 5.5 s against 8.4 s.
-    decoder = "static"
     # Imported under the load lock; the rest of the load overlaps the other components' (only
     # ``from_pretrained`` itself holds the lock: see backend.py).
     load_imports = ("torch", "transformers:WhisperForConditionalGeneration",
@@ -124,6 +118,24 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             # detector's large kernels lose little by yielding to them.
             stream = torch.cuda.Stream(self.device, priority=-1)
         return _Loaded(model, processor, suppress, begin, stream)
+
+    _decoder: str | None = None  # set by tests and benchmarks to compare decoders
+
+    @property
+    def decoder(self) -> str:
+        """``[speech] decoder``: "static" (``static_decode`` without graphs; what "auto" means),
+        "graph" (the same with one CUDA graph per step), or "generate" (transformers'; beam
+        search uses it). Not "graph" by default: measured on the H200, a capture beside Stage
+        1's other GPU threads failed ("operation not permitted when stream is capturing" in
+        YOLO's thread) and left CUDA's RNG unusable for the captioner after it; alone it decoded
+        W1's stream in 5.5 s against 8.4 s."""
+        if self._decoder is not None:
+            return self._decoder
+        return "static" if self.options.decoder == "auto" else self.options.decoder
+
+    @decoder.setter
+    def decoder(self, value: str) -> None:
+        self._decoder = value
 
     @property
     def attention(self) -> str:
