@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # W1 under `--executor ray` beside the local run (issue 13: within 10% of its wall clock), on the
-# GPU machine (the device tool), from the repository root. Calls, on one warm machine:
-#   bash benchmarks/gpu/ray_w1.sh install   # carry .carry/ray/...part-00, .carry/whisper-tok, .carry/yolo
-#   bash benchmarks/gpu/ray_w1.sh install   # carry .carry/ray/...part-01, .carry/media
-#   bash benchmarks/gpu/ray_w1.sh OUTDIR local [MODEL]   # carry .whl
-#   bash benchmarks/gpu/ray_w1.sh OUTDIR ray [MODEL]  # nothing to carry
-#   bash benchmarks/gpu/ray_w1.sh OUTDIR compare      # reads both runs' .carry/bench-*/bench.json
+# GPU machine (the device tool), from the repository root. A call carries at most 64 MiB,
+# the working tree included, so on one warm machine (each call within 30 s of the last):
+#   1. carry .whl .carry/media .carry/whisper-tok .carry/yolo .carry/ray/...part-02: build W1
+#      and the random models (w1_bench.sh's first half) or run the local job without TransNetV2
+#   2. carry .carry/tnw:                 bash benchmarks/gpu/ray_w1.sh OUTDIR local [MODEL]
+#   3. carry .carry/ray/...part-00:      anything short (the part stays on the machine)
+#   4. carry .carry/ray/...part-01:      bash benchmarks/gpu/ray_w1.sh OUTDIR ray [MODEL] &&
+#                                        bash benchmarks/gpu/ray_w1.sh OUTDIR compare
+# Give the job calls 600 s: W1 with captions took longer than 200 s on the H200.
 # Ray 2.60.0 for Python 3.12 and the dependencies it may lack here are one tar of wheels split
-# into two parts under 60 MiB (the device takes 64 MiB of carried files per call); a carried part
-# stays on the warm machine, `install` checks both against benchmarks/gpu/ray_wheels.sha256 and
+# into three parts of at most 36 MiB (a call takes 64 MiB, working tree included); a carried
+# part stays on the warm machine, `install` checks all against benchmarks/gpu/ray_wheels.sha256 and
 # installs ray (no deps) plus only the dependencies this Python cannot import into /tmp/site.
 # The timed command is w1_bench.sh's job, the same for both executors but `--executor`: `bench`
 # over W1 with random Stage 1 weights (and MODEL's captions when given), --fresh so nothing is
