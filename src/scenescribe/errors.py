@@ -81,3 +81,15 @@ def short_reason(text: str, limit: int = 80) -> str:
     line = "".join(c if c.isprintable() else " " for c in text)
     line = " ".join(line.split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line, or its type's name when it has none."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """``Type: first line`` of a library's exception, for a one-line error instead of a trace."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:limit]}" if text else type(exc).__name__

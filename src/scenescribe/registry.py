@@ -17,7 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from scenescribe.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ModelNotFoundError,
+    first_line,
+)
 
 Kind = Literal["shots", "speech", "sounds", "objects", "captioner"]
 MODEL_DIR_ENV = "SCENESCRIBE_MODEL_DIR"
@@ -159,7 +164,7 @@ def download_from_hub(entry: ModelEntry) -> Path:
     try:
         return Path(snapshot_download(entry.checkpoint, revision=entry.revision))
     except Exception as exc:  # the hub raises many types; the user needs one clear line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ModelNotFoundError(
             f"{entry.name}: could not download {entry.checkpoint}@{entry.revision or 'main'} "
             f"from the Hugging Face hub ({reason}); pass a local path or --model-dir"

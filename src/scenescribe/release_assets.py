@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scenescribe.errors import ModelNotFoundError
+from scenescribe.errors import ModelNotFoundError, first_line
 
 if TYPE_CHECKING:
     from scenescribe.registry import ModelEntry
@@ -81,7 +81,7 @@ def download_release_asset(entry: ModelEntry, *, base: str = RELEASES_URL,
     except ModelNotFoundError:
         raise
     except Exception as exc:  # network errors come in many types; the user needs one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise ModelNotFoundError(
             f"{entry.name}: could not download {url} ({reason}); pass a local path or "
             f"--model-dir") from exc

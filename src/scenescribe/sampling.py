@@ -22,6 +22,7 @@ from typing import Any
 from PIL import Image
 
 from scenescribe.errors import InputError
+from scenescribe.knobs import env_count, env_flag
 from scenescribe.media import FrameRequest, Pick, SharedPass, decode_pass
 from scenescribe.media.segments import auto_workers
 from scenescribe.options import FrameOptions
@@ -41,11 +42,8 @@ def video_passes(videos: int) -> int:
     rest better than more segments of the first. Frames first, one: each pass then has every
     core, and a tracker's decode never runs beside the next video's frames (the frames' seconds
     stay their own, and the stage's summed seconds count no overlap twice)."""
-    env = os.environ.get("SCENESCRIBE_VIDEO_PASSES", "").strip()
-    if env.isdigit() and int(env) > 0:
-        passes = int(env)
-    else:
-        passes = (os.cpu_count() or 1) // 8 if decode_once() else 1
+    passes = env_count("SCENESCRIBE_VIDEO_PASSES") or (
+        (os.cpu_count() or 1) // 8 if decode_once() else 1)
     return max(1, min(videos, passes))
 
 
@@ -57,7 +55,7 @@ def decode_once() -> bool:
     whole video is decoded; a pass of their own seeks past what no scene frame needs (on W1,
     5.2 s against 12.9 s on 16 cores). The tracker then decodes the video again, but after the
     frames, not in their way: about a third more decoding for frames done in half the time."""
-    return os.environ.get("SCENESCRIBE_DECODE_ONCE", "").strip().lower() in ("1", "true", "yes")
+    return env_flag("SCENESCRIBE_DECODE_ONCE")
 
 
 def pass_share(passes: int) -> tuple[int, int]:
@@ -65,8 +63,7 @@ def pass_share(passes: int) -> tuple[int, int]:
     the cores split between them. ``SCENESCRIBE_FRAME_WORKERS`` sets the decoders per video
     (the frames' passes only; ``SCENESCRIBE_DECODE_WORKERS`` sets every pass's)."""
     cores = os.cpu_count() or 1
-    env = os.environ.get("SCENESCRIBE_FRAME_WORKERS", "").strip()
-    workers = int(env) if env.isdigit() and int(env) > 0 else max(1, auto_workers() // passes)
+    workers = env_count("SCENESCRIBE_FRAME_WORKERS") or max(1, auto_workers() // passes)
     return workers, max(1, cores // (passes * workers))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from scenescribe import registry
 from scenescribe.captions.base import Captioner, CaptionRequest
-from scenescribe.errors import ConfigError, ScenescribeError
+from scenescribe.errors import ConfigError, ScenescribeError, one_line
 from scenescribe.graph import Outcome, RunContext, Stage, StageOutput, Task
 from scenescribe.options import CaptionOptions
 from scenescribe.records import SceneRecord
@@ -84,11 +84,6 @@ def caption_request(record: SceneRecord, root: Path, grounding: bool) -> Caption
         return None
     context = grounding_context(record) if grounding else ""
     return CaptionRequest(record.index, tuple(str(root / f.path) for f in record.frames), context)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 class CaptionStage(Stage):

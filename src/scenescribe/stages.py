@@ -32,6 +32,7 @@ from scenescribe.graph import (
     each,
     guarded,
 )
+from scenescribe.knobs import env_count
 from scenescribe.media import probe
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.options import FrameOptions, to_dict
@@ -162,10 +163,11 @@ def shot_videos_at_once(detector: ShotDetector, videos: int) -> int:
     """Videos whose shots are detected side by side: one per 8 cores for detectors that allow
     it (each video's decode already spreads over the cores; two overlap their serial parts),
     so a small machine runs one at a time. ``SCENESCRIBE_SHOT_VIDEOS`` overrides."""
-    env = os.environ.get("SCENESCRIBE_SHOT_VIDEOS", "").strip()
     if not detector.concurrent_videos:
         return 1
-    at_once = int(env) if env.isdigit() else (os.cpu_count() or 1) // 8
+    at_once = env_count("SCENESCRIBE_SHOT_VIDEOS")
+    if at_once is None:
+        at_once = (os.cpu_count() or 1) // 8
     return max(1, min(videos, at_once))
 
 

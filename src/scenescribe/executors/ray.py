@@ -23,7 +23,7 @@ from typing import Any, cast
 
 import ray
 
-from scenescribe.errors import ConfigError, OptionError
+from scenescribe.errors import ConfigError, OptionError, one_line
 from scenescribe.executors import ray_remote
 from scenescribe.executors.ray_batch import Batch, Pool, holds_model, libraries
 from scenescribe.graph import (
@@ -142,9 +142,7 @@ class RayExecutor:
             except Exception as exc:  # one line, not Ray's traceback
                 where = f"join the Ray cluster at {self.address}" if self.address else (
                     "start a local Ray instance")
-                text = str(exc).strip().splitlines()
-                raise ConfigError(f"executor ray: cannot {where}: {type(exc).__name__}: "
-                                  f"{text[0][:200] if text else ''}") from exc
+                raise ConfigError(f"executor ray: cannot {where}: {one_line(exc)}") from exc
             self.started = True
         _send_locks_fresh()
         return self

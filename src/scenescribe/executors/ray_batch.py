@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import ray
 
+from scenescribe.errors import one_line
 from scenescribe.executors import ray_remote
 from scenescribe.graph import Failure, Node, Outcomes, RunContext, StageOutput, Task, parts
 from scenescribe.progress import Task as ProgressTask
@@ -207,8 +208,7 @@ class Batch:
             self._send(_Call(call.node, [owner], [task], self.pool.spare(), spare=True))
 
     def _failed(self, call: _Call, exc: Exception) -> Outcomes:
-        first = str(exc).strip().splitlines()
-        reason = f"worker failed: {type(exc).__name__}: {first[0][:200] if first else ''}"
+        reason = f"worker failed: {one_line(exc)}"
         if call.node.optional:
             self.ctx.warn(f"{call.node.name}: {reason}")
             return {}

@@ -20,6 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 
 from scenescribe.errors import InputError
+from scenescribe.knobs import env_count
 from scenescribe.media.frames import SHOWN, TICK, FrameRequest, Pick, _Video, decode_pass
 
 MIN_SEGMENT_S = 10.0  # a segment's first seek costs up to a GOP: keep that small beside it
@@ -29,9 +30,9 @@ SEGMENTS_PER_WORKER = 3  # several per worker, so an uneven segment doesn't leav
 
 def auto_workers() -> int:
     """Decoders side by side: about one per four cores (``SCENESCRIBE_DECODE_WORKERS`` overrides)."""
-    env = os.environ.get("SCENESCRIBE_DECODE_WORKERS", "").strip()
-    if env.isdigit():
-        return max(1, int(env))
+    chosen = env_count("SCENESCRIBE_DECODE_WORKERS")
+    if chosen is not None:
+        return max(1, chosen)
     return max(1, min(8, (os.cpu_count() or 1) // 4))
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from scenescribe.backend import import_names
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from scenescribe.knobs import env_count
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detections import Detections
@@ -99,12 +100,8 @@ class YoloTracker(ObjectTracker):
         """Frames per model call. Measured on CPU (Big Buck Bunny 30 s at 2 fps, one torch
         thread): 9.6 CPU-s at batch 1, 6.6 at 4, 6.4 at 8. On a GPU a batch of 64 640x384 frames
         is a few ms of yolov8n; per-call overhead (Python, NMS launch) dominates below that."""
-        env = os.environ.get("SCENESCRIBE_YOLO_BATCH", "").strip()
-        if self._batch:
-            return self._batch
-        if env.isdigit() and int(env) > 0:
-            return int(env)
-        return 64 if self.device.startswith("cuda") else 8
+        return (self._batch or env_count("SCENESCRIBE_YOLO_BATCH")
+                or (64 if self.device.startswith("cuda") else 8))
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
