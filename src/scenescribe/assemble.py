@@ -33,7 +33,7 @@ def build_record(scene: Scene, outputs: Mapping[str, Outcome],
     i = scene.index
     fields: dict[str, Any] = {}
     for name, component in COMPONENTS.items():
-        out = outputs.get(name)
+        out = outputs.get(component.lines_stage(name))
         if isinstance(out, StageOutput):
             fields[component.field] = component.parse(out.lines.get(i, {}))
     frames = outputs.get("frames")

@@ -10,7 +10,6 @@ decode pass per video feeds both ("decode once").
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,7 +20,6 @@ from typing import Any, Generic, TypeVar
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
 from scenescribe.graph import (
-    Failure,
     Outcome,
     RunContext,
     Stage,
@@ -43,7 +41,7 @@ from scenescribe.sampling import sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.sounds.base import SoundTagger
-from scenescribe.speech.base import SpeechRecognizer, SpeechResult
+from scenescribe.speech.base import SpeechRecognizer
 from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
 
 B = TypeVar("B", bound=Backend)
@@ -115,6 +113,7 @@ class ShotsStage(Stage):
     name = "shots"
     inputs = ("probe",)
     field = "scene"
+    concurrent = True  # beside speech, which needs only the probe
 
     def __init__(self, detector: ShotDetector) -> None:
         self.detector = detector
@@ -236,13 +235,22 @@ Producer = Callable[[B, Task, list[Scene], Progress], Iterator[dict[str, Any]]]
 
 @dataclass(frozen=True)
 class Component(Generic[B]):
-    """A Stage 1 component: which backend kind, which record field, how lines are made and read."""
+    """A Stage 1 component: which backend kind, which record field, how lines are made and read.
+
+    ``produce`` makes the per-scene lines of a ``ComponentStage``; it is None for a component
+    planned as stages of its own (speech: ``speech_stages``), whose lines come from the stage
+    named ``lines_from``.
+    """
 
     kind: Kind
     backend_type: type[B]  # the typed seam: the interface its backends implement
     field: str
-    produce: Producer[B]
+    produce: Producer[B] | None
     parse: Callable[[Mapping[str, Any]], Any]  # a checkpoint line -> the record field's value
+    lines_from: str = ""  # the stage whose lines hold the field ("" for the component's own)
+
+    def lines_stage(self, name: str) -> str:
+        return self.lines_from or name
 
 
 class ComponentStage(Stage):
@@ -254,6 +262,8 @@ class ComponentStage(Stage):
     def __init__(self, name: str, backend: Backend) -> None:
         self.name = name
         self.component = COMPONENTS[name]
+        if self.component.produce is None:
+            raise ValueError(f"{name} is planned as its own stages, not a ComponentStage")
         if not isinstance(backend, self.component.backend_type):
             raise ConfigError(f"{backend.name} is not a {self.component.backend_type.__name__}")
         self.field = self.component.field
@@ -264,8 +274,6 @@ class ComponentStage(Stage):
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        if isinstance(self.backend, SpeechRecognizer):
-            return run_speech_pooled(self, tasks, ctx)
         return each(self.name, tasks, lambda task: self._one(task, ctx))
 
     def _one(self, task: Task, ctx: RunContext, produce: Producer[Any] | None = None,
@@ -278,8 +286,9 @@ class ComponentStage(Stage):
                 self.load()  # before the clock: load time is reported apart
             start = time.perf_counter() - spent
             if todo:
-                for line in (produce or self.component.produce)(self.backend, task, todo,
-                                                                _named(ctx, task)):
+                produce = produce or self.component.produce
+                assert produce is not None
+                for line in produce(self.backend, task, todo, _named(ctx, task)):
                     ckpt.append(line)
             return self.output(task, ckpt, todo, time.perf_counter() - start)
 
@@ -300,73 +309,6 @@ class ComponentStage(Stage):
         self.backend.unload()
 
 
-def produce_speech(backend: SpeechRecognizer, task: Task, todo: list[Scene],
-                   progress: Progress) -> Iterator[dict[str, Any]]:
-    yield from speech_lines(backend.transcribe(task.info, progress), todo)
-
-
-def speech_lines(result: SpeechResult, todo: list[Scene]) -> Iterator[dict[str, Any]]:
-    """The speech checkpoint's lines: the language (index -1), then each scene's transcript."""
-    from scenescribe.speech.join import assign_words
-
-    yield {"index": -1, "language": result.language,
-           "language_probability": result.language_probability}
-    transcripts = assign_words(result.words, todo)
-    for scene in todo:
-        yield {"index": scene.index, "transcript": transcripts[scene.index].to_dict()}
-
-
-def run_speech_pooled(stage: ComponentStage, tasks: Sequence[Task],
-                      ctx: RunContext) -> dict[int, Outcome]:
-    """Speech over every video at once: the recognizer's ``transcribe_many`` (one batched
-    stream of all videos' chunks for GPU Whisper), each video's checkpoint written as its
-    result arrives. A video's ``compute_s`` is the stream's time since the previous result, so
-    the videos' times add up to the stream's."""
-    outcomes: dict[int, Outcome] = {}
-    pending: list[int] = []
-    for i, task in enumerate(tasks):
-        if _resume(task, stage.name)[1]:
-            pending.append(i)
-        else:  # complete already: read back
-            outcomes[i] = guarded(stage.name, task, lambda t: stage._one(t, ctx))
-    if not pending:
-        return outcomes
-    stage.load()
-    assert isinstance(stage.backend, SpeechRecognizer)
-    jobs = [(tasks[i].info, _named(ctx, tasks[i])) for i in pending]
-    last = time.perf_counter()
-    try:
-        for j, result in stage.backend.transcribe_many(jobs):
-            now = time.perf_counter()
-            task = tasks[pending[j]]
-            outcomes[pending[j]] = guarded(stage.name, task, functools.partial(
-                stage._one, ctx=ctx, produce=_given(result), spent=now - last))
-            last = time.perf_counter()
-    except Exception as exc:  # the model's failure: every video still waiting fails with it
-        for i in pending:
-            if i not in outcomes:
-                outcomes[i] = guarded(stage.name, tasks[i], functools.partial(_raise, exc))
-    for i in pending:  # a recognizer that skipped a video is a bug, reported on that video
-        if i not in outcomes:
-            outcomes[i] = Failure(stage.name, f"{tasks[i].video.source}: {stage.name}: "
-                                              "no result from the recognizer")
-    return outcomes
-
-
-def _given(result: SpeechResult | Exception) -> Producer[SpeechRecognizer]:
-    def produce(backend: SpeechRecognizer, task: Task, todo: list[Scene],
-                progress: Progress) -> Iterator[dict[str, Any]]:
-        if isinstance(result, Exception):
-            raise result
-        yield from speech_lines(result, todo)
-
-    return produce
-
-
-def _raise(exc: Exception, task: Task) -> StageOutput:
-    raise exc
-
-
 def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
     for index, tags in backend.tag_scenes(task.info, todo, progress):
@@ -384,8 +326,9 @@ def objects_line(index: int, objects: Sequence[ObjectSummary]) -> dict[str, Any]
 
 
 COMPONENTS: dict[str, Component[Any]] = {
-    "speech": Component("speech", SpeechRecognizer, "transcript", produce_speech,
-                        lambda line: Transcript.from_dict(line.get("transcript"))),
+    "speech": Component("speech", SpeechRecognizer, "transcript", None,
+                        lambda line: Transcript.from_dict(line.get("transcript")),
+                        lines_from="transcript"),
     "sounds": Component("sounds", SoundTagger, "sounds", produce_sounds,
                         lambda line: tuple(SoundTag.from_dict(s) for s in line.get("sounds", ()))),
     "objects": Component("objects", ObjectTracker, "objects", produce_objects,
