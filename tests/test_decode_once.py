@@ -60,18 +60,29 @@ def status(out: Path) -> dict[str, str]:
     return {name: s["status"] for name, s in run_json(out)["stages"].items()}
 
 
-def test_plan_fuses_only_a_tracker_that_shares_its_decode() -> None:
+def test_plan_fuses_only_a_tracker_that_shares_its_decode(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     options = shared("fake-objects-shared", "fake-vlm-a")
+    # Frames first (the default): two nodes, the tracker after the frames, so ungrounded
+    # captioners (which read only the frames) start while it runs.
     graph = plan(options, _preflight(options, "cpu", None), model_specs(options.captions.models),
                  "cpu", None, RunContext(NullProgress()))
     assert [[n.name for n in level] for level in graph.levels()] == [
-        ["probe"], ["shots"], ["speech", "sounds", "frames+objects"], ["captions[fake-vlm-a]"]]
+        ["probe"], ["shots", "speech"], ["frames", "transcript", "sounds"], ["objects"],
+        ["captions[fake-vlm-a]"]]  # grounded: it reads the objects
+    assert graph.stages["objects"].after == ("frames",)
+    monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
+    graph = plan(options, _preflight(options, "cpu", None), model_specs(options.captions.models),
+                 "cpu", None, RunContext(NullProgress()))
+    assert [[n.name for n in level] for level in graph.levels()] == [
+        ["probe"], ["shots", "speech"], ["transcript", "sounds", "frames+objects"],
+        ["captions[fake-vlm-a]"]]
     assert graph.stages["frames"].field == "frames" and graph.stages["objects"].field == "objects"
     assert "objects" in graph.stages["captions[fake-vlm-a]"].inputs  # grounding still sees it
     plain = fake_options("fake-vlm-a")  # FakeObjects decodes nothing: no fusion
     graph = plan(plain, _preflight(plain, "cpu", None), model_specs(plain.captions.models),
                  "cpu", None, RunContext(NullProgress()))
-    assert [n.name for n in graph.levels()[2]] == ["frames", "speech", "sounds", "objects"]
+    assert [n.name for n in graph.levels()[2]] == ["frames", "transcript", "sounds", "objects"]
 
 
 def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(
@@ -81,7 +92,7 @@ def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(
     first = scenescribe.run(clip, out, shared())
     assert not first.failed and len(passes) == 1  # one pass for the JPEGs and the tracker
     assert status(out) == dict.fromkeys(["probe", "shots", "frames", "objects", "speech",
-                                         "sounds"], "computed")
+                                         "transcript", "sounds"], "computed")
     records = [json.loads(x) for x in (out / "clip" / "scenes.jsonl").read_text().splitlines()]
     assert len(records) == fakes.CALLS["fake-objects-shared"] == 4
     assert all(r["frames"] and r["objects"][0]["label"].startswith("shade ") for r in records)
@@ -217,7 +228,10 @@ def test_videos_side_by_side_give_what_one_at_a_time_gives(tmp_path: Path, passe
         result = scenescribe.run(clips, out, shared())
         # One pass per video, or the frames' own and the tracker's
         assert not result.failed and len(passes) == (3 if once == "1" else 6)
-        assert len(names) == 1 if side_by_side == "1" else len(names) >= 2  # pool threads
+        if once == "1":  # the fused node's passes: one thread, or a pool's threads
+            assert len(names) == 1 if side_by_side == "1" else len(names) >= 2
+        else:  # frames first: the frames and objects nodes each decode on their own
+            assert not names
         records[side_by_side] = {
             c.stem: [(r["frames"], r["objects"]) for r in map(
                 json.loads, (out / c.stem / "scenes.jsonl").read_text().splitlines())]

@@ -22,7 +22,7 @@ from scenescribe.stage2 import ModelSpec, model_specs
 from scenescribe.testing import fakes
 from scenescribe.workspace import WorkFolder
 
-STAGE1 = ("probe", "shots", "frames", "speech", "sounds", "objects")
+STAGE1 = ("probe", "shots", "frames", "speech", "transcript", "sounds", "objects")
 
 
 @pytest.fixture
@@ -111,6 +111,27 @@ def test_ungrounded_captions_ignore_stage1_components(clip: Path, tmp_path: Path
     assert fakes.CALLS == {"fake-speech-b": 1}
 
 
+def test_new_shots_rejoin_the_words_without_transcribing_again(clip: Path, tmp_path: Path) -> None:
+    """Speech is keyed on the file and the recognizer only: other cuts re-split the same words."""
+    out = tmp_path / "out"
+    first = fake_options()
+    assert not scenescribe.run(clip, out, first).failed
+    before = records(out)
+    fakes.reset()
+    longer = replace(first, shots=replace(first.shots, min_scene_len=1.5))
+    result = scenescribe.run(clip, out, longer)
+    stages = result.videos[0].stages
+    assert stages["speech"] == "cached" and "fake-speech" not in fakes.CALLS
+    assert stages["shots"] == stages["transcript"] == "computed"
+    after = records(out)
+    assert len(after) < len(before)  # fewer, longer scenes ...
+    words = [w for r in before for w in r["transcript"]["words"]]
+    assert [w for r in after for w in r["transcript"]["words"]] == words  # ... the same words
+    for record in after:
+        start, end = record["start"], record["end"]
+        assert all(start <= (w["start"] + w["end"]) / 2 < end for w in record["transcript"]["words"])
+
+
 def test_stale_grounded_captions_of_an_absent_model_are_dropped(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert not scenescribe.run(clip, out, fake_options("fake-vlm-a", grounding=True)).failed
@@ -125,11 +146,14 @@ def test_plan_shape(tmp_path: Path) -> None:
     graph = plan(options, _preflight(options, "cpu", None), model_specs(options.captions.models),
                  "cpu", None, RunContext(NullProgress()))
     names = [[s.name for s in level] for level in graph.levels()]
-    assert names == [["probe"], ["shots"], ["frames", "speech", "sounds", "objects"],
+    # Speech needs only the probe: the model runs beside shot detection; the cheap join onto
+    # scenes (the records' transcript) comes after the shots.
+    assert names == [["probe"], ["shots", "speech"], ["frames", "transcript", "sounds", "objects"],
                      ["captions[fake-vlm-a]", "captions[fake-vlm-b]"]]
+    assert graph.stages["speech"].inputs == ("probe",) and graph.stages["shots"].concurrent
     caption = graph.stages["captions[fake-vlm-a]"]
-    assert set(caption.inputs) == {"probe", "shots", "frames", "speech", "sounds", "objects"}
-    assert caption.field == "captions" and graph.stages["speech"].field == "transcript"
+    assert set(caption.inputs) == {"probe", "shots", "frames", "transcript", "sounds", "objects"}
+    assert caption.field == "captions" and graph.stages["transcript"].field == "transcript"
     ungrounded = fake_options("fake-vlm-a")
     graph = plan(ungrounded, _preflight(ungrounded, "cpu", None), [ModelSpec("fake-vlm-a")],
                  "cpu", None, RunContext(NullProgress()))
@@ -250,3 +274,51 @@ def test_bench_asks_what_the_caption_stage_asks(clip: Path, tmp_path: Path) -> N
     assert total == 4 and [r.context for r in requests] == fakes.CONTEXTS["fake-vlm-a"]
     assert all("fake-speech" in r.context and len(r.frames) == 2 for r in requests)
     assert [r.context for r in _requests(out / "clip", 2, grounding=False)[0]] == ["", ""]
+
+
+class _Timed(Stage):
+    """A stage that notes when it started and ended (on a shared clock of events)."""
+
+    def __init__(self, name: str, inputs: tuple[str, ...] = (), *, concurrent: bool = True,
+                 after: tuple[str, ...] = (), events: list[str], gate: Any = None,
+                 wait_for: Any = None) -> None:
+        self.name, self.inputs, self.concurrent, self.after = name, inputs, concurrent, after
+        self.events, self.gate, self.wait_for = events, gate, wait_for
+
+    def identity(self) -> dict[str, Any]:
+        return {"timed": self.name}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        self.events.append(f"start {self.name}")
+        if self.wait_for is not None:  # hold until another stage has started
+            assert self.wait_for.wait(5), f"{self.name} waited in vain"
+        if self.gate is not None:
+            self.gate.set()
+        self.events.append(f"end {self.name}")
+        return {i: StageOutput(t.key, False) for i, t in enumerate(tasks)}
+
+
+def test_a_node_starts_once_its_inputs_are_done_not_its_level(tmp_path: Path) -> None:
+    """The caption stage reads only the frames: it starts while the tracker (which must follow
+    the frames) still runs; two non-concurrent stages never overlap; ``after`` is kept."""
+    import threading
+
+    events: list[str] = []
+    captions_started = threading.Event()
+    root = _Timed("root", events=events)
+    frames = _Timed("frames", ("root",), events=events)
+    tracker = _Timed("objects", ("root",), after=("frames",), events=events,
+                     wait_for=captions_started)  # ends only once the captioner has started
+    caption_a = _Timed("captions[a]", ("root", "frames"), concurrent=False, events=events,
+                       gate=captions_started)
+    caption_b = _Timed("captions[b]", ("root", "frames"), concurrent=False, events=events)
+    graph = Graph([root, frames, tracker, caption_a, caption_b])
+    video = Video(tmp_path / "v.mp4", WorkFolder(tmp_path / "v"))
+    results = run_graph(graph, [video], RunContext(NullProgress()), parallel=True)
+    assert all(isinstance(o, StageOutput) for o in results[0].values()) and len(results[0]) == 5
+    assert events.index("start objects") > events.index("end frames")  # after the frames
+    assert events.index("start captions[a]") < events.index("end objects")  # beside the tracker
+    a, b = sorted(["captions[a]", "captions[b]"], key=lambda n: events.index(f"start {n}"))
+    assert events.index(f"end {a}") < events.index(f"start {b}")  # one captioner at a time
+    with pytest.raises(ValueError, match="needs"):
+        Graph([root, _Timed("late", ("root",), after=("missing",), events=events)])

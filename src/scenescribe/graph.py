@@ -15,7 +15,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +99,8 @@ class Stage(ABC):
     name: str = ""
     inputs: tuple[str, ...] = ()
     field: str = ""  # the scene record field it fills ("" when none)
-    concurrent: bool = False  # may run beside other concurrent stages of its level
+    concurrent: bool = False  # may run beside other stages (else beside concurrent ones only)
+    after: tuple[str, ...] = ()  # stages it must follow though it reads none of their output
     optional: bool = False  # its failure is a warning, not the video's failure (captions)
 
     @abstractmethod
@@ -133,6 +134,7 @@ class Fused(ABC):
         self.name = "+".join(p.name for p in parts)
         self.inputs = parts[0].inputs
         self.concurrent = all(p.concurrent for p in parts)
+        self.after = tuple(dict.fromkeys(a for p in parts for a in p.after))
         self.optional = all(p.optional for p in parts)
 
     @abstractmethod
@@ -175,7 +177,7 @@ class Graph:
         self.nodes = list(nodes)
         self.stages: dict[str, Stage] = {}
         for node in nodes:
-            missing = [i for i in node.inputs if i not in self.stages]
+            missing = [i for i in node.inputs + node.after if i not in self.stages]
             if missing:
                 raise ValueError(f"stage {node.name!r} needs {missing}, not planned before it")
             for stage in parts(node):
@@ -188,7 +190,7 @@ class Graph:
         depth: dict[str, int] = {}  # by stage name
         found: list[int] = []  # by node
         for node in self.nodes:
-            found.append(1 + max((depth[i] for i in node.inputs), default=-1))
+            found.append(1 + max((depth[i] for i in node.inputs + node.after), default=-1))
             depth.update((stage.name, found[-1]) for stage in parts(node))
         groups: list[list[Node]] = [[] for _ in range(max(found, default=-1) + 1)]
         for node, level in zip(self.nodes, found, strict=True):
@@ -200,29 +202,56 @@ Results = list[dict[str, Outcome]]  # per video: stage name -> outcome
 Outcomes = dict[int, dict[str, Outcome]]  # a node's: video position -> stage name -> outcome
 
 
-def batches(level: Sequence[Node], parallel: bool) -> list[list[Node]]:
-    """A level's nodes in the order they run: the concurrent ones together (when ``parallel``),
-    then each other node alone."""
-    together = [s for s in level if s.concurrent] if parallel else []
-    alone = [[s] for s in level if s not in together]
-    return ([together] if together else []) + alone
+RunNode = Callable[[Node, "Prepared"], Outcomes]  # an executor's way to run a prepared node
 
 
 def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
-    """Run every stage over every video; a video that fails a stage skips its dependents."""
+    """Run every stage over every video in this process; a video that fails a stage skips its
+    dependents."""
+    return schedule(graph, videos, parallel, lambda node, prepared: _execute(node, prepared, ctx))
+
+
+def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: RunNode,
+             stop: Callable[[], None] | None = None) -> Results:
+    """Start each node once every stage it reads or follows (``after``) is done, and merge its
+    outcomes here, on this thread.
+
+    With ``parallel`` the concurrent nodes run beside anything, the others one at a time (beside
+    concurrent ones): so a caption stage starts as soon as the frames are saved while the tracker
+    and the sound tagger still run, but two captioners never share the GPU. Without it, one node
+    after another in plan order, on this thread. A node's tasks are prepared when it starts,
+    from the results merged so far.
+    """
     results: Results = [{} for _ in videos]
-    for level in graph.levels():
-        for batch in batches(level, parallel):
-            if len(batch) == 1:
-                merge(_run_stage(batch[0], videos, results, ctx), results)
-                continue
-            # Each concurrent stage waits on a different resource (GPU ASR, tagging, detection,
-            # JPEG writing); outputs are merged here, on this thread, once all are done.
-            with ThreadPoolExecutor(len(batch), thread_name_prefix="stage") as pool:
-                futures = [pool.submit(_run_stage, s, videos, results, ctx) for s in batch]
-                done = [f.result() for f in futures]
-            for outcomes in done:
-                merge(outcomes, results)
+    if not parallel:
+        for node in graph.nodes:
+            merge(run_node(node, prepare(node, videos, results)), results)
+        return results
+    waiting = list(graph.nodes)
+    done: set[str] = set()
+    running: dict[Future[Outcomes], Node] = {}
+    with ThreadPoolExecutor(len(graph.nodes), thread_name_prefix="stage") as pool:
+        try:
+            while waiting or running:
+                alone = any(not n.concurrent for n in running.values())
+                for node in list(waiting):
+                    if not set(node.inputs + node.after) <= done or (
+                            not node.concurrent and alone):
+                        continue
+                    waiting.remove(node)
+                    alone = alone or not node.concurrent
+                    running[pool.submit(run_node, node, prepare(node, videos, results))] = node
+                if not running:  # cannot happen for a checked graph; never spin
+                    raise ValueError(f"stages {[n.name for n in waiting]} can never start")
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    node = running.pop(future)
+                    merge(future.result(), results)
+                    done.update(stage.name for stage in parts(node))
+        except BaseException:
+            if stop is not None:
+                stop()
+            raise
     return results
 
 
@@ -306,9 +335,8 @@ def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext) ->
         node.close()
 
 
-def _run_stage(node: Node, videos: Sequence[Video], results: Results,
-               ctx: RunContext) -> Outcomes:
-    prepared = prepare(node, videos, results)
+def _execute(node: Node, prepared: Prepared, ctx: RunContext) -> Outcomes:
+    """``execute`` over the prepared videos, outcomes keyed by position in the run."""
     if not prepared.tasks:
         return prepared.early
     outcomes = execute(node, prepared.tasks, ctx)

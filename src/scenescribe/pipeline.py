@@ -2,11 +2,13 @@
 
 ``run`` claims each video's output folder (lock, what it created), plans the stage graph::
 
-    probe -> shots -> frames ------------------------------> captions[model] (one per model)
-                   -> speech, sounds, objects -(grounding)-/
+    probe -> shots -> frames ---------------------------------> captions[model] (one per model)
+          |        -> transcript, sounds, objects -(grounding)-/
+          -> speech (whole-file words, beside shots) -/
 
 runs it, writes each video's files and cleans up only what it created for failed inputs.
-Frames and objects run as one node, one decode pass per video, when the tracker can share it.
+The tracker follows the frames (their JPEGs first); with ``SCENESCRIBE_DECODE_ONCE=1`` frames
+and objects run as one node, one decode pass per video.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from scenescribe.graph import (
     Outcome,
     Results,
     RunContext,
+    Stage,
     StageOutput,
     Video,
     failure,
@@ -39,10 +42,13 @@ from scenescribe.media import probe
 from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
+from scenescribe.sampling import decode_once
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
+from scenescribe.speech.base import SpeechRecognizer
+from scenescribe.speech_stages import SpeechStage, TranscriptStage
 from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
-from scenescribe.stages import ComponentStage, FramesStage, ProbeStage, ShotsStage
+from scenescribe.stages import COMPONENTS, ComponentStage, FramesStage, ProbeStage, ShotsStage
 from scenescribe.workspace import WORK_DIR, WorkFolder, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")
@@ -168,16 +174,29 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     detector = backends["shots"]
     assert isinstance(detector, ShotDetector)
     frames = FramesStage(options.frames)
-    components = [ComponentStage(name, backends[name]) for name in options.stages]
     stages: list[Node] = [ProbeStage(), ShotsStage(detector)]
-    objects = next((c for c in components if c.name == "objects"), None)
-    if objects is not None and shares_decode(objects.backend):
+    components: list[Stage] = []
+    for name in options.stages:
+        if name == "speech":  # the model beside shots; the join onto scenes after them
+            recognizer = backends[name]
+            assert isinstance(recognizer, SpeechRecognizer)
+            stages.append(SpeechStage(recognizer))
+            components.append(TranscriptStage())
+        else:
+            components.append(ComponentStage(name, backends[name]))
+    objects = next((c for c in components if isinstance(c, ComponentStage)
+                    and c.name == "objects"), None)
+    if objects is not None and shares_decode(objects.backend) and decode_once():
         # Decode once: one pass per video feeds the scene frames and the tracker. Planned in
         # the objects' place: run in turn, the components before it finish even if it fails.
         stages += [FramesAndObjects(frames, c) if c is objects else c for c in components]
     else:
+        if objects is not None and shares_decode(objects.backend):
+            # Frames first: the tracker's decode of every frame waits until the JPEGs are
+            # saved, so the captioners (which read only those) start while it runs.
+            objects.after = (frames.name,)
         stages += [frames, *components]
-    grounded = ([n for n in options.stages if n in GROUNDING_INPUTS]
+    grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])
     for spec in specs:
         try:

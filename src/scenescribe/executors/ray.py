@@ -1,11 +1,12 @@
 """The Ray executor: the stage graph on a Ray cluster (or a local Ray instance on this host).
 
-The driver (this process) plans as a local run does, level by level (``graph.batches``); it
-derives every key and merges every outcome, so the records and ``run.json`` are the local run's
-plus ``ran_on`` (node, host, worker, GPUs) in each stage's timing. CPU nodes become one Ray task
-per video; model nodes run on the run's pool of model actors (``ray_batch.Pool``: one per GPU,
-or ``1/k`` of each GPU when ``k`` model nodes run side by side, as a local run shares its GPU),
-each given a share of the videos balanced by length and pooling them as ``run`` pools a folder.
+The driver (this process) schedules the graph as a local run does (``graph.schedule``: a node
+starts once what it reads is done); it derives every key and merges every outcome, so the
+records and ``run.json`` are the local run's plus ``ran_on`` (node, host, worker, GPUs) in each
+stage's timing. CPU nodes become one Ray task per video; model nodes run on the run's pool of
+model actors (``ray_batch.Pool``: one per GPU, or ``1/k`` of each GPU when ``k`` model nodes may
+run side by side, as a local run shares its GPU; a node takes each GPU's least busy actor), each
+given a share of the videos balanced by length and pooling them as ``run`` pools a folder.
 A model is loaded once per GPU, never once per video. Workers write their checkpoints into
 ``--out``, which every node must see. Module map: ``ray_batch`` (pool and calls), ``ray_remote``
 (what runs in the workers).
@@ -30,12 +31,11 @@ from scenescribe.graph import (
     Graph,
     Node,
     Outcomes,
+    Prepared,
     Results,
     RunContext,
     Video,
-    batches,
-    merge,
-    prepare,
+    schedule,
 )
 from scenescribe.progress import Progress
 from scenescribe.progress import Task as ProgressTask
@@ -172,45 +172,57 @@ class RayExecutor:
 
     def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
                   parallel: bool) -> Results:
-        results: Results = [{} for _ in videos]
         hub = ray_remote.ProgressHub.remote()  # type: ignore[attr-defined]
         relay = _Relay(hub, ctx.progress)
         relay.start()
-        plan = [batch for level in graph.levels() for batch in batches(level, parallel)]
-        width = max((sum(1 for node in batch if holds_model(node)) for batch in plan), default=1)
-        pool = Pool(max(1, width), self.gpus())
-        models = [node for batch in plan for node in batch if holds_model(node)]
+        pool = Pool(model_width(graph.nodes, parallel), self.gpus())
+        models = [node for node in graph.nodes if holds_model(node)]
         if models and pool.gpus:  # up and importing while probe and shots run
             pool.launch(sorted(set().union(*(libraries(node) for node in models))))
+        active: set[Batch] = set()
+        lock = threading.Lock()
+
+        def run_node(node: Node, prepared: Prepared) -> Outcomes:
+            work = Batch(ctx, relay.hub, pool)
+            with lock:
+                active.add(work)
+            try:
+                if prepared.tasks:
+                    work.submit(node, prepared.owners, prepared.tasks)
+                found = work.gather()
+            finally:
+                work.close_bars()
+                with lock:
+                    active.discard(work)
+            relay.settle()
+            outcomes: Outcomes = {v: dict(o) for v, o in prepared.early.items()}
+            for part in found:
+                for v, out in part.items():
+                    outcomes.setdefault(v, {}).update(out)
+            return outcomes
+
+        def stop() -> None:  # interrupted: the workers go; their checkpoints are kept
+            with lock:
+                batches = list(active)
+            for work in batches:
+                work.stop()
+
         try:
-            for batch in plan:
-                self._run_batch(batch, videos, results, ctx, relay, pool)
+            return schedule(graph, videos, parallel, run_node, stop)
         finally:
             pool.stop()
             relay.close()
             ray.kill(hub)
-        return results
 
-    def _run_batch(self, batch: Sequence[Node], videos: Sequence[Video], results: Results,
-                   ctx: RunContext, relay: _Relay, pool: Pool) -> None:
-        """One batch of nodes (run side by side), all its work in flight at once."""
-        work = Batch(ctx, relay.hub, pool)
-        found: list[Outcomes] = []
-        try:
-            for node in batch:
-                prepared = prepare(node, videos, results)
-                found.append(prepared.early)
-                if prepared.tasks:
-                    work.submit(node, prepared.owners, prepared.tasks)
-            found.extend(work.gather())
-        except BaseException:  # interrupted: stop the workers; their checkpoints are kept
-            work.stop()
-            raise
-        finally:
-            work.close_bars()
-        relay.settle()
-        for outcomes in found:
-            merge(outcomes, results)
+
+def model_width(nodes: Sequence[Node], parallel: bool) -> int:
+    """Model nodes that may run at once (``graph.schedule``): every concurrent one, plus one
+    other; the actors per GPU, each given that share of it."""
+    if not parallel:
+        return 1
+    concurrent = sum(1 for node in nodes if holds_model(node) and node.concurrent)
+    others = any(holds_model(node) and not node.concurrent for node in nodes)
+    return max(1, concurrent + int(others))
 
 
 def _new_lock(_: None) -> Any:

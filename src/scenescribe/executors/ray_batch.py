@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -74,6 +75,8 @@ class Pool:
         self._actors: list[Any] = []  # launched, not yet grouped
         self._keys: list[Any] = []
         self._launched = False
+        self._busy: dict[int, int] = {}  # id(actor) -> its calls in flight
+        self._lock = threading.Lock()  # nodes run side by side share the pool
 
     def _new(self, label: str, node_id: str | None = None) -> Any:
         options: dict[str, Any] = {"max_restarts": ray_remote.RETRIES,
@@ -109,6 +112,10 @@ class Pool:
     def start(self) -> None:
         """The actors grouped by GPU or host (waits for them to be placed); a pool whose every
         actor died is launched anew."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> None:
         if self.groups:
             return
         if not self._actors:
@@ -121,15 +128,36 @@ class Pool:
         self.groups = [grouped[k] for k in sorted(grouped)]
         self._actors = []
 
+    def take(self, group: list[Any]) -> Any:
+        """The least busy actor of ``group`` (a GPU's), counted busy until ``give``."""
+        with self._lock:
+            actor = min(group, key=lambda a: self._busy.get(id(a), 0))
+            self._busy[id(actor)] = self._busy.get(id(actor), 0) + 1
+            return actor
+
+    def give(self, actor: Any) -> None:
+        with self._lock:
+            self._busy[id(actor)] = max(0, self._busy.get(id(actor), 0) - 1)
+
+    def drop(self, actor: Any) -> None:
+        """A dead actor leaves its group (and the pool, with its last group)."""
+        with self._lock:
+            for group in self.groups:
+                if actor in group:
+                    group.remove(actor)
+            self.groups = [group for group in self.groups if group]
+
     def spare(self) -> Any:
         actor = self._new(f"spare{len(self.spares)}")
         self.spares.append(actor)
         return actor
 
     def stop(self) -> None:
-        for actor in [a for group in self.groups for a in group] + self.spares + self._actors:
+        with self._lock:
+            actors = [a for group in self.groups for a in group] + self.spares + self._actors
+            self.groups, self.spares, self._actors = [], [], []
+        for actor in actors:
             ray.kill(actor, no_restart=True)
-        self.groups, self.spares, self._actors = [], [], []
 
 
 @dataclass
@@ -148,7 +176,6 @@ class Batch:
         self.ctx, self.hub, self.pool = ctx, hub, pool
         self.pending: dict[Any, _Call] = {}
         self.bars: dict[str, ProgressTask] = {}
-        self.models = 0  # model nodes submitted so far: each takes the next actor of a group
         self.fault, self.threads = os.environ.get(FAULT_ENV), os.environ.get("OMP_NUM_THREADS")
 
     def submit(self, node: Node, owners: list[int], tasks: list[dict[str, Task]]) -> None:
@@ -161,9 +188,8 @@ class Batch:
         groups = self.pool.groups
         for group, share in zip(groups, shares(tasks, min(len(groups), len(tasks))),
                                 strict=False):
-            actor = group[self.models % len(group)]
+            actor = self.pool.take(group)
             self._send(_Call(node, [owners[i] for i in share], [tasks[i] for i in share], actor))
-        self.models += 1
 
     def _send(self, call: _Call) -> None:
         if call.actor is None:
@@ -181,6 +207,8 @@ class Batch:
                 call = self.pending.pop(ref)
                 if call.spare:
                     ray.kill(call.actor, no_restart=True)
+                elif call.actor is not None:
+                    self.pool.give(call.actor)
                 try:
                     outcomes, warnings, where = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the worker died past its retries
@@ -200,10 +228,7 @@ class Batch:
     def _isolate(self, call: _Call) -> None:
         """Each video of a dead actor's share on an actor of its own (resuming from checkpoints,
         one at a time on a full GPU); the dead actor leaves the pool."""
-        for group in self.pool.groups:
-            if call.actor in group:
-                group.remove(call.actor)
-        self.pool.groups = [group for group in self.pool.groups if group]
+        self.pool.drop(call.actor)
         for owner, task in zip(call.owners, call.tasks, strict=True):
             self._send(_Call(call.node, [owner], [task], self.pool.spare(), spare=True))
 
@@ -219,14 +244,16 @@ class Batch:
     def stop(self) -> None:
         """Interrupted: kill the workers, then wait until they are gone (a rerun must not race
         a dying writer). Their checkpoints are kept."""
-        for ref, call in self.pending.items():
+        pending = list(self.pending.items())  # the gathering thread may still pop from it
+        for ref, call in pending:
             if call.actor is None:
                 ray.cancel(ref, force=True)
         self.pool.stop()
-        for call in self.pending.values():
+        for _, call in pending:
             if call.spare:
                 ray.kill(call.actor, no_restart=True)
-        ray.wait(list(self.pending), num_returns=len(self.pending), timeout=10)
+        refs = [ref for ref, _ in pending]
+        ray.wait(refs, num_returns=len(refs), timeout=10)
 
     def close_bars(self) -> None:
         for bar in self.bars.values():
