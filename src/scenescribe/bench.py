@@ -230,9 +230,9 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
 
     ``timings`` are each video's stage timings (``VideoResult.timings``). A stage's model loads
     once per run but every video reports that load, so a load counts once (the largest); compute
-    is summed over videos (a caption stage already charges each video its share). Stages of one
-    level run side by side on GPU hosts, so the sum of the split may exceed the wall clock; the
-    difference is ``overlap_s``. A stage reused from cache makes the clock no full job.
+    is summed over videos (a caption stage already charges each video its share). Stages run
+    side by side on GPU hosts (``graph.schedule``), so the sum of the split may exceed the wall
+    clock; the difference is ``overlap_s``. A stage reused from cache makes the clock no full job.
     """
     stages: dict[str, dict[str, Any]] = {}
     for video in timings:

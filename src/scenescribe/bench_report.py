@@ -191,8 +191,8 @@ def _job(job: dict[str, Any] | None) -> str:
     text = (f"`scenescribe run` over all {job['videos']} videos ({what}), one clock from the "
             f"command's start to the last record written: **{job['wall_s']:.1f} s** for "
             f"{job['video_s']:.0f} s of video, {job['scenes']} scenes (RTF {_fmt(job['rtf'])}). "
-            f"Split: each model load once, each stage's compute summed over videos; stages of "
-            f"one level run side by side on GPU hosts, so the split sums to "
+            f"Split: each model load once, each stage's compute summed over videos; stages "
+            f"run side by side on GPU hosts, so the split sums to "
             f"{job['split_sum_s']:.1f} s ({job['overlap_s']:.1f} s overlapped).\n")
     text += _throughput(job)
     if job.get("cached"):

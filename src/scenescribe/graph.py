@@ -282,7 +282,7 @@ def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput]) -
 
 @dataclass
 class Prepared:
-    """A node's work for one level: one ``Task`` per part for each video that can run it
+    """A node's work when it starts: one ``Task`` per part for each video that can run it
     (``owners`` their positions in the run), and the videos that failed before starting."""
 
     tasks: list[dict[str, Task]]
