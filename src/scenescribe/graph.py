@@ -1,8 +1,8 @@
 """The stage graph: stages declare inputs, the record field they fill and their identity.
 
 A stage's cache key is derived from its identity and the keys of its inputs, so a change
-anywhere upstream changes every key downstream, and nothing else does. The runner plans the
-graph into levels (stages whose inputs are all done), runs each stage over every video
+anywhere upstream changes every key downstream, and nothing else does. The scheduler starts a
+stage once every stage it reads (or must follow, ``after``) is done, runs it over every video
 (stage-major: a model is loaded once), and collects each stage's output per video. Stages
 never share mutable state: a stage reads its inputs' outputs and returns its own. Stages with
 the same inputs that gain from working together (one decode pass feeding frames and objects)
@@ -220,7 +220,8 @@ def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: Ru
     concurrent ones): so a caption stage starts as soon as the frames are saved while the tracker
     and the sound tagger still run, but two captioners never share the GPU. Without it, one node
     after another in plan order, on this thread. A node's tasks are prepared when it starts,
-    from the results merged so far.
+    from the results merged so far. Interrupted, ``stop`` (if given) ends the running nodes'
+    work before this waits for their threads; a local run lets them finish their checkpoints.
     """
     results: Results = [{} for _ in videos]
     if not parallel:
