@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from scenescribe.graph import (
@@ -88,7 +89,7 @@ class SpeechStage(Stage):
                                                  "no result from the recognizer")
         return outcomes
 
-    def _file(self, task: Task) -> Any:
+    def _file(self, task: Task) -> Path:
         return task.video.folder.stage_file(self.name, task.key, "json")
 
     def _save(self, task: Task, result: SpeechResult | Exception, seconds: float) -> StageOutput:
@@ -111,7 +112,7 @@ class SpeechStage(Stage):
         self.backend.unload()
 
 
-def _read(path: Any) -> dict[str, Any] | None:
+def _read(path: Path) -> dict[str, Any] | None:
     """A saved transcription, or None when absent or not ours (damaged: recomputed)."""
     if not path.exists():
         return None

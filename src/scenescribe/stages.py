@@ -276,18 +276,15 @@ class ComponentStage(Stage):
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
         return each(self.name, tasks, lambda task: self._one(task, ctx))
 
-    def _one(self, task: Task, ctx: RunContext, produce: Producer[Any] | None = None,
-             spent: float = 0.0) -> StageOutput:
-        """One video; ``produce`` replaces the component's (a pooled result), ``spent`` is
-        compute time already spent on it elsewhere."""
+    def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = _resume(task, self.name)
         with ckpt:
             if todo:
                 self.load()  # before the clock: load time is reported apart
-            start = time.perf_counter() - spent
+            start = time.perf_counter()
             if todo:
-                produce = produce or self.component.produce
-                assert produce is not None
+                produce = self.component.produce
+                assert produce is not None  # checked in __init__
                 for line in produce(self.backend, task, todo, _named(ctx, task)):
                     ckpt.append(line)
             return self.output(task, ckpt, todo, time.perf_counter() - start)
