@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--max-scene-len", type=float, default=0.0)
     parser.add_argument("--keep", type=Path, help="write the JPEGs here (to compare checkouts)")
-    parser.add_argument("--workers", type=int, help="decoders side by side (default: cores / 4)")
+    parser.add_argument("--workers", type=int, help="decoders side by side per pass (default: "
+                        "one per core up to 16 for the frames alone, cores / 4 for the tracker)")
     parser.add_argument("--device", default="cpu", help="the tracker's device (cpu, cuda)")
     parser.add_argument("--model-dir", help="where yolo/yolov8n.pt is (default: the registry's)")
     parser.add_argument("--batch", type=int, default=0, help="YOLO frames per model call")
@@ -217,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers:
         os.environ["SCENESCRIBE_DECODE_WORKERS"] = str(args.workers)
+        os.environ["SCENESCRIBE_FRAME_WORKERS"] = str(args.workers)
     _SETTINGS.update(device=args.device, model_dir=args.model_dir, batch=args.batch)
     totals: dict[str, float] = {}
     items = [(v, scenes_of(v, args.max_scene_len)) for v in map(probe, args.videos)]

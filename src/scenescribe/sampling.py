@@ -32,6 +32,7 @@ from scenescribe.store import atomic_write_bytes
 
 FRAMES_DIR = "frames"
 TRACKER_QUEUE_BYTES = 256 * 2**20  # decoded frames the tracker may lag by (about 370 at 640x360)
+FRAME_DECODERS_MAX = 16  # segment decoders side by side for the scene frames' own pass
 
 
 def video_passes(videos: int) -> int:
@@ -58,13 +59,22 @@ def decode_once() -> bool:
     return env_flag("SCENESCRIBE_DECODE_ONCE")
 
 
-def pass_share(passes: int) -> tuple[int, int]:
+def pass_share(passes: int, *, frames_only: bool = False) -> tuple[int, int]:
     """Decoders per video and FFmpeg threads per decoder when ``passes`` videos decode at once:
     the cores split between them. ``SCENESCRIBE_FRAME_WORKERS`` sets the decoders per video
-    (the frames' passes only; ``SCENESCRIBE_DECODE_WORKERS`` sets every pass's)."""
+    (the frames' passes only; ``SCENESCRIBE_DECODE_WORKERS`` sets every pass's).
+
+    ``frames_only`` (a pass for the scene frames alone): one single-threaded decoder per core,
+    up to ``FRAME_DECODERS_MAX``. Such a pass seeks every few dozen frames, and a seek empties
+    a frame-threaded decoder's pipeline, so segments side by side use the cores better than
+    threads inside one decoder (w1_sitcom on 2 cores: 2.0 s with two decoders of one thread,
+    2.5 s with one of two). Its picks are a few small frames, so more segments in flight cost
+    little memory; a tracker's pass holds every frame at 2 fps and keeps ``auto_workers``."""
     cores = os.cpu_count() or 1
-    workers = env_count("SCENESCRIBE_FRAME_WORKERS") or max(1, auto_workers() // passes)
-    return workers, max(1, cores // (passes * workers))
+    per_pass = max(1, cores // passes)
+    workers = env_count("SCENESCRIBE_FRAME_WORKERS") or (
+        min(per_pass, FRAME_DECODERS_MAX) if frames_only else max(1, auto_workers() // passes))
+    return workers, max(1, per_pass // workers)
 
 
 def sample_times(scene: Scene, options: FrameOptions, fps: float) -> list[float]:
@@ -108,6 +118,8 @@ def sample_scene_frames(
                 task.advance()
             return
         if picks is None:
+            if workers is None:
+                workers, threads = pass_share(1, frames_only=True)
             picks = decode_pass(video.path, [frame_request(video, scenes, options)],
                                 workers=workers, threads=threads)
         for index, refs in _save(video, scenes, options, out_dir, picks):
@@ -203,8 +215,8 @@ def sample_and_track(
     it missed (``report`` gets ``spilled_at``, the video time where that began, or None).
     """
     start = time.perf_counter()
-    workers, threads = pass_share(passes)
     shared = decode_once() if shared is None else shared
+    workers, threads = pass_share(passes, frames_only=not shared)
     if not (shared and video.has_video and object_scenes and frame_scenes):
         for index, refs in sample_scene_frames(video, frame_scenes, options, out_dir, progress,
                                                workers=workers, threads=threads):
