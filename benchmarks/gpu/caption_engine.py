@@ -12,13 +12,16 @@ JSON line per variant and a markdown table (s/scene, batch run, load, peak GiB).
 
 Variants: plain (cap 64, no warm-up, no prefetch: the engine before issue 12), warm (+ warm-up),
 prefetch (+ preprocessing on a thread, no warm-up), engine (warm-up + prefetch: the default),
-tuner (engine + ``adaptive_batch``: 64 against 32), capN (engine with ``max_batch = N``).
+tuner (engine + ``adaptive_batch``: 64 against 32), capN (engine with ``max_batch = N``),
+unpacked (engine with transformers' own SDPA: each decoding step copies the cache per query
+head), static (engine with the preallocated KV cache), static-X (X with the static cache).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -28,12 +31,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nf4_vs_bf16 import scene_frames
 
-FIXED = ("plain", "warm", "prefetch", "engine", "tuner")
+from scenescribe.attention import PACKED_ENV
+
+FIXED = ("plain", "warm", "prefetch", "engine", "tuner", "unpacked", "static")
 
 
 def settings(variant: str) -> dict[str, Any]:
-    """What a variant changes: warm-up tokens, prefetch, max_batch, adaptive_batch."""
-    base = {"warm_up_tokens": 4, "prefetch": True, "max_batch": 64, "adaptive_batch": False}
+    """What a variant changes: warm-up tokens, prefetch, max_batch, adaptive_batch, the KV
+    cache, and whether grouped heads are packed for decoding (``pack``)."""
+    if variant.startswith("static-"):
+        return {**settings(variant[len("static-"):]), "cache": "static"}
+    base = {"warm_up_tokens": 4, "prefetch": True, "max_batch": 64, "adaptive_batch": False,
+            "cache": "dynamic", "pack": True}
+    if variant == "unpacked":
+        return {**base, "pack": False}
+    if variant == "static":
+        return {**base, "cache": "static"}
     if variant == "plain":
         return {**base, "warm_up_tokens": 0, "prefetch": False}
     if variant == "warm":
@@ -46,7 +59,7 @@ def settings(variant: str) -> dict[str, Any]:
         return {**base, "adaptive_batch": True}
     if variant.startswith("cap") and variant[3:].isdigit():
         return {**base, "max_batch": int(variant[3:])}
-    raise SystemExit(f"unknown variant {variant!r}: {', '.join(FIXED)} or capN")
+    raise SystemExit(f"unknown variant {variant!r}: {', '.join(FIXED)}, capN, or static-X")
 
 
 def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) -> dict[str, Any]:
@@ -64,7 +77,7 @@ def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) ->
     TransformersCaptioner.prefetch = s["prefetch"]
     options = CaptionOptions(models=(model,), max_new_tokens=tokens, min_new_tokens=tokens,
                              dtype="bfloat16", random_weights=True, max_batch=s["max_batch"],
-                             adaptive_batch=s["adaptive_batch"])
+                             adaptive_batch=s["adaptive_batch"], cache=s["cache"])
     captioner: Any = registry.create(model, "captioner", options=options, device="cuda")
     start = time.perf_counter()
     captioner.load()
@@ -80,6 +93,7 @@ def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) ->
     return {"variant": variant, **s, "model": model, "weights": "random", "scenes": len(frames),
             "batch": tuner.chosen or tuner.sizes[0],
             "trials": {str(k): round(tuner.per_scene(k), 4) for k in tuner.timings},
+            "packed": getattr(captioner, "_packed", []),
             "load_s": round(load_s, 1), "caption_s": round(elapsed, 2),
             "s_per_scene": round(elapsed / len(frames), 4), "new_tokens": new,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
@@ -95,6 +109,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["plain", "engine"])
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per variant")
     args = parser.parse_args()
     for variant in args.variants:
         settings(variant)  # a bad name fails before any work
@@ -104,18 +119,24 @@ def main() -> None:
         return
     rows = []
     for variant in args.variants:
-        done = subprocess.run([sys.executable, __file__, "--video", str(args.video), "--work",
-                               str(args.work), "--model", args.model, "--scenes",
-                               str(args.scenes), "--tokens", str(args.tokens), "--one", variant],
-                              capture_output=True, text=True)
+        env = {**os.environ, PACKED_ENV: "1" if settings(variant)["pack"] else "0"}
+        try:
+            done = subprocess.run([sys.executable, __file__, "--video", str(args.video),
+                                   "--work", str(args.work), "--model", args.model, "--scenes",
+                                   str(args.scenes), "--tokens", str(args.tokens), "--one",
+                                   variant],
+                                  capture_output=True, text=True, env=env, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{variant}: over {args.timeout:.0f} s, stopped", flush=True)
+            continue
         found = [line[4:] for line in done.stdout.splitlines() if line.startswith("ROW ")]
         if done.returncode or not found:
             print(f"{variant}: failed ({done.returncode}): {done.stderr[-2000:]}", flush=True)
             continue
         rows.append(json.loads(found[0]))
         print(found[0], flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        if args.json:  # after every variant: a later one that hangs loses nothing
+            args.json.write_text(json.dumps(rows, indent=1))
     print("\n| variant | batch | s/scene | caption s | load s | peak GiB | trials |\n"
           "|---|---|---|---|---|---|---|")
     for r in rows:

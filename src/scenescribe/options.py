@@ -108,7 +108,7 @@ class CaptionOptions:
     grounding: bool = False  # add transcript, objects and sounds to the prompt
     random_weights: bool = False  # benchmark mode: full-size architecture, random weights
     use_cache: bool = True  # KV cache; off only to reproduce the reference's Phi-3.5 runs
-    cache: str = "dynamic"  # "static": preallocated KV cache, decode step compiled (CUDA)
+    cache: str = "dynamic"  # "static": KV cache preallocated at full length, written in place
     api_base: str | None = None
     api_concurrency: int = 8
 

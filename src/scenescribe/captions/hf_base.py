@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from scenescribe.attention import avoid_cudnn_attention
+from scenescribe.attention import avoid_cudnn_attention, pack_grouped_decoding
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
 from scenescribe.captions.batching import BatchTuner
 from scenescribe.captions.engine import run_batches
@@ -66,6 +66,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         self._batch_cap: int | None = None  # lowered after an out-of-memory error
         self._checkpoint_eos: list[int] = []  # the checkpoint's generation_config.json eos ids
         self._warm_size = 0  # the largest batch a warm-up generate has run at
+        self._packed: list[str] = []  # models switched to packed grouped-query decoding
         # Fast tokenizers reconfigure themselves (padding) when encoding: never while another
         # thread decodes with them ("Already borrowed"), so encode and decode share a lock.
         self._tokenizer_lock = threading.Lock()
@@ -126,6 +127,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         # Only the end tokens are read from the checkpoint's generation config: every decoding
         # setting is ours (``generation_config``), none is filled in from the file.
         self._checkpoint_eos = reset_generation_configs(model)
+        self._packed = pack_grouped_decoding(model)
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)
@@ -351,6 +353,8 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         facts = {**super().facts(), "decoding": self.decoding()}
         if self.processor is not None:
             facts["processor"] = type(self.processor).__name__
+        if self._packed:
+            facts["packed_attention"] = self._packed
         return facts
 
     def generation_config(self) -> Any:
@@ -364,11 +368,13 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
         config = GenerationConfig(**settings, eos_token_id=eos, pad_token_id=pad,
                                   bos_token_id=tokenizer.bos_token_id)
-        if self.options.use_cache and self.options.cache == "static" and \
-                self.device.startswith("cuda"):
-            # A preallocated cache lets transformers compile the decode step: far fewer kernel
-            # launches per token, which is where batched decoding spends its time.
+        if self.options.use_cache and self.options.cache == "static":
+            # A cache preallocated at the batch's full length: each step writes its one new
+            # position in place, where the dynamic cache concatenates (copies) the whole cache in
+            # every layer. Not compiled: on an H100 transformers' compiled decode step made W1's
+            # captions twice as slow (compilation inside the run).
             config.cache_implementation = "static"
+            config.disable_compile = True
         return config
 
     def _eos_ids(self) -> list[int]:
