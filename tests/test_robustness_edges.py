@@ -26,6 +26,18 @@ def test_markup_in_a_file_name_does_not_crash_the_summary(tmp_path: Path) -> Non
     assert "a[/red]b[bold]:thumbs_up:.mp4" in stdout.replace("\n", "")  # literal: no markup, emoji
 
 
+def test_bench_names_a_missing_input_and_fails(tmp_path: Path) -> None:
+    good = make_video(tmp_path / "good.mp4")
+    missing = tmp_path / "gone[red].mp4"
+    code, _, stderr = invoke("bench", str(good), str(missing), "--out", str(tmp_path / "out"),
+                             "--stages", "none", "--no-job-captions", "--mode", "scenescribe")
+    assert code == 1
+    assert "Traceback" not in stderr
+    lines = stderr.replace("\n", " ")
+    assert f"failed: {missing}: No such file" in lines
+    assert "1 of 2 input(s) failed" in lines
+
+
 def test_progress_descriptions_are_literal() -> None:
     import io
 

@@ -237,7 +237,8 @@ def write_chart(report: dict[str, Any], path: Path) -> bool:
                   rotation=15)
     ax.set_ylabel("seconds per scene")
     ax.set_yscale("log")
-    ax.legend()
+    if modes:  # no timed row (every input failed): an empty chart without a legend
+        ax.legend()
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=120)

@@ -152,11 +152,16 @@ def _print_summary(result: Any) -> None:
                       f"{escape(str(v.out_dir))}", highlight=False, soft_wrap=True)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
-    for v in result.failed:
-        err.print(f"[red]failed:[/red] {escape(str(v.error))}", highlight=False, soft_wrap=True)
-    if result.failed:
-        err.print(escape(f"{len(result.failed)} of {len(result.videos)} input(s) failed: "
-                         + ", ".join(v.path for v in result.failed)), highlight=False,
+    _print_failures([(v.path, str(v.error)) for v in result.failed], len(result.videos))
+
+
+def _print_failures(failed: list[tuple[str, str]], inputs: int) -> None:
+    """One line per failed input (its error names the file and the reason), then the count."""
+    for _, error in failed:
+        err.print(f"[red]failed:[/red] {escape(error)}", highlight=False, soft_wrap=True)
+    if failed:
+        err.print(escape(f"{len(failed)} of {inputs} input(s) failed: "
+                         + ", ".join(path for path, _ in failed)), highlight=False,
                   soft_wrap=True)
 
 
@@ -340,6 +345,8 @@ def bench(
 
     out.mkdir(parents=True, exist_ok=True)
     print(to_markdown(report))
+    failed = [(str(f["video"]), str(f["error"])) for f in report["failed_inputs"]]
+    _print_failures(failed, len(failed) + len(report.get("stage1", ())))
     if report["failed_inputs"] or any(r.get("status") != "ok" for r in report["rows"]):
         raise typer.Exit(1)
 
