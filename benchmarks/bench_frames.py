@@ -5,6 +5,8 @@ further with ``--max-scene-len``; two frames per scene (start and middle), as th
 Modes, each timed as wall seconds per video (median of ``--runs``):
 
 - ``frames``: ``sample_scene_frames`` writing JPEGs (the pipeline's frames stage);
+- ``picks``: the same decode pass alone, nothing encoded or written; ``nosync``: ``frames``
+  without flushing each file to disk (together they split the stage's seconds);
 - ``objects``: decoding the tracker's frames at 2 fps (YOLO's own pass; no model runs);
 - ``both``: one shared pass feeding both (decode once), when the code has ``SharedPass``;
 - ``track``: the real tracker (YOLO + ByteTrack) on a pass of its own: its frames/s;
@@ -70,6 +72,29 @@ def run_frames(video: VideoInfo, scenes: list[Scene], out: Path) -> int:
     refs = [r for _, rs in sample_scene_frames(video, scenes, FrameOptions(), out, NullProgress())
             for r in rs]
     return len(refs)
+
+
+def run_picks(video: VideoInfo, scenes: list[Scene]) -> int:
+    """The frames stage's decode pass alone (same decoders): frames picked and converted to
+    their size, nothing encoded or written."""
+    from scenescribe import sampling
+    from scenescribe.media import decode_pass
+
+    share = getattr(sampling, "pass_share", None)
+    workers, threads = (share(1, frames_only=True) if share is not None
+                        and "frames_only" in inspect.signature(share).parameters else (None, 0))
+    request = sampling.frame_request(video, scenes, FrameOptions())
+    return sum(1 for _ in decode_pass(video.path, [request], workers=workers, threads=threads))
+
+
+def run_frames_unsynced(video: VideoInfo, scenes: list[Scene], out: Path) -> int:
+    """``frames`` with every file written but none flushed to disk (``os.fsync`` a no-op): set
+    beside ``frames`` and ``picks``, it splits the stage into decoding, JPEG encoding and
+    writing, and the disk's flushes."""
+    from unittest import mock
+
+    with mock.patch("os.fsync", lambda fd: None):
+        return run_frames(video, scenes, out)
 
 
 _SETTINGS: dict[str, Any] = {"device": "cpu", "model_dir": None, "batch": 0}
@@ -236,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
                     start, used = time.perf_counter(), _cpu()
                     if mode == "frames":
                         count = run_frames(video, scenes, out)
+                    elif mode == "picks":
+                        count = run_picks(video, scenes)
+                    elif mode == "nosync":
+                        count = run_frames_unsynced(video, scenes, out)
                     elif mode == "objects":
                         count = run_objects(video, scenes)
                     elif mode == "track":

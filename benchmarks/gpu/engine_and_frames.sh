@@ -7,7 +7,9 @@
 #    static KV cache, and the static cache at batch 128 (VARIANTS overrides);
 # 2. W1 built once (.carry/w1) and the random Stage 1 models (.carry/models-random), which
 #    ray_w1.sh's job then reuses on the same warm machine;
-# 3. the scene frames' own pass over W1 at 4 decoders (the old default) and at the new default.
+# 3. the scene frames' own pass over W1 at 4 decoders (the old default) and at the new default,
+#    split into the decode pass alone (picks), + JPEGs written unflushed (nosync), + flushed
+#    (frames, the stage as it runs).
 # Every part writes its file under OUT as it finishes, so a part that overruns loses no other.
 set -uo pipefail
 out=${1:?output folder}
@@ -33,11 +35,11 @@ if [ ! -f "$models/.complete" ]; then
   python3 benchmarks/gpu/random_stage1.py "$models" --whisper-tokenizer .carry/whisper-tok \
     --yolo .carry/yolo/yolov8n.pt > "$out/random_models.txt" 2>&1 && touch "$models/.complete"
 fi
-for workers in 4 default; do
+for workers in ${FRAME_WORKERS:-4 default}; do
   extra=()
   [ "$workers" != default ] && extra=(--workers "$workers")
   echo "== frames, decoders per video: $workers" >> "$out/frames.txt"
-  timeout 120 python3 benchmarks/bench_frames.py "$suite"/*.mp4 --modes frames "${extra[@]}" \
-    >> "$out/frames.txt" 2>&1
+  timeout 120 python3 benchmarks/bench_frames.py "$suite"/*.mp4 \
+    --modes ${FRAME_MODES:-picks nosync frames} "${extra[@]}" >> "$out/frames.txt" 2>&1
 done
 tail -n 3 "$out"/*.txt

@@ -26,7 +26,7 @@ for what in "$@"; do
       > "$out/$what/log.txt" 2>&1 || echo "stage1: exit $?" >> "$out/$what/log.txt"
   else
     timeout "${MODEL_S:-200}" python3 -m scenescribe bench "${common[@]}" --no-fresh \
-      --no-job-captions --vlm "$what" --mode scenescribe reference --max-scenes 16 \
+      --no-job-captions --vlm "$what" --mode ${MODES:-scenescribe --mode reference} --max-scenes 16 \
       --reference-max-scenes 1 --note "VLM rows on Stage 1's cached records" \
       > "$out/$what/log.txt" 2>&1 || echo "$what: exit $?" >> "$out/$what/log.txt"
   fi
