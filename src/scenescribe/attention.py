@@ -50,7 +50,9 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
     decoding step every layer then copies the whole cache, four times over for Mistral-7B's
     32 query heads on 8 key/value heads. With a single query token, a group's query heads can
     stand in for query positions instead (``(B, H, 1, D)`` seen as ``(B, H_kv, H / H_kv, D)``):
-    the mask, shared by every head and position, broadcasts, and nothing is copied.
+    the mask, shared by every head and position, broadcasts, and nothing is copied. Measured on
+    an H200 (LLaVA-Mistral, batch 64): 0.384 -> 0.377 s/scene; the copy is not what bounds a
+    decoding step, but avoiding it costs nothing.
     """
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
