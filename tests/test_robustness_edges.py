@@ -111,6 +111,17 @@ def test_bad_cli_values_stop_before_any_work(args: list[str], option: str, tmp_p
     assert not out.exists(), "nothing may be written before the options are valid"
 
 
+@pytest.mark.parametrize("command", ["run", "bench"])
+def test_a_missing_vlm_weights_path_stops_before_any_work(command: str, tmp_path: Path) -> None:
+    video = make_video(tmp_path / "clip.mp4")
+    out = tmp_path / "out"
+    code, _, stderr = invoke(command, str(video), "--out", str(out), "--stages", "none",
+                             "--vlm", "smolvlm2=/no/such/weights")
+    assert code == 1, stderr  # as every other --vlm error (an unknown name, a bad form)
+    assert stderr.strip() == "error: --vlm smolvlm2=/no/such/weights: no such file or folder"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("text", "option"), CONFIG_CASES)
 def test_bad_config_values_stop_before_any_work(text: str, option: str, tmp_path: Path) -> None:
     video = make_video(tmp_path / "clip.mp4")

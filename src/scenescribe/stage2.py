@@ -53,6 +53,9 @@ def model_specs(models: Sequence[str]) -> list[ModelSpec]:
         raise ConfigError(f"--vlm: {', '.join(repeated)} named more than once")
     for spec in specs:
         registry.get_entry(spec.name, "captioner")  # an unknown name fails before any work
+        if spec.weights is not None and not Path(spec.weights).expanduser().exists():
+            # Given by hand, so a typo: stop now, not after Stage 1 has run for every video.
+            raise ConfigError(f"--vlm {spec.name}={spec.weights}: no such file or folder")
     return specs
 
 
