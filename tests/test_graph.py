@@ -65,6 +65,25 @@ def test_adding_a_captioner_recomputes_nothing_else(clip: Path, tmp_path: Path) 
     assert all(set(r["captions"]) == {"fake-vlm-a", "fake-vlm-b"} for r in records(out))
 
 
+@pytest.mark.parametrize("damage", ["cut off", "emptied", "deleted"])
+def test_a_damaged_frame_is_sampled_again(clip: Path, tmp_path: Path, damage: str) -> None:
+    out = tmp_path / "out"
+    assert not scenescribe.run(clip, out, fake_options("fake-vlm-a")).failed
+    jpeg = sorted((out / "clip" / "frames").glob("*.jpg"))[1]
+    whole = jpeg.read_bytes()
+    if damage == "deleted":
+        jpeg.unlink()
+    else:
+        jpeg.write_bytes(whole[: len(whole) // 2] if damage == "cut off" else b"")
+    fakes.reset()
+    again = scenescribe.run(clip, out, fake_options("fake-vlm-a"))
+    assert not again.failed
+    assert jpeg.read_bytes() == whole  # the same frame, saved whole again
+    stages = stages_in_run_json(out)
+    assert stages["frames"] == "computed"
+    assert stages["shots"] == stages["captions[fake-vlm-a]"] == "cached"
+
+
 def test_speed_only_settings_are_not_in_keys(clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     slow = fake_options("fake-vlm-a", batch_size=1, api_concurrency=1, cache="dynamic")

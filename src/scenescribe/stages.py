@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from scenescribe.backend import Backend
@@ -212,8 +213,8 @@ class FramesStage(Stage):
         """The checkpoint and the scenes still to sample."""
         root = task.video.folder.root
         ckpt = JsonlCheckpoint(task.video.folder.stage_file(self.name, task.key))
-        for index, line in list(ckpt.done.items()):  # JPEGs deleted since: sample again
-            if not all((root / f["path"]).is_file() for f in line.get("frames", ())):
+        for index, line in list(ckpt.done.items()):  # JPEGs deleted or damaged since: again
+            if not all(jpeg_intact(root / f["path"]) for f in line.get("frames", ())):
                 del ckpt.done[index]
                 ckpt.final.unlink(missing_ok=True)
         return ckpt, [s for s in task.scenes if s.index not in ckpt.done]
@@ -224,6 +225,22 @@ class FramesStage(Stage):
         _finish(task, self.name, ckpt)
         return StageOutput(task.key, not todo, lines=dict(ckpt.done),
                            timing={"load_s": 0.0, "compute_s": seconds})
+
+
+def jpeg_intact(path: Path) -> bool:
+    """Whether ``path`` is a whole JPEG as the frames stage writes it: it starts with the
+    start-of-image marker and ends with the end-of-image one. A cut-off or emptied file would
+    otherwise pass for done, and every later caption of its scene would fail on it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+            f.seek(0, 2)
+            if f.tell() < 4:
+                return False
+            f.seek(-2, 2)
+            return head == b"\xff\xd8" and f.read(2) == b"\xff\xd9"
+    except OSError:
+        return False
 
 
 def frames_line(index: int, refs: Sequence[FrameRef]) -> dict[str, Any]:
