@@ -20,6 +20,7 @@ head), static (engine with the preallocated KV cache), static-X (X with the stat
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import subprocess
@@ -115,6 +116,9 @@ def main() -> None:
         settings(variant)  # a bad name fails before any work
     frames = scene_frames(args.video, args.work / "frames", args.scenes)
     if args.one:
+        # Past its limit the child prints every thread's stack and exits, so the parent reports
+        # where it hung instead of killing it without a word.
+        faulthandler.dump_traceback_later(max(1.0, args.timeout - 10), exit=True)
         print("ROW " + json.dumps(one(args.one, args.model, frames, args.tokens)), flush=True)
         return
     rows = []
@@ -124,7 +128,7 @@ def main() -> None:
             done = subprocess.run([sys.executable, __file__, "--video", str(args.video),
                                    "--work", str(args.work), "--model", args.model, "--scenes",
                                    str(args.scenes), "--tokens", str(args.tokens), "--one",
-                                   variant],
+                                   variant, "--timeout", str(args.timeout)],
                                   capture_output=True, text=True, env=env, timeout=args.timeout)
         except subprocess.TimeoutExpired:
             print(f"{variant}: over {args.timeout:.0f} s, stopped", flush=True)
