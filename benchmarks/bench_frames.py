@@ -68,9 +68,22 @@ def yolo_size(video: VideoInfo, imgsz: int = 640) -> int:
     return max(2, round(imgsz * short_side / long_side))
 
 
+WAITS: dict[str, float] = {}  # the last frames run's waits, where the code reports them
+
+
 def run_frames(video: VideoInfo, scenes: list[Scene], out: Path) -> int:
-    refs = [r for _, rs in sample_scene_frames(video, scenes, FrameOptions(), out, NullProgress())
+    from scenescribe import sampling
+
+    extra: dict[str, Any] = {}
+    waits_type = getattr(sampling, "FrameWaits", None)  # absent in older checkouts
+    if waits_type is not None:
+        extra["waits"] = waits_type()
+    refs = [r for _, rs in sample_scene_frames(video, scenes, FrameOptions(), out, NullProgress(),
+                                               **extra)
             for r in rs]
+    WAITS.clear()
+    if "waits" in extra:
+        WAITS.update(decode=extra["waits"].decode_s, write=extra["waits"].write_s)
     return len(refs)
 
 
@@ -276,9 +289,11 @@ def main(argv: list[str] | None = None) -> int:
                     cpu.append(_cpu() - used)
             seconds = statistics.median(times)
             totals[mode] = totals.get(mode, 0.0) + seconds
+            waited = (f"; waited for frames {WAITS['decode']:.2f} s, for writes "
+                      f"{WAITS['write']:.2f} s" if mode in ("frames", "nosync") and WAITS else "")
             print(f"{path.name:36s} {mode:8s} {len(scenes):4d} scenes {count:5d} frames "
                   f"{seconds:7.2f} s {count / seconds:8.1f} frames/s {statistics.median(cpu):7.2f} CPU-s "
-                  f"({video.width}x{video.height}, {video.duration:.0f} s)", flush=True)
+                  f"({video.width}x{video.height}, {video.duration:.0f} s){waited}", flush=True)
     for mode, seconds in totals.items():
         print(f"{'total':36s} {mode:8s} {seconds:7.2f} s")
     if counted is not None and counted.model_s:

@@ -65,6 +65,14 @@ def test_adding_a_captioner_recomputes_nothing_else(clip: Path, tmp_path: Path) 
     assert all(set(r["captions"]) == {"fake-vlm-a", "fake-vlm-b"} for r in records(out))
 
 
+def test_the_frames_timing_says_where_its_thread_waited(clip: Path, tmp_path: Path) -> None:
+    result = scenescribe.run(clip, tmp_path / "out", fake_options("fake-vlm-a"))
+    timing = result.videos[0].timings["frames"]
+    waited = timing["decode_wait_s"] + timing["write_wait_s"]
+    assert timing["decode_wait_s"] > 0 and timing["write_wait_s"] >= 0
+    assert waited <= timing["compute_s"] + 1e-3  # parts of the stage's own seconds
+
+
 @pytest.mark.parametrize("damage", ["cut off", "emptied", "deleted"])
 def test_a_damaged_frame_is_sampled_again(clip: Path, tmp_path: Path, damage: str) -> None:
     out = tmp_path / "out"

@@ -54,6 +54,9 @@ def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> 
             t = timings.get(stage, {})
             row[f"{stage}_s"] = float(t.get("compute_s", 0.0))
             row[f"{stage}_load_s"] = float(t.get("load_s", 0.0))
+        for wait in ("decode_wait_s", "write_wait_s"):  # where the frames' thread waited
+            if wait in timings.get("frames", {}):
+                row[f"frames_{wait}"] = float(timings["frames"][wait])
         row["stage1_s"] = sum(row[f"{s}_s"] for s in STAGE1)
         row["stage1_rtf"] = row["stage1_s"] / duration
         if folder.name in reference_speech:

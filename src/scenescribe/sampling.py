@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,16 @@ def frame_request(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptio
     return FrameRequest(tuple(times), short_side=options.short_side)
 
 
+@dataclass
+class FrameWaits:
+    """Where the thread saving the frames waited: for decoded frames (``decode_s``), and for
+    JPEGs still being encoded and written (``write_s``). Their sum near the stage's seconds
+    says which side bounds it."""
+
+    decode_s: float = 0.0
+    write_s: float = 0.0
+
+
 def sample_scene_frames(
     video: VideoInfo,
     scenes: Sequence[Scene],
@@ -104,12 +115,14 @@ def sample_scene_frames(
     picks: Iterator[Pick] | None = None,
     workers: int | None = None,
     threads: int = 0,
+    waits: FrameWaits | None = None,
 ) -> Iterator[tuple[int, list[FrameRef]]]:
     """Decode and save each scene's frames, yielding ``(scene index, frame refs)`` in order.
 
     ``picks`` comes from a pass shared with other consumers (``frame_request`` says what it must
     hold); without it this function runs its own pass. A scene is yielded once its JPEGs are on
     disk; memory holds the frames of the scenes in flight only. Audio-only input has none.
+    ``waits``, when given, adds up where this thread waited.
     """
     task = progress.task("frames", total=len(scenes))
     try:
@@ -123,7 +136,8 @@ def sample_scene_frames(
                 workers, threads = pass_share(1, frames_only=True)
             picks = decode_pass(video.path, [frame_request(video, scenes, options)],
                                 workers=workers, threads=threads)
-        for index, refs in _save(video, scenes, options, out_dir, picks):
+        for index, refs in _save(video, scenes, options, out_dir, picks,
+                                 waits if waits is not None else FrameWaits()):
             yield index, refs
             task.advance()
     finally:
@@ -131,7 +145,7 @@ def sample_scene_frames(
 
 
 def _save(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions, out_dir: Path,
-          picks: Iterator[Pick]) -> Iterator[tuple[int, list[FrameRef]]]:
+          picks: Iterator[Pick], waits: FrameWaits) -> Iterator[tuple[int, list[FrameRef]]]:
     slots: dict[float, list[tuple[Scene, int]]] = {}
     wanted = {s.index: sample_times(s, options, video.fps) for s in scenes}
     for scene in scenes:
@@ -148,7 +162,13 @@ def _save(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions, out_
     with ThreadPoolExecutor(workers, thread_name_prefix="jpeg") as pool:
         try:
             pending = 0
-            for pick in picks:
+            stream = iter(picks)
+            while True:
+                began = time.perf_counter()
+                pick = next(stream, None)
+                waits.decode_s += time.perf_counter() - began
+                if pick is None:
+                    break
                 for scene, slot in slots.get(pick.time, ()):
                     written[scene.index].append(pool.submit(
                         _save_jpeg, pick.frame.image, out_dir / frame_path(scene, slot),
@@ -159,7 +179,7 @@ def _save(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions, out_
                 while queue and complete(queue[0]) and (
                         pending > in_flight or all(f.done() for f in written[queue[0].index])):
                     pending -= len(written[queue[0].index])
-                    yield _finished(queue.popleft(), wanted, written)
+                    yield _finished(queue.popleft(), wanted, written, waits)
         finally:
             close = getattr(picks, "close", None)
             if close is not None:
@@ -169,13 +189,16 @@ def _save(video: VideoInfo, scenes: Sequence[Scene], options: FrameOptions, out_
             if not complete(scene):
                 raise InputError(video.path, f"no frame could be decoded for scene {scene.index} "
                                              f"at {wanted[scene.index]} s")
-            yield _finished(scene, wanted, written)
+            yield _finished(scene, wanted, written, waits)
 
 
 def _finished(scene: Scene, wanted: dict[int, list[float]],
-              written: dict[int, list[Future[None]]]) -> tuple[int, list[FrameRef]]:
+              written: dict[int, list[Future[None]]],
+              waits: FrameWaits) -> tuple[int, list[FrameRef]]:
+    began = time.perf_counter()
     for future in written.pop(scene.index):
         future.result()  # re-raises a failed write
+    waits.write_s += time.perf_counter() - began
     return scene.index, [FrameRef(time=t, path=frame_path(scene, slot))
                          for slot, t in enumerate(wanted[scene.index])]
 

@@ -38,7 +38,7 @@ from scenescribe.options import FrameOptions, to_dict
 from scenescribe.progress import PrefixedProgress, Progress
 from scenescribe.records import FrameRef, ObjectSummary, Scene, SoundTag, Transcript, VideoInfo
 from scenescribe.registry import Kind
-from scenescribe.sampling import sample_scene_frames
+from scenescribe.sampling import FrameWaits, sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.sounds.base import SoundTagger
@@ -202,12 +202,14 @@ class FramesStage(Stage):
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = self.resume(task)
+        waits = FrameWaits()
         with ckpt:
             start = time.perf_counter()
             for index, refs in sample_scene_frames(task.info, todo, self.options,
-                                                   task.video.folder.root, _named(ctx, task)):
+                                                   task.video.folder.root, _named(ctx, task),
+                                                   waits=waits):
                 ckpt.append(frames_line(index, refs))
-            return self.output(task, ckpt, todo, time.perf_counter() - start)
+            return self.output(task, ckpt, todo, time.perf_counter() - start, waits)
 
     def resume(self, task: Task) -> tuple[JsonlCheckpoint, list[Scene]]:
         """The checkpoint and the scenes still to sample."""
@@ -220,11 +222,14 @@ class FramesStage(Stage):
         return ckpt, [s for s in task.scenes if s.index not in ckpt.done]
 
     def output(self, task: Task, ckpt: JsonlCheckpoint, todo: list[Scene],
-               seconds: float) -> StageOutput:
-        """The output once ``ckpt`` holds every scene (it is finished here)."""
+               seconds: float, waits: FrameWaits | None = None) -> StageOutput:
+        """The output once ``ckpt`` holds every scene (it is finished here); ``waits`` adds
+        where the saving thread waited (decoded frames, JPEG writes) to the timing."""
         _finish(task, self.name, ckpt)
-        return StageOutput(task.key, not todo, lines=dict(ckpt.done),
-                           timing={"load_s": 0.0, "compute_s": seconds})
+        timing = {"load_s": 0.0, "compute_s": seconds}
+        if waits is not None:
+            timing.update(decode_wait_s=waits.decode_s, write_wait_s=waits.write_s)
+        return StageOutput(task.key, not todo, lines=dict(ckpt.done), timing=timing)
 
 
 def jpeg_intact(path: Path) -> bool:
