@@ -18,6 +18,9 @@ export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
 work=.carry/bench-rows
 common=(.carry/w1 --out "$work" --config "${CONFIG:-benchmarks/gpu/w1.toml}" --random-weights
         --device cuda --model-dir .carry/models-random --executor local)
+if [ ! -d "$work/runs" ] && [ "${1:-}" != stage1 ]; then
+  set -- stage1 "$@"  # Stage 1 first, on its own limit: never inside the first model's
+fi
 for what in "$@"; do
   mkdir -p "$out/$what"
   rm -f "$work/bench.json" "$work/bench.md"  # a run that fails must not leave the last one
