@@ -61,7 +61,7 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
     if (groups > 1 and query.shape[2] == 1 and attention_mask is not None
             and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
             and attention_mask.shape[2] == 1 and key.shape[1] * groups == query.shape[1]
-            and kwargs.get("position_bias") is None and kwargs.get("softcap") is None
+            and all(kwargs.get(k) is None for k in ("position_bias", "softcap", "s_aux"))
             and not kwargs.get("output_attentions", False)):
         batch, heads, _, dim = query.shape
         packed = query.reshape(batch, heads // groups, groups, dim)
