@@ -208,7 +208,9 @@ def test_ray_interrupted_then_finished_locally(ray_instance: None, clips: Path,
     result = scenescribe.run(clips, tmp_path, options)
     assert not result.failed
     _same(tmp_path, reference)
-    assert result.videos[0].stages["speech"] == "cached"  # computed on Ray, reused here
+    # Computed on Ray, reused here. The shots, not the speech: frames start once every video's
+    # shots are done, while speech runs beside them and may still be running at the interrupt.
+    assert result.videos[0].stages["shots"] == "cached"
 
 
 def test_options_name_the_executor(tmp_path: Path) -> None:
