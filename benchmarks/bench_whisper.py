@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from scenescribe import registry
+from scenescribe.bench import sync_device
 from scenescribe.media import SAMPLE_RATE, probe
 from scenescribe.options import SpeechOptions
 from scenescribe.progress import NullProgress
@@ -191,12 +192,12 @@ def phases(recognizer: Any, infos: list[VideoInfo]) -> str:
         original = getattr(owner, name)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            _sync(recognizer.device)
+            sync_device(recognizer.device)
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                _sync(recognizer.device)
+                sync_device(recognizer.device)
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
 
         patched.append((owner, name, original))
@@ -244,12 +245,6 @@ def check(recognizer: Any, infos: list[VideoInfo], decoders: list[str], count: i
         print(f"check: {decoder} vs {first}: {len(same)}/{len(batch)} chunks with the same "
               f"transcript ({tokens} characters), largest word-start difference {shift:.3f} s")
 
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize(device)
 
 
 def _first_seconds(info: VideoInfo, seconds: float) -> np.ndarray:

@@ -27,19 +27,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nf4_vs_bf16 import scene_frames
 
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from scenescribe.bench import sync_device
 
 
 def timed_generate(captioner: Any, inputs: Any, steps: int, device: str) -> float:
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     captioner.short_generate(inputs, steps)
-    _sync(device)
+    sync_device(device)
     return time.perf_counter() - start
 
 
@@ -102,7 +97,7 @@ def main() -> int:
                                      model_dir=None)
     start = time.perf_counter()
     captioner.load()
-    _sync(args.device)
+    sync_device(args.device)
     result: dict[str, Any] = {"model": args.model, "device": args.device, "scenes": args.scenes,
                               "cache": args.cache, "packed": getattr(captioner, "_packed", []),
                               "load_s": time.perf_counter() - start}

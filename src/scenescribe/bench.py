@@ -53,11 +53,12 @@ class BenchOptions:
     tag: str = ""  # appended to model names in rows, to tell settings apart in merged reports
 
 
-def _sync(device: str) -> None:
+def sync_device(device: str) -> None:
+    """Wait for ``device``'s queued work (a no-op off CUDA), so a clock reads finished work."""
     if device.startswith("cuda"):
         import torch
 
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: str) -> None:
@@ -123,7 +124,7 @@ def time_captioner(spec: ModelSpec, mode: str, folders: Sequence[Path], options:
     captioner = make_captioner(spec, copts, device, model_dir)  # as run's caption stage does
     start = time.perf_counter()
     captioner.load()
-    _sync(device)
+    sync_device(device)
     load_s = time.perf_counter() - start
     rows = []
     try:
@@ -164,10 +165,10 @@ def _time_videos(captioner: Captioner, model: str, mode: str, folders: Sequence[
     if callable(warm_up):  # CUDA: a short generate at the first batch's shape, off the clock
         warm_up(reqs)
     _reset_peak(device)
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     captions = dict(captioner.caption(reqs, progress))
-    _sync(device)
+    sync_device(device)
     caption_s = time.perf_counter() - start
     tuner = getattr(captioner, "tuner", None)
     if tuner is not None:  # the batch the engine ran at, and what each trial size measured
