@@ -94,7 +94,9 @@ RULES: dict[str, dict[str, Rule]] = {
                  "quantization": optional(choice("nf4")),
                  "attention": choice("auto", "sdpa", "flash_attention_2", "eager"),
                  "grounding": FLAG, "random_weights": FLAG, "use_cache": FLAG,
-                 "cache": choice("dynamic", "static"), "api_base": optional(URL),
+                 "cache": choice("dynamic", "static"),
+                 "decoder": choice("auto", "graph", "static", "generate"),
+                 "api_base": optional(URL),
                  "api_concurrency": integer(1, 256)},
     "run": {"device": ("auto, cpu, cuda or cuda:N",
                        lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v)

@@ -57,7 +57,7 @@ class SpeechOptions:
     vad: bool = True
     beam_size: int = 1
     compute_type: str = "default"
-    decoder: str = "auto"  # transformers Whisper: auto (static), static, graph, generate
+    decoder: str = "auto"  # transformers Whisper: auto (graph on CUDA), static, graph, generate
     api_base: str | None = None
     api_model: str | None = None  # model name the transcription API serves (default whisper-1)
     api_concurrency: int = 4
@@ -109,6 +109,7 @@ class CaptionOptions:
     random_weights: bool = False  # benchmark mode: full-size architecture, random weights
     use_cache: bool = True  # KV cache; off only to reproduce the reference's Phi-3.5 runs
     cache: str = "dynamic"  # "static": KV cache preallocated at full length, written in place
+    decoder: str = "auto"  # auto (graph on CUDA, else generate), graph, static, generate
     api_base: str | None = None
     api_concurrency: int = 8
 

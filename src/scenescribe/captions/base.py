@@ -30,6 +30,9 @@ class CaptionRequest:
 class Captioner(Backend):
     """A vision-language model writing one caption per scene."""
 
+    # The decoder gives the same tokens whichever runs (static_decode's tests): speed only.
+    SPEED_OPTIONS = (*Backend.SPEED_OPTIONS, "decoder")
+
     @abstractmethod
     def caption(self, requests: Sequence[CaptionRequest],
                 progress: Progress) -> Iterator[tuple[int, Caption]]:

@@ -7,7 +7,9 @@ similar lengths (little padding), the batch size comes from free GPU memory capp
 family's measured throughput knee (``batching``), and an out-of-memory error halves the batch and
 retries, recording an error only for a scene that fails alone. Batch k+1 is preprocessed on a CPU
 thread while batch k generates (``engine``); on CUDA one short generate at the first batch's
-shape runs first, so kernel selection and allocator growth are not paid inside the first batch.
+shape runs first, so kernel selection, allocator growth and the decode step's CUDA graph capture
+are not paid inside the first batch. Greedy families decode in ``static_decode`` (``decoding``
+chooses), beam search in transformers' ``generate``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,17 @@ from typing import Any, ClassVar
 from scenescribe.attention import avoid_cudnn_attention, pack_grouped_decoding
 from scenescribe.captions.base import DEFAULT_PROMPT, Captioner, CaptionRequest
 from scenescribe.captions.batching import BatchTuner
+from scenescribe.captions.decoding import Decoding
 from scenescribe.captions.engine import run_batches
 from scenescribe.captions.frames import image_size, open_rgb
 from scenescribe.captions.planning import BatchPlanner
 from scenescribe.captions.published import (
     check_prompt_ids,
-    decoding_settings,
     reset_generation_configs,
 )
+from scenescribe.captions.static_decode import StaticCaptionDecoder
 from scenescribe.errors import BackendUnavailableError, ConfigError
+from scenescribe.gpu_share import launching
 from scenescribe.progress import Progress
 from scenescribe.records import Caption
 
@@ -39,10 +43,11 @@ log = logging.getLogger("scenescribe.captions")
 __all__ = ["TransformersCaptioner", "image_size", "open_rgb"]
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+DECODERS = ("auto", "graph", "static", "generate")
 ATTENTION = ("auto", "sdpa", "flash_attention_2", "eager")
 
 
-class TransformersCaptioner(BatchPlanner, Captioner):
+class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
     """A transformers vision-language model captioning scenes in batches.
 
     Subclasses set ``model_class_name`` and may override ``images``, ``messages``/``prompt``,
@@ -50,10 +55,6 @@ class TransformersCaptioner(BatchPlanner, Captioner):
     """
 
     model_class_name: ClassVar[str] = ""
-    num_beams: ClassVar[int] = 1
-    min_new_tokens_floor: ClassVar[int] = 0  # a family's own minimum caption length
-    # Tokens the family ends an answer with, stopped on besides the generation config's eos.
-    end_tokens: ClassVar[tuple[str, ...]] = ()
     cpu_batch_size: ClassVar[int] = 4
     # Preprocess batch k+1 on a thread while batch k generates; None: on CUDA only (on a CPU the
     # thread would take cores from generation itself).
@@ -67,6 +68,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         self._checkpoint_eos: list[int] = []  # the checkpoint's generation_config.json eos ids
         self._warm_size = 0  # the largest batch a warm-up generate has run at
         self._packed: list[str] = []  # models switched to packed grouped-query decoding
+        self._static: StaticCaptionDecoder | None = None  # see ``decoder``
         # Fast tokenizers reconfigure themselves (padding) when encoding: never while another
         # thread decodes with them ("Already borrowed"), so encode and decode share a lock.
         self._tokenizer_lock = threading.Lock()
@@ -99,10 +101,6 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         return self.processor.apply_chat_template(self.messages(request, n_images),
                                                   add_generation_prompt=True, tokenize=False)
 
-    def generation_kwargs(self) -> dict[str, Any]:
-        """Extra generation settings of this model family (e.g. beams)."""
-        return {}
-
     def encode(self, images: list[list[Any]], prompts: list[str]) -> Any:
         """Processor outputs for a batch (``images[i]`` are scene i's images)."""
         return self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
@@ -128,6 +126,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         # setting is ours (``generation_config``), none is filled in from the file.
         self._checkpoint_eos = reset_generation_configs(model)
         self._packed = pack_grouped_decoding(model)
+        self._static = self._static_decoder(model)
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)
@@ -168,6 +167,8 @@ class TransformersCaptioner(BatchPlanner, Captioner):
                               f"{', '.join(ATTENTION)}")
         if o.cache not in ("dynamic", "static"):
             raise ConfigError(f"captions.cache {o.cache!r}: choose dynamic or static")
+        if o.decoder not in DECODERS:
+            raise ConfigError(f"captions.decoder {o.decoder!r}: choose from {', '.join(DECODERS)}")
         if o.quantization not in (None, "nf4"):
             raise ConfigError(f"captions.quantization {o.quantization!r}: use nf4 or leave unset")
         if o.quantization == "nf4":
@@ -202,6 +203,7 @@ class TransformersCaptioner(BatchPlanner, Captioner):
         return None
 
     def unload(self) -> None:
+        self._static = None
         self.processor = None
         self.model = None
         gc.collect()
@@ -277,12 +279,14 @@ class TransformersCaptioner(BatchPlanner, Captioner):
             self.free_memory()  # only then: the cached blocks are what the warm-up is for
 
     def short_generate(self, inputs: Any, steps: int) -> Any:
-        """``generate`` with the real settings (so a static cache gets its real shape) stopped
-        after ``steps`` new tokens."""
+        """``generate`` with the real settings (so a static cache gets its real shape, and the
+        static decoder its buffers and graph) stopped after ``steps`` new tokens."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         moved = self._to_device(inputs)
+        if self._static_fits(moved):
+            return self._decode_static(moved, stop_after=steps)
         stop_at = moved["input_ids"].shape[1] + steps
 
         class Steps(StoppingCriteria):
@@ -294,6 +298,8 @@ class TransformersCaptioner(BatchPlanner, Captioner):
                                    stopping_criteria=StoppingCriteriaList([Steps()]))
 
     def free_memory(self) -> None:
+        if self._static is not None:
+            self._static.release()
         gc.collect()
         if self.device.startswith("cuda"):
             import torch
@@ -315,8 +321,12 @@ class TransformersCaptioner(BatchPlanner, Captioner):
                           inputs: Any) -> list[tuple[int, Caption]]:
         """``generate`` on a batch ``prepare`` made."""
         moved = self._to_device(inputs)
-        output = self.model.generate(**moved, generation_config=self.generation_config())
-        new = output[:, moved["input_ids"].shape[1]:].tolist()
+        with launching():
+            if self._static_fits(moved):
+                new = self._decode_static(moved)
+            else:
+                output = self.model.generate(**moved, generation_config=self.generation_config())
+                new = output[:, moved["input_ids"].shape[1]:].tolist()
         stops = self._stop_ids()
         results = []
         with self._tokenizer_lock:
@@ -335,60 +345,13 @@ class TransformersCaptioner(BatchPlanner, Captioner):
             moved[key] = value
         return moved
 
-    def decoding(self) -> dict[str, Any]:
-        """The effective decoding settings, every one explicit (recorded in ``run.json``)."""
-        o = self.options
-        # Random weights: a fixed output length, the worst case of a real run.
-        min_new = o.max_new_tokens if o.random_weights else max(o.min_new_tokens,
-                                                                  self.min_new_tokens_floor)
-        settings = decoding_settings(num_beams=self.num_beams, max_new_tokens=o.max_new_tokens,
-                                     min_new_tokens=min(min_new, o.max_new_tokens),
-                                     use_cache=o.use_cache)
-        settings.update(self.generation_kwargs())
-        if self.processor is not None and self.model is not None:
-            settings["stop_ids"] = sorted(self._stop_ids())
-        return settings
-
     def facts(self) -> dict[str, Any]:
         facts = {**super().facts(), "decoding": self.decoding()}
         if self.processor is not None:
             facts["processor"] = type(self.processor).__name__
         if self._packed:
             facts["packed_attention"] = self._packed
+        facts["decoder"] = "generate" if self.loaded and self._static is None else self.decoder
+        if self._static is not None and self.decoder == "graph" and not self._static.graphs:
+            facts["decoder"] = "static (graph capture failed)"
         return facts
-
-    def generation_config(self) -> Any:
-        """Greedy (or the family's beam search) with the model's KV cache, as the reference."""
-        from transformers import GenerationConfig
-
-        settings = self.decoding()
-        settings.pop("stop_ids", None)
-        tokenizer = self.processor.tokenizer
-        eos = self._eos_ids()
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-        config = GenerationConfig(**settings, eos_token_id=eos, pad_token_id=pad,
-                                  bos_token_id=tokenizer.bos_token_id)
-        if self.options.use_cache and self.options.cache == "static":
-            # A cache preallocated at the batch's full length: each step writes its one new
-            # position in place, where the dynamic cache concatenates (copies) the whole cache in
-            # every layer. Not compiled: on an H100 transformers' compiled decode step made W1's
-            # captions twice as slow (compilation inside the run). Opt-in: on an H200 it was 10%
-            # faster alone but slower inside the whole W1 job (112.5 s against 91.2 s).
-            config.cache_implementation = "static"
-            config.disable_compile = True
-        return config
-
-    def _eos_ids(self) -> list[int]:
-        """The checkpoint's generation-config eos ids, then the family's own end tokens."""
-        tokenizer = self.processor.tokenizer
-        ids = list(self._checkpoint_eos)
-        if not ids and tokenizer.eos_token_id is not None:
-            ids = [tokenizer.eos_token_id]
-        vocab = tokenizer.get_vocab()
-        ids += [vocab[t] for t in self.end_tokens if t in vocab and vocab[t] not in ids]
-        if not ids:
-            raise ConfigError(f"{self.name}: the tokenizer has no end-of-sequence token")
-        return ids
-
-    def _stop_ids(self) -> set[int]:
-        return set(self._eos_ids())

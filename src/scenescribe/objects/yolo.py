@@ -33,6 +33,7 @@ import numpy as np
 
 from scenescribe.backend import import_names
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
+from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.objects.base import ObjectTracker
@@ -292,7 +293,7 @@ class YoloTracker(ObjectTracker):
         import torch
 
         threads = torch.get_num_threads()
-        with self._predict_lock:
+        with self._predict_lock, launching():
             results = self.model.predict(
                 [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
                 conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,

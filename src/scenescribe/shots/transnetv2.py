@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.gpu_share import launching
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -130,7 +131,7 @@ class TransNetV2ShotDetector(ShotDetector):
     def _forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        with torch.inference_mode():
+        with launching(), torch.inference_mode():
             x = torch.from_numpy(np.stack(batch)).to(self.device)
             single, _ = self.model(x)  # logits [B, WINDOW, 1]; the second output is "many hot"
             probs = torch.sigmoid(single[:, CONTEXT:CONTEXT + STEP, 0]).float().cpu().numpy()

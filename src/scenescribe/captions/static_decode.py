@@ -1,0 +1,337 @@
+"""Greedy caption decoding over a preallocated cache: one CUDA graph replay per token on CUDA.
+
+``generate`` issues about a dozen kernels per layer per token from Python, and walks its cache
+classes, logits processors and stopping criteria at every step: profiled on an H200 (second
+session, ``benchmarks/NOTES.md``), a LLaVA-Mistral decode step at batch 64 was bound by that CPU
+work, not by reading the weights and the cache. Here the prefill is the checkpoint's own forward
+(images merged, the positions ``generate`` gives left-padded rows), its cache is copied into fixed
+``[rows, kv_heads, length, head_dim]`` buffers, and one step (embedding, every layer, logits,
+``min_new_tokens``, end tokens) reads and writes only those buffers. On CUDA the step is captured
+once per batch-size bucket as a CUDA graph and replayed: one launch per token. On CPU (and where
+capture fails) the same step runs eagerly; tests compare it with ``generate`` token for token.
+
+Supported: language models laid out as Llama's (Llama, Mistral, Qwen2, Phi-3 with its fused
+projections), RoPE positions, greedy search. ``language_model`` says whether a checkpoint is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from scenescribe.gpu_share import capture_graph
+
+log = logging.getLogger("scenescribe.captions")
+
+BUCKET = 8  # graph batch sizes are multiples of this: a few graphs serve every batch size
+LENGTH_BUCKET = 256  # cache lengths are multiples of this: later, shorter batches reuse buffers
+STOP_CHECK = 16  # steps between checks (one device sync) that every row has ended
+# Rotary scalings whose table does not depend on the sequence's length.
+FIXED_ROPE = ("default", "linear", "llama3", "yarn")
+# Language models whose layers this step reproduces (config.model_type).
+LAYOUTS = ("llama", "mistral", "qwen2", "phi3", "phi3_v")
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageModel:
+    """The parts of a checkpoint's language model one decoding step reads."""
+
+    body: Any  # the decoder (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``)
+    head: Any  # the output projection to the vocabulary
+    heads: int
+    kv_heads: int
+    head_dim: int
+    max_length: int | None  # longest sequence whose rotary table each step would compute alike
+    sliding_window: int | None
+
+
+def language_model(model: Any) -> LanguageModel | None:
+    """The checkpoint's decoder if its layers are ones this module's step reproduces, else None."""
+    body = next((m for m in model.modules() if _is_decoder(m)), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or head is None:
+        return None
+    config = body.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return LanguageModel(body, head, heads, getattr(config, "num_key_value_heads", None) or heads,
+                         head_dim, _table_limit(config), getattr(config, "sliding_window", None))
+
+
+def _table_limit(config: Any) -> int | None:
+    """The longest sequence whose rotary table is the same at every step: LongRoPE and dynamic
+    scaling switch tables past the original length (``generate`` would too), the others never
+    do (positions past ``max_position_embeddings`` are computed alike by both)."""
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    kind = "default"
+    if isinstance(rope, dict):
+        kind = str(rope.get("rope_type") or rope.get("type") or "default")
+    if kind in FIXED_ROPE:
+        return None
+    original = getattr(config, "original_max_position_embeddings", None)
+    if original is None and isinstance(rope, dict):
+        original = rope.get("original_max_position_embeddings")
+    return int(original or config.max_position_embeddings)
+
+
+def _is_decoder(module: Any) -> bool:
+    config = getattr(module, "config", None)
+    if getattr(config, "model_type", None) not in LAYOUTS:
+        return False
+    if not all(hasattr(module, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
+        return False
+    attn = getattr(module.layers[0], "self_attn", None) if len(module.layers) else None
+    return attn is not None and (hasattr(attn, "qkv_proj") or hasattr(attn, "q_proj"))
+
+
+@dataclass(slots=True)
+class _Buffers:
+    """Everything one step reads and writes, for ``rows`` rows of ``length`` positions."""
+
+    rows: int
+    length: int
+    token: Any  # [rows] the step's input token
+    position: Any  # [rows] its rotary position (left-padded rows count only their tokens)
+    slot: Any  # [1] the cache position it is written at
+    step: Any  # [1] new tokens so far (end tokens are barred while below ``min_new``)
+    min_new: Any  # [1]
+    valid: Any  # [rows, length] cache positions a row attends to
+    done: Any  # [rows] row has ended
+    out: Any  # [rows, max_new] the chosen tokens
+    cos: Any  # [length, rotary_dim] rotary table
+    sin: Any
+    keys: list[Any]  # per layer [rows, kv_heads, length, head_dim]
+    values: list[Any]
+
+
+class StaticCaptionDecoder:
+    """Greedy decoding of one loaded checkpoint from its prefill, into fixed buffers."""
+
+    def __init__(self, model: Any, lm: LanguageModel, graphs: bool) -> None:
+        self.model = model
+        self.lm = lm
+        self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
+        self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
+        self._buffers: _Buffers | None = None
+        self._graphs: dict[int, Any] = {}
+        self._pool: Any = None
+        self._ends: Any = None  # [n_end] end token ids on the device
+        self.captures = 0
+
+    def fits(self, prompt_length: int, max_new_tokens: int) -> bool:
+        total = prompt_length + max_new_tokens
+        window = self.lm.sliding_window
+        limit = self.lm.max_length
+        return (limit is None or total <= limit) and (window is None or total <= window)
+
+    def release(self) -> None:
+        """Drop the buffers and graphs (after an out-of-memory error, or at unload)."""
+        self._buffers = None
+        self._graphs.clear()
+        self._pool = None
+
+    def generate(self, inputs: dict[str, Any], max_new_tokens: int, min_new_tokens: int,
+                 end_ids: list[int], pad_id: int, stop_after: int | None = None,
+                 ) -> list[list[int]]:
+        """Per row, the ``max_new_tokens`` new tokens (``pad_id`` after a row's end token).
+
+        ``inputs``: the processor's outputs on the device, ``input_ids`` left-padded with their
+        ``attention_mask``. ``stop_after``: only that many tokens (a warm-up: buffers and graph
+        made at the real shape)."""
+        import torch
+
+        mask = inputs["attention_mask"]
+        n, prompt = mask.shape
+        length = -(-(prompt + max_new_tokens) // LENGTH_BUCKET) * LENGTH_BUCKET
+        device = mask.device
+        use_graph = self.graphs and device.type == "cuda"
+        rows = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
+        with torch.inference_mode():
+            positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+            out = self.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+            buf = self._ensure(rows, length, max_new_tokens, out.logits, end_ids)
+            view = _rows(buf, rows)
+            self._fill(view, out, mask, positions[:, -1] + 1, min_new_tokens, pad_id)
+            del out
+            step = self._graph_step(view, pad_id) if use_graph else None
+            for i in range(1, min(max_new_tokens, stop_after or max_new_tokens)):
+                if step is not None:
+                    step.replay()
+                else:
+                    self._step(view, pad_id)
+                if i % STOP_CHECK == 0 and bool(view.done[:n].all()):
+                    break
+            return view.out[:n, :max_new_tokens].tolist()
+
+    # buffers
+
+    def _ensure(self, rows: int, length: int, max_new: int, logits: Any,
+                end_ids: list[int]) -> _Buffers:
+        """Buffers of at least ``rows`` x ``length``; growing them drops the captured graphs."""
+        import torch
+
+        buf = self._buffers
+        device = logits.device
+        ends = torch.tensor(sorted(set(end_ids)), device=device)
+        if (buf is not None and buf.rows >= rows and buf.length >= length
+                and buf.out.shape[1] >= max_new and self._ends is not None
+                and torch.equal(self._ends, ends)):
+            return buf
+        old = (buf.rows, buf.length, buf.out.shape[1]) if buf is not None else (0, 0, 0)
+        self.release()  # the old buffers go before the new ones are made
+        rows, length, max_new = max(rows, old[0]), max(length, old[1]), max(max_new, old[2])
+        lm = self.lm
+        dtype = lm.head.weight.dtype
+        # The rotary table the checkpoint's own module gives these positions (any scaling).
+        probe = torch.zeros(1, 1, lm.head_dim, device=device, dtype=dtype)
+        cos, sin = lm.body.rotary_emb(probe, torch.arange(length, device=device)[None])
+
+        def cache() -> list[Any]:
+            return [torch.zeros(rows, lm.kv_heads, length, lm.head_dim, device=device,
+                                dtype=dtype) for _ in lm.body.layers]
+
+        long = {"device": device, "dtype": torch.long}
+        self._ends = ends
+        self._buffers = _Buffers(
+            rows, length, torch.zeros(rows, **long), torch.zeros(rows, **long),
+            torch.zeros(1, **long), torch.zeros(1, **long), torch.zeros(1, **long),
+            torch.zeros(rows, length, device=device, dtype=torch.bool),
+            torch.zeros(rows, device=device, dtype=torch.bool),
+            torch.zeros(rows, max_new, **long), cos[0].contiguous(), sin[0].contiguous(),
+            cache(), cache())
+        return self._buffers
+
+    def _fill(self, buf: _Buffers, out: Any, mask: Any, next_position: Any, min_new: int,
+              pad_id: int) -> None:
+        """The prefill's cache and first token; the step's state set for the second."""
+        n, prompt = mask.shape
+        layers = _cache(out).layers
+        for layer, k, v in zip(layers, buf.keys, buf.values, strict=True):
+            k.zero_()  # masked positions are multiplied by 0: they must hold no NaN
+            v.zero_()
+            k[:n, :, :prompt].copy_(layer.keys)
+            v[:n, :, :prompt].copy_(layer.values)
+        buf.valid.zero_()
+        buf.valid[:n, :prompt] = mask.bool()
+        buf.valid[n:, 0] = True  # padding rows attend somewhere: no all-masked softmax
+        buf.done.zero_()
+        buf.done[n:] = True
+        buf.out.fill_(pad_id)
+        buf.min_new.fill_(min_new)
+        buf.step.zero_()
+        buf.position.zero_()
+        buf.position[:n] = next_position
+        buf.slot.fill_(prompt)
+        first = self._choose(buf, out.logits[:, -1], pad_id, rows=n)
+        buf.token.zero_()
+        buf.token[:n] = first
+
+    def _choose(self, buf: _Buffers, logits: Any, pad_id: int, rows: int | None = None) -> Any:
+        """The greedy token of each row (end tokens barred below ``min_new``), recorded at
+        ``step``; rows already ended get ``pad_id``."""
+        import torch
+
+        rows = buf.rows if rows is None else rows
+        logits = logits.float()
+        barred = (buf.step < buf.min_new).expand(logits.shape[0])
+        ends = self._ends
+        logits[:, ends] = torch.where(barred[:, None], float("-inf"), logits[:, ends])
+        chosen = logits.argmax(dim=-1)
+        done = buf.done[:rows]
+        chosen = torch.where(done, torch.full_like(chosen, pad_id), chosen)
+        done |= torch.isin(chosen, ends)
+        buf.out[:rows].index_copy_(1, buf.step, chosen[:, None])
+        buf.step.add_(1)
+        return chosen
+
+    # the step
+
+    def _step(self, buf: _Buffers, pad_id: int) -> None:
+        """One token for every row, reading and writing only ``buf`` (graph-safe)."""
+        import torch.nn.functional as F
+
+        lm = self.lm
+        rows, heads, kv, dim = buf.rows, lm.heads, lm.kv_heads, lm.head_dim
+        group = heads // kv
+        buf.valid.index_fill_(1, buf.slot, True)
+        attend = buf.valid[:, None, None, :]  # [rows, 1, 1, length]
+        cos = buf.cos[buf.position][:, None, None, :]  # [rows, 1, 1, rotary_dim]
+        sin = buf.sin[buf.position][:, None, None, :]
+        h = lm.body.embed_tokens(buf.token)[:, None]  # [rows, 1, hidden]
+        for i, layer in enumerate(lm.body.layers):
+            attn = layer.self_attn
+            x = layer.input_layernorm(h)
+            if hasattr(attn, "qkv_proj"):
+                q, k, v = attn.qkv_proj(x).split((heads * dim, kv * dim, kv * dim), dim=-1)
+            else:
+                q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+            q = _rotate(q.view(rows, heads, 1, dim), cos, sin)
+            k = _rotate(k.view(rows, kv, 1, dim), cos, sin)
+            buf.keys[i].index_copy_(2, buf.slot, k)
+            buf.values[i].index_copy_(2, buf.slot, v.view(rows, kv, 1, dim))
+            # A group's query heads read one key/value head: as query positions of that head,
+            # so the cache is never repeated per query head.
+            o = F.scaled_dot_product_attention(q.view(rows, kv, group, dim), buf.keys[i],
+                                               buf.values[i], attn_mask=attend,
+                                               scale=attn.scaling)
+            h = h + attn.o_proj(o.reshape(rows, 1, heads * dim))
+            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        logits = lm.head(lm.body.norm(h))[:, 0]
+        buf.token.copy_(self._choose(buf, logits, pad_id))
+        buf.position.add_(1)
+        buf.slot.add_(1)
+
+    def _graph_step(self, buf: _Buffers, pad_id: int) -> Any | None:
+        """The step captured as a CUDA graph for ``buf.rows`` rows, or None to run eagerly."""
+        import torch
+
+        graph = self._graphs.get(buf.rows)
+        if graph is not None:
+            return graph
+        saved = [t.clone() for t in (buf.token, buf.position, buf.slot, buf.step, buf.valid,
+                                     buf.done, buf.out)]
+        device = buf.slot.device
+        try:
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = capture_graph(lambda: self._step(buf, pad_id), device, self._pool)
+        except Exception as exc:  # a kernel or driver that cannot be captured: decode eagerly
+            log.warning("CUDA graph capture failed (%s); captions decode without graphs", exc)
+            self.graphs = False
+            graph = None
+        else:
+            self._graphs[buf.rows] = graph
+            self.captures += 1
+        # Undo the warm-up and capture steps (their cache writes sit beyond every valid
+        # position, and the next step overwrites them): the batch goes on from its prefill.
+        for target, value in zip((buf.token, buf.position, buf.slot, buf.step, buf.valid,
+                                  buf.done, buf.out), saved, strict=True):
+            target.copy_(value)
+        return graph
+
+
+def _rotate(x: Any, cos: Any, sin: Any) -> Any:
+    """RoPE on the first ``cos.shape[-1]`` features of each head (Llama's half rotation)."""
+    import torch
+
+    width = cos.shape[-1]
+    turned, rest = x[..., :width], x[..., width:]
+    half = width // 2
+    rotated = torch.cat((-turned[..., half:], turned[..., :half]), dim=-1)
+    turned = turned * cos + rotated * sin
+    return torch.cat((turned, rest), dim=-1) if rest.shape[-1] else turned
+
+
+def _rows(buf: _Buffers, rows: int) -> _Buffers:
+    """The first ``rows`` rows of ``buf`` (views: graphs captured on them stay valid)."""
+    if rows == buf.rows:
+        return buf
+    return _Buffers(rows, buf.length, buf.token[:rows], buf.position[:rows], buf.slot, buf.step,
+                    buf.min_new, buf.valid[:rows], buf.done[:rows], buf.out[:rows], buf.cos,
+                    buf.sin, [k[:rows] for k in buf.keys], [v[:rows] for v in buf.values])
+
+
+def _cache(out: Any) -> Any:
+    """The model output's cache: ``cache`` from transformers 5.2x, ``past_key_values`` before."""
+    return out["cache"] if "cache" in out else out["past_key_values"]

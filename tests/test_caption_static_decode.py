@@ -1,0 +1,206 @@
+"""The static caption decoder gives ``generate``'s tokens: each family's tiny published-layout
+checkpoint, a left-padded batch, end tokens and ``min_new_tokens``, and the padded graph layout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenescribe import registry
+from scenescribe.captions.base import CaptionRequest
+from scenescribe.captions.static_decode import language_model
+from scenescribe.gpu_share import capturing, launching
+from scenescribe.options import CaptionOptions
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from published_tiny import build  # noqa: E402
+
+GREEDY = ("llava-v1.6-mistral-7b", "llava-v1.6-vicuna-7b", "phi-3.5-vision")
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> list[CaptionRequest]:
+    """Three scenes whose prompts differ in length (left padding) and in image count."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("static_frames")
+    paths = []
+    for i, (size, colour) in enumerate([((64, 36), (200, 40, 40)), ((48, 64), (40, 200, 90)),
+                                        ((80, 60), (10, 10, 200))]):
+        paths.append(str(folder / f"f{i}.jpg"))
+        Image.new("RGB", size, colour).save(paths[-1])
+    return [CaptionRequest(0, (paths[0], paths[1])),
+            CaptionRequest(1, (paths[2],), "Speech: hello."),
+            CaptionRequest(2, (paths[1], paths[2], paths[0]),
+                           "Speech: a much longer grounding context that pads the others.")]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("static_ckpt")
+    return {name: build(name, root / name) for name in GREEDY}
+
+
+def captioner(name: str, folder: Path, decoder: str, **options: Any) -> Any:
+    opts = CaptionOptions(weights=str(folder), max_new_tokens=options.pop("max_new_tokens", 10),
+                          decoder=decoder, **options)
+    model = registry.create(name, "captioner", options=opts, device="cpu", model_dir=None)
+    model.load()
+    return model
+
+
+def tokens(model: Any, requests: list[CaptionRequest]) -> list[tuple[str, int]]:
+    return [(c.text, c.new_tokens) for _, c in model.generate(requests)]
+
+
+@pytest.mark.parametrize("name", GREEDY)
+def test_static_decoding_gives_generates_captions(name: str, checkpoints: dict[str, Path],
+                                                  scenes: list[CaptionRequest]) -> None:
+    reference = captioner(name, checkpoints[name], "generate")
+    static = captioner(name, checkpoints[name], "static")
+    assert reference._static is None and static._static is not None
+    assert static.facts()["decoder"] == "static"
+    expected = tokens(reference, scenes)
+    assert tokens(static, scenes) == expected
+    # The graph layout: rows padded to a bucket of 8, the padding rows inert.
+    static._static.pad = True
+    assert tokens(static, scenes) == expected
+    # A later batch reuses the buffers (one scene, shorter prompt).
+    assert tokens(static, scenes[:1]) == expected[:1]
+
+
+@pytest.mark.parametrize("name", GREEDY[:2])
+def test_end_tokens_and_min_new_tokens_stop_as_generate_does(
+        name: str, checkpoints: dict[str, Path], scenes: list[CaptionRequest]) -> None:
+    """An end token the model emits mid-caption: rows stop there (and only from the
+    ``min_new_tokens``-th token on)."""
+    probe = captioner(name, checkpoints[name], "generate")
+    moved = probe._to_device(probe.prepare(scenes))
+    out = probe.model.generate(**moved, generation_config=probe.generation_config())
+    first_row = out[0, moved["input_ids"].shape[1]:].tolist()
+    end = first_row[2]  # the third new token of scene 0 becomes an end token
+    for min_new in (0, 5):
+        results = []
+        for decoder in ("generate", "static"):
+            model = captioner(name, checkpoints[name], decoder, min_new_tokens=min_new)
+            model._checkpoint_eos = [end, *model._checkpoint_eos]
+            results.append(tokens(model, scenes))
+        assert results[0] == results[1]
+        assert results[0][0][1] == (2 if min_new == 0 else results[0][0][1])
+        assert min_new == 0 or results[0][0][1] >= min_new
+
+
+def test_beam_search_and_other_layouts_keep_generate(tmp_path: Path) -> None:
+    folder = build("instructblip-vicuna-7b", tmp_path / "iblip")
+    model = captioner("instructblip-vicuna-7b", folder, "static")
+    assert model.decoder == "generate" and model._static is None
+    assert model.facts()["decoder"] == "generate"
+    qwen = captioner("qwen2.5-vl-7b", build("qwen2.5-vl-7b", tmp_path / "qwen"), "static")
+    assert language_model(qwen.model) is None  # 3-D rotary positions
+    assert qwen._static is None and qwen.facts()["decoder"] == "generate"
+
+
+def test_decoder_option_is_checked_and_not_in_the_cache_key(checkpoints: dict[str, Path]) -> None:
+    from scenescribe.errors import ConfigError
+
+    name = GREEDY[0]
+    with pytest.raises(ConfigError, match="decoder"):
+        CaptionOptions(decoder="fast")
+    keys = {decoder: registry.create(name, "captioner", options=CaptionOptions(decoder=decoder),
+                                     device="cpu", model_dir=None).cache_key()
+            for decoder in ("generate", "graph")}
+    assert keys["generate"] == keys["graph"]
+    on_cpu = registry.create(name, "captioner", options=CaptionOptions(), device="cpu",
+                             model_dir=None)
+    assert on_cpu.decoder == "generate"  # auto: graphs are CUDA's
+    assert registry.create(name, "captioner", options=CaptionOptions(decoder="graph"),
+                           device="cpu", model_dir=None).decoder == "static"
+
+
+def test_a_capture_waits_for_running_launches_and_holds_new_ones() -> None:
+    events: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def component() -> None:
+        with launching():
+            events.append("launch-start")
+            inside.set()
+            release.wait(5)
+            events.append("launch-end")
+
+    worker = threading.Thread(target=component)
+    worker.start()
+    inside.wait(5)
+
+    def capture() -> None:
+        with capturing():
+            events.append("capture")
+            time.sleep(0.05)
+            events.append("capture-end")
+
+    capturer = threading.Thread(target=capture)
+    capturer.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=lambda: (launching().__enter__(), events.append("late")))
+    late.start()
+    time.sleep(0.05)
+    assert events == ["launch-start"]  # the capture waits; the late launch waits behind it
+    release.set()
+    for thread in (worker, capturer, late):
+        thread.join(5)
+    assert events == ["launch-start", "launch-end", "capture", "capture-end", "late"]
+
+
+def test_a_capture_inside_a_launch_sets_its_own_hold_aside() -> None:
+    """The caption thread captures inside its own batch's ``launching()``: no self-deadlock,
+    and a second such thread does not deadlock with it."""
+    done: list[int] = []
+
+    def batch(i: int) -> None:
+        with launching():
+            time.sleep(0.02)
+            with capturing():
+                time.sleep(0.02)
+            done.append(i)
+
+    threads = [threading.Thread(target=batch, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(done) == [0, 1]
+
+
+def test_only_length_dependent_rotary_tables_limit_the_static_decoder() -> None:
+    """Vicuna's prompts of two AnyRes images run past its 4,096 positions: plain RoPE computes
+    those positions as ``generate`` does, so the static decoder still serves it; Phi-3.5's
+    LongRoPE switches tables past 4,096, so longer sequences go to ``generate``."""
+    from scenescribe.captions.static_decode import _table_limit
+    from scenescribe.testing import stand_ins
+
+    def limit(name: str) -> int | None:
+        config = stand_ins.published_config(name)
+        return _table_limit(getattr(config, "text_config", config))
+
+    assert limit("llava-v1.6-vicuna-7b") is None
+    assert limit("llava-v1.6-mistral-7b") is None
+    assert limit("phi-3.5-vision") == 4096
+
+
+def test_the_planner_counts_the_static_decoders_second_cache(
+        checkpoints: dict[str, Path]) -> None:
+    name = GREEDY[0]
+    generate = captioner(name, checkpoints[name], "generate")
+    static = captioner(name, checkpoints[name], "static")
+    text = static.model.config.get_text_config()
+    kv_heads = text.num_key_value_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    one_cache = 2 * text.num_hidden_layers * kv_heads * head_dim * 4 * (100 + 10)  # float32
+    assert static.scene_bytes(100) - generate.scene_bytes(100) == one_cache
