@@ -135,7 +135,10 @@ def test_dtw_on_the_device_finds_the_cpu_path() -> None:
 def test_the_decoder_is_a_validated_speech_option() -> None:
     from scenescribe.errors import OptionError
 
-    assert _recognizer().decoder == "static"  # "auto"
+    assert _recognizer().decoder == "static"  # "auto" on a CPU
+    on_gpu = registry.create("whisper-tiny.en", "speech", options=SpeechOptions(),
+                             device="cuda", model_dir=registry.model_dir_from_env())
+    assert on_gpu.decoder == "graph"  # "auto" on CUDA (nothing is loaded to ask it)
     chosen = registry.create("whisper-tiny.en", "speech", options=SpeechOptions(decoder="generate"),
                              device="cpu", model_dir=registry.model_dir_from_env())
     assert chosen.decoder == "generate" and chosen.facts()["decoder"] == "generate"

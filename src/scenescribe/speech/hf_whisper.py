@@ -43,6 +43,7 @@ import numpy as np
 
 from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.backend import load_pretrained, ready_device
+from scenescribe.gpu_share import launching
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
@@ -123,15 +124,17 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
     @property
     def decoder(self) -> str:
-        """``[speech] decoder``: "static" (``static_decode`` without graphs; what "auto" means),
-        "graph" (the same with one CUDA graph per step), or "generate" (transformers'; beam
-        search uses it). Not "graph" by default: measured on the H200, a capture beside Stage
-        1's other GPU threads failed ("operation not permitted when stream is capturing" in
-        YOLO's thread) and left CUDA's RNG unusable for the captioner after it; alone it decoded
-        W1's stream in 5.5 s against 8.4 s."""
+        """``[speech] decoder``: "graph" (``static_decode`` with one CUDA graph per step; what
+        "auto" means on CUDA), "static" (the same without graphs; "auto" elsewhere), or
+        "generate" (transformers'; beam search uses it). A capture once failed beside Stage 1's
+        other GPU threads ("operation not permitted when stream is capturing" in YOLO's thread);
+        since captures hold ``gpu_share.capturing`` no other thread launches meanwhile, and in
+        the whole W1 job on the H200 speech took 15.7 s against 19.5 s without graphs."""
         if self._decoder is not None:
             return self._decoder
-        return "static" if self.options.decoder == "auto" else self.options.decoder
+        if self.options.decoder == "auto":
+            return "graph" if self.device.startswith("cuda") else "static"
+        return self.options.decoder
 
     @decoder.setter
     def decoder(self, value: str) -> None:
@@ -223,8 +226,8 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
         stream = self.model.stream
-        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None
-                                      else contextlib.nullcontext()):
+        with launching(), torch.inference_mode(), (
+                torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             features = processor.feature_extractor(  # log-mel on the model's device
                 [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
                 device=self.device,

@@ -23,6 +23,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from scenescribe.gpu_share import capture_graph
+
 log = logging.getLogger("scenescribe.speech")
 
 BUCKET = 8  # graph batch sizes are multiples of this: a few graphs serve every batch
@@ -209,18 +211,11 @@ class StaticDecoder:
             return graph
         saved = (buf.token.clone(), buf.seq.clone(), buf.done.clone())
         try:
-            side = torch.cuda.Stream(buf.pos.device)  # type: ignore[no-untyped-call]
-            side.wait_stream(torch.cuda.current_stream(buf.pos.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):  # warm-up off the capture: kernels chosen, workspaces made
-                    self._step(buf, eot)
-            torch.cuda.current_stream(buf.pos.device).wait_stream(side)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            # thread_local: the other Stage 1 components keep launching from their threads.
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                self._step(buf, eot)
+            # No other thread launches meanwhile (gpu_share): beside YOLO's thread a capture
+            # once failed.
+            graph = capture_graph(lambda: self._step(buf, eot), buf.pos.device, self._pool)
         except Exception as exc:  # a kernel or driver that cannot be captured: decode eagerly
             log.warning("CUDA graph capture failed (%s); Whisper decodes without graphs", exc)
             self.graphs = False
