@@ -6,7 +6,8 @@ Modes, each timed as wall seconds per video (median of ``--runs``):
 
 - ``frames``: ``sample_scene_frames`` writing JPEGs (the pipeline's frames stage);
 - ``picks``: the same decode pass alone, nothing encoded or written; ``nosync``: ``frames``
-  without flushing each file to disk (together they split the stage's seconds);
+  without flushing each file to disk (together they split the stage's seconds); ``synced``:
+  ``frames`` with each JPEG flushed to disk, as the stage wrote them before 2026-12-02e;
 - ``objects``: decoding the tracker's frames at 2 fps (YOLO's own pass; no model runs);
 - ``both``: one shared pass feeding both (decode once), when the code has ``SharedPass``;
 - ``track``: the real tracker (YOLO + ByteTrack) on a pass of its own: its frames/s;
@@ -107,6 +108,20 @@ def run_frames_unsynced(video: VideoInfo, scenes: list[Scene], out: Path) -> int
     from unittest import mock
 
     with mock.patch("os.fsync", lambda fd: None):
+        return run_frames(video, scenes, out)
+
+
+def run_frames_synced(video: VideoInfo, scenes: list[Scene], out: Path) -> int:
+    """``frames`` with every JPEG flushed to disk before its rename (the stage before it
+    stopped doing so)."""
+    from unittest import mock
+
+    from scenescribe import store
+
+    def durable(path: Path, data: bytes, durable: bool = True) -> None:
+        store.atomic_write_bytes(path, data, durable=True)
+
+    with mock.patch("scenescribe.sampling.atomic_write_bytes", durable):
         return run_frames(video, scenes, out)
 
 
@@ -278,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         count = run_picks(video, scenes)
                     elif mode == "nosync":
                         count = run_frames_unsynced(video, scenes, out)
+                    elif mode == "synced":
+                        count = run_frames_synced(video, scenes, out)
                     elif mode == "objects":
                         count = run_objects(video, scenes)
                     elif mode == "track":
@@ -290,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = statistics.median(times)
             totals[mode] = totals.get(mode, 0.0) + seconds
             waited = (f"; waited for frames {WAITS['decode']:.2f} s, for writes "
-                      f"{WAITS['write']:.2f} s" if mode in ("frames", "nosync") and WAITS else "")
+                      f"{WAITS['write']:.2f} s" if mode in ("frames", "nosync", "synced") and WAITS else "")
             print(f"{path.name:36s} {mode:8s} {len(scenes):4d} scenes {count:5d} frames "
                   f"{seconds:7.2f} s {count / seconds:8.1f} frames/s {statistics.median(cpu):7.2f} CPU-s "
                   f"({video.width}x{video.height}, {video.duration:.0f} s){waited}", flush=True)

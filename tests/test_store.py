@@ -68,3 +68,21 @@ def test_sampled_fingerprint_for_large_files(tmp_path: Path, monkeypatch: pytest
 def test_stable_hash_ignores_key_order() -> None:
     assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
     assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def test_an_undurable_write_is_still_atomic_and_skips_the_flush(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frames stage's JPEGs: renamed into place whole, but not flushed one by one (a
+    cut-off JPEG is found on resume instead)."""
+    import os
+
+    from scenescribe.store import atomic_write_bytes
+
+    flushed: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: flushed.append(fd))
+    target = tmp_path / "a.jpg"
+    atomic_write_bytes(target, b"abc", durable=False)
+    assert target.read_bytes() == b"abc" and not flushed
+    assert [p.name for p in tmp_path.iterdir()] == ["a.jpg"]  # no temporary left behind
+    atomic_write_bytes(target, b"abcd")
+    assert target.read_bytes() == b"abcd" and len(flushed) == 1

@@ -206,7 +206,10 @@ def _finished(scene: Scene, wanted: dict[int, list[float]],
 def _save_jpeg(image: Any, path: Path, quality: int) -> None:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    atomic_write_bytes(path, buffer.getvalue())
+    # Not flushed to the disk one by one: on some disks each fsync waits for a journal commit
+    # (about 15 ms), serialising the writers. A JPEG a crash cut off is found and sampled again
+    # on resume (``stages.jpeg_intact``).
+    atomic_write_bytes(path, buffer.getvalue(), durable=False)
 
 
 def sample_and_track(

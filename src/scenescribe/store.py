@@ -60,23 +60,28 @@ def fingerprint_file(path: str | Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary name beside ``path`` and rename over it only on success."""
+def atomic_open(path: str | Path, mode: str = "w", durable: bool = True) -> Iterator[IO[Any]]:
+    """Write to a temporary name beside ``path`` and rename over it only on success.
+
+    ``durable``: flushed to the disk before the rename (``fsync``). Leave it on unless the
+    reader checks the file itself: a crash can then leave the name with no or partial data.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         with tmp.open(mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as f:
+def atomic_write_bytes(path: str | Path, data: bytes, durable: bool = True) -> None:
+    with atomic_open(path, "wb", durable) as f:
         f.write(data)
 
 
