@@ -80,3 +80,16 @@ def test_video_info_round_trip() -> None:
     assert VideoInfo.from_dict(info.to_dict()) == info
     with pytest.raises(ValueError):
         VideoInfo("a.mp4", 10, "mp4", 0.0, True)
+
+
+def test_errors_with_their_own_arguments_cross_process_boundaries() -> None:
+    """Raised in a worker process (a process pool, a Ray task) and unpickled in the caller."""
+    import pickle
+
+    from scenescribe.errors import BackendUnavailableError, InputError
+
+    for error in (InputError("/v/a.mp4", "file not found"),
+                  BackendUnavailableError("yolov8n", "ultralytics", "objects")):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert again.__dict__ == error.__dict__

@@ -19,6 +19,10 @@ class InputError(ScenescribeError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised in worker processes (Ray tasks, process pools) and unpickled in the caller.
+        return type(self), (self.path, self.reason)
+
 
 class ConfigError(ScenescribeError):
     """Invalid options or configuration file."""
@@ -44,6 +48,9 @@ class BackendUnavailableError(ScenescribeError):
             f"backend {backend!r} needs the Python package {module!r}: "
             f"pip install 'scenescribe[{extra}]'"
         )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return type(self), (self.backend, self.module, self.extra)
 
 
 class StageError(ScenescribeError):
