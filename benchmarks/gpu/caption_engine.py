@@ -34,16 +34,25 @@ from nf4_vs_bf16 import scene_frames
 
 from scenescribe.attention import PACKED_ENV
 
-FIXED = ("plain", "warm", "prefetch", "engine", "tuner", "unpacked", "static")
+FIXED = ("plain", "warm", "prefetch", "engine", "tuner", "unpacked", "static", "graph",
+         "stepwise")
 
 
 def settings(variant: str) -> dict[str, Any]:
     """What a variant changes: warm-up tokens, prefetch, max_batch, adaptive_batch, the KV
-    cache, and whether grouped heads are packed for decoding (``pack``)."""
+    cache, whether grouped heads are packed for decoding (``pack``), and the decoder:
+    transformers' ``generate`` unless the variant is ``graph`` (``static_decode`` with a CUDA
+    graph per step), ``stepwise`` (the same step without graphs) or ``graph-X``."""
     if variant.startswith("static-"):
         return {**settings(variant[len("static-"):]), "cache": "static"}
+    if variant.startswith("graph-"):
+        return {**settings(variant[len("graph-"):]), "decoder": "graph"}
     base = {"warm_up_tokens": 4, "prefetch": True, "max_batch": 64, "adaptive_batch": False,
-            "cache": "dynamic", "pack": True}
+            "cache": "dynamic", "pack": True, "decoder": "generate"}
+    if variant == "graph":
+        return {**base, "decoder": "graph"}
+    if variant == "stepwise":
+        return {**base, "decoder": "static"}
     if variant == "unpacked":
         return {**base, "pack": False}
     if variant == "static":
@@ -60,7 +69,8 @@ def settings(variant: str) -> dict[str, Any]:
         return {**base, "adaptive_batch": True}
     if variant.startswith("cap") and variant[3:].isdigit():
         return {**base, "max_batch": int(variant[3:])}
-    raise SystemExit(f"unknown variant {variant!r}: {', '.join(FIXED)}, capN, or static-X")
+    raise SystemExit(f"unknown variant {variant!r}: {', '.join(FIXED)}, capN, static-X or "
+                     f"graph-X")
 
 
 def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) -> dict[str, Any]:
@@ -78,7 +88,8 @@ def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) ->
     TransformersCaptioner.prefetch = s["prefetch"]
     options = CaptionOptions(models=(model,), max_new_tokens=tokens, min_new_tokens=tokens,
                              dtype="bfloat16", random_weights=True, max_batch=s["max_batch"],
-                             adaptive_batch=s["adaptive_batch"], cache=s["cache"])
+                             adaptive_batch=s["adaptive_batch"], cache=s["cache"],
+                             decoder=s["decoder"])
     captioner: Any = registry.create(model, "captioner", options=options, device="cuda")
     start = time.perf_counter()
     captioner.load()
@@ -95,6 +106,7 @@ def one(variant: str, model: str, frames: list[tuple[str, str]], tokens: int) ->
             "batch": tuner.chosen or tuner.sizes[0],
             "trials": {str(k): round(tuner.per_scene(k), 4) for k in tuner.timings},
             "packed": getattr(captioner, "_packed", []),
+            "decoder_used": captioner.facts().get("decoder"),
             "load_s": round(load_s, 1), "caption_s": round(elapsed, 2),
             "s_per_scene": round(elapsed / len(frames), 4), "new_tokens": new,
             "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}

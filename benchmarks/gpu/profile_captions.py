@@ -100,6 +100,7 @@ def main() -> int:
     sync_device(args.device)
     result: dict[str, Any] = {"model": args.model, "device": args.device, "scenes": args.scenes,
                               "cache": args.cache, "packed": getattr(captioner, "_packed", []),
+                              "decoder": captioner.facts().get("decoder"),
                               "load_s": time.perf_counter() - start}
     batch = [CaptionRequest(i, pair) for i, pair in enumerate(frames)]
     start = time.perf_counter()
@@ -118,7 +119,8 @@ def main() -> int:
         result["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
     result["profile"] = profile_steps(captioner, inputs, args.profile_steps, args.device)
     step = result["profile"]["per_step"]
-    print(f"{args.model} ({args.cache} cache, packed {result['packed'] or 'none'}): "
+    print(f"{args.model} (decoder {result['decoder']}, {args.cache} cache for generate, packed "
+          f"{result['packed'] or 'none'}): "
           f"{args.scenes} scenes of {result['prompt_tokens']} prompt tokens; prepare "
           f"{result['prepare_s']:.2f} s, prefill {prefill:.2f} s, {args.tokens} tokens "
           f"{full:.2f} s, {result['step_s'] * 1e3:.1f} ms per step, "
