@@ -21,7 +21,7 @@ pytest.importorskip("transformers")
 
 from published_tiny import build  # noqa: E402
 
-GREEDY = ("llava-v1.6-mistral-7b", "llava-v1.6-vicuna-7b", "phi-3.5-vision")
+GREEDY = ("llava-v1.6-mistral-7b", "llava-v1.6-vicuna-7b", "phi-3.5-vision", "smolvlm2")
 
 
 @pytest.fixture(scope="module")
