@@ -3,6 +3,7 @@ checkpoint, a left-padded batch, end tokens and ``min_new_tokens``, and the padd
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from pathlib import Path
@@ -204,3 +205,23 @@ def test_the_planner_counts_the_static_decoders_second_cache(
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     one_cache = 2 * text.num_hidden_layers * kv_heads * head_dim * 4 * (100 + 10)  # float32
     assert static.scene_bytes(100) - generate.scene_bytes(100) == one_cache
+
+
+def test_a_forward_that_refuses_the_static_decoders_arguments_falls_back_to_generate(
+        checkpoints: dict[str, Path], scenes: list[CaptionRequest],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    name = GREEDY[0]
+    model = captioner(name, checkpoints[name], "static")
+    real = model.model.forward
+
+    @functools.wraps(real)  # generate reads the signature
+    def older_forward(*args: Any, **kwargs: Any) -> Any:
+        if "past_key_values" not in kwargs and "cache" not in kwargs:  # not called by generate
+            raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.model, "forward", older_forward)
+    captions = model.generate(scenes)
+    assert [i for i, _ in captions] == [0, 1, 2]
+    assert all(c.new_tokens == 10 and not c.error for _, c in captions)
+    assert model._static is None and model.facts()["decoder"] == "generate"

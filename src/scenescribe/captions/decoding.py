@@ -66,15 +66,24 @@ class Decoding:
             moved["input_ids"].shape[1], self.options.max_new_tokens)
 
     def _decode_static(self, moved: dict[str, Any], stop_after: int | None = None,
-                       ) -> list[list[int]]:
-        """The new tokens of each row from ``static_decode``, with ``generate``'s settings."""
-        assert self._static is not None
+                       ) -> list[list[int]] | None:
+        """The new tokens of each row from ``static_decode``, with ``generate``'s settings; None
+        (and ``generate`` from then on) when the checkpoint's forward refuses its arguments."""
+        if self._static is None or not self._static_fits(moved):
+            return None
         settings = self.decoding()
         eos = self._eos_ids()
         tokenizer = self.processor.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-        return self._static.generate(moved, settings["max_new_tokens"],
-                                     settings["min_new_tokens"], eos, pad, stop_after=stop_after)
+        try:
+            return self._static.generate(moved, settings["max_new_tokens"],
+                                         settings["min_new_tokens"], eos, pad,
+                                         stop_after=stop_after)
+        except TypeError as exc:  # a forward without position_ids or logits_to_keep
+            log.warning("%s: the static decoder cannot run this checkpoint's forward (%s); "
+                        "decoding with generate", self.name, exc)
+            self._static = None
+            return None
 
     def decoding(self) -> dict[str, Any]:
         """The effective decoding settings, every one explicit (recorded in ``run.json``)."""

@@ -285,8 +285,9 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         moved = self._to_device(inputs)
-        if self._static_fits(moved):
-            return self._decode_static(moved, stop_after=steps)
+        static = self._decode_static(moved, stop_after=steps)
+        if static is not None:
+            return static
         stop_at = moved["input_ids"].shape[1] + steps
 
         class Steps(StoppingCriteria):
@@ -322,9 +323,8 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         """``generate`` on a batch ``prepare`` made."""
         moved = self._to_device(inputs)
         with launching():
-            if self._static_fits(moved):
-                new = self._decode_static(moved)
-            else:
+            new = self._decode_static(moved)
+            if new is None:
                 output = self.model.generate(**moved, generation_config=self.generation_config())
                 new = output[:, moved["input_ids"].shape[1]:].tolist()
         stops = self._stop_ids()
