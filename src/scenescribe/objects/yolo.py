@@ -292,16 +292,21 @@ class YoloTracker(ObjectTracker):
         minimal padding), stacks them and runs the model once."""
         import torch
 
-        threads = torch.get_num_threads()
         with self._predict_lock, launching():
-            results = self.model.predict(
-                [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics wants BGR
-                conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
-                half=self.device.startswith("cuda"), verbose=False)
-        if torch.get_num_threads() != threads:
-            # ultralytics' select_device sets torch's process-wide thread count for training;
-            # put back what the process had so later stages are not slowed.
-            torch.set_num_threads(threads)
+            # Read under the lock: read outside it, a second tracker's call could see the count
+            # another call's predict had just lowered, and "restore" that (seen after Ray's
+            # tests: the rest of the process ran on one thread).
+            threads = torch.get_num_threads()
+            try:
+                results = self.model.predict(
+                    [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
+                    conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
+                    half=self.device.startswith("cuda"), verbose=False)
+            finally:
+                if torch.get_num_threads() != threads:
+                    # ultralytics' select_device sets torch's process-wide thread count for
+                    # training; put back what the process had so later stages are not slowed.
+                    torch.set_num_threads(threads)
         return list(results)
 
     def new_tracker(self) -> Any:
