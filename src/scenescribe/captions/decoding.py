@@ -61,22 +61,20 @@ class Decoding:
             return None
         return StaticCaptionDecoder(model, lm, graphs=self.decoder == "graph")
 
-    def _static_fits(self, moved: dict[str, Any]) -> bool:
-        return self._static is not None and "attention_mask" in moved and self._static.fits(
-            moved["input_ids"].shape[1], self.options.max_new_tokens)
-
     def _decode_static(self, moved: dict[str, Any], stop_after: int | None = None,
                        ) -> list[list[int]] | None:
         """The new tokens of each row from ``static_decode``, with ``generate``'s settings; None
         (and ``generate`` from then on) when the checkpoint's forward refuses its arguments."""
-        if self._static is None or not self._static_fits(moved):
+        static = self._static
+        if static is None or "attention_mask" not in moved or not static.fits(
+                moved["input_ids"].shape[1], self.options.max_new_tokens):
             return None
         settings = self.decoding()
         eos = self._eos_ids()
         tokenizer = self.processor.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
         try:
-            return self._static.generate(moved, settings["max_new_tokens"],
+            return static.generate(moved, settings["max_new_tokens"],
                                          settings["min_new_tokens"], eos, pad,
                                          stop_after=stop_after)
         except TypeError as exc:  # a forward without position_ids or logits_to_keep
