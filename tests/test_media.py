@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,3 +83,34 @@ def test_audio_blocks_cover_the_file_once(synthetic_clip: Path) -> None:
     part = decode_audio(synthetic_clip, start=5.5, end=6.0)
     assert len(part) == 8000
     assert np.allclose(part, whole[88000:96000], atol=1e-6)
+
+
+def test_read_ahead_keeps_order_hands_on_errors_and_stops_its_source() -> None:
+    from scenescribe.media.readahead import ReadAhead
+
+    assert list(ReadAhead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise InputError("clip.mp4", "is cut off")
+
+    ahead = ReadAhead(failing(), depth=2)
+    assert next(ahead) == 1
+    with pytest.raises(InputError, match="clip.mp4"):
+        next(ahead)
+
+    pulled: list[int] = []
+    closed: list[bool] = []
+
+    def endless() -> Iterator[int]:
+        try:
+            for i in range(10**9):
+                pulled.append(i)
+                yield i
+        finally:
+            closed.append(True)  # the source is closed on the read-ahead thread
+
+    ahead = ReadAhead(endless(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()
+    assert closed == [True] and len(pulled) <= 5

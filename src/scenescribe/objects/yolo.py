@@ -21,7 +21,6 @@ import importlib.util
 import logging
 import math
 import os
-import queue
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFou
 from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
+from scenescribe.media.readahead import ReadAhead
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detections import Detections
 from scenescribe.objects.summary import SceneObjects
@@ -155,8 +155,8 @@ class YoloTracker(ObjectTracker):
             yield from self.track_frames(video, scenes, iter(()), progress)
             return
         self.load()
-        picks = _Prefetch(decode_pass(video.path, self.frame_requests(video, scenes)),
-                          PREFETCH_BATCHES * self.batch_size)
+        picks = ReadAhead(decode_pass(video.path, self.frame_requests(video, scenes)),
+                          PREFETCH_BATCHES * self.batch_size, name="objects-decode")
         try:
             yield from self.track_frames(video, scenes, picks, progress)
         finally:
@@ -354,52 +354,3 @@ def _start(scene: Scene) -> float:
 
 def _mid(scene: Scene) -> float:
     return scene.start + scene.duration / 2
-
-
-class _Prefetch(Iterator[Any]):
-    """Pull from an iterator on a daemon thread, ``depth`` items ahead; ``close`` stops it."""
-
-    _DONE = object()
-
-    def __init__(self, source: Iterator[Any], depth: int) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
-        self._source = source
-        self._thread = threading.Thread(target=self._fill, name="objects-decode", daemon=True)
-        self._thread.start()
-
-    def _fill(self) -> None:
-        try:
-            for item in self._source:
-                if not self._put(item):
-                    break
-            self._put(self._DONE)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            self._put(exc)
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                close()  # release the container on this thread, where the generator runs
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __next__(self) -> Any:
-        item = self._queue.get()
-        if item is self._DONE:
-            self._queue.put(item)  # stay exhausted on later calls
-            raise StopIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
