@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -15,14 +16,17 @@ from scenescribe.errors import InputError
 from scenescribe.media import decode_audio, frames_at, iter_audio_blocks, iter_frames, probe
 
 
-def _write_clip(path: Path, seconds: int, fps: int, gop: int, vfr: bool = False) -> None:
-    """A clip whose frame k shows grey level 2*k, so a frame's pixels name its index."""
+def _write_clip(path: Path, seconds: int, fps: int, gop: int, vfr: bool = False,
+                bframes: int = 0) -> None:
+    """A clip whose frame k shows grey level 2*k, so a frame's pixels name its index; with
+    ``bframes``, that many B-frames between anchors, none of them a reference."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         stream.codec_context.gop_size = gop
         stream.codec_context.time_base = Fraction(1, 1000)
-        stream.options = {"keyint_min": str(gop), "sc_threshold": "0"}
+        stream.options = {"keyint_min": str(gop), "sc_threshold": "0", "x264-params":
+                          f"bframes={bframes}:b-adapt=0:b-pyramid=none"}
         t_ms = 0
         for k in range(seconds * fps):
             img = np.full((48, 64, 3), (2 * k) % 256, np.uint8)
@@ -114,3 +118,36 @@ def test_read_ahead_keeps_order_hands_on_errors_and_stops_its_source() -> None:
     assert next(ahead) == 0
     ahead.close()
     assert closed == [True] and len(pulled) <= 5
+
+
+@pytest.mark.parametrize("vfr", [False, True])
+def test_a_pass_drops_only_frames_it_cannot_need(tmp_path: Path, vfr: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Walking toward a far wanted time, B-frames nothing refers to go undecoded; the picks,
+    their pixels and their indices are those of a pass that decodes everything."""
+    from scenescribe.media import SHOWN, TICK, FrameRequest, decode_pass, stream
+
+    clip = tmp_path / "b.mp4"
+    _write_clip(clip, seconds=12, fps=10, gop=60, vfr=vfr, bframes=3)
+    requests = [FrameRequest((0.05, 1.0, 3.33, 5.5, 5.51, 9.0, 11.9, 30.0), SHOWN),
+                FrameRequest((2.0, 7.25, 8.0), TICK, short_side=24)]
+    opened: list[stream.VideoStream] = []
+    init = stream.VideoStream.__init__
+
+    def recorded(self: stream.VideoStream, *args: Any) -> None:
+        init(self, *args)
+        opened.append(self)
+
+    monkeypatch.setattr(stream.VideoStream, "__init__", recorded)
+
+    def run() -> tuple[list[tuple[int, float, float, int, bytes]], int]:
+        opened.clear()
+        picks = [(p.request, p.time, p.frame.time, p.frame.index, p.frame.image.tobytes())
+                 for p in decode_pass(clip, requests, workers=1)]
+        return picks, sum(v.decoded_count for v in opened)
+
+    dropping, decoded = run()
+    monkeypatch.setattr(stream.VideoStream, "_discardable", lambda self, packet: False)
+    everything, all_decoded = run()
+    assert dropping == everything and len(everything) == 11
+    assert decoded < 0.8 * all_decoded

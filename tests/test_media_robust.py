@@ -151,7 +151,10 @@ def test_truncated_tail_decodes_the_rest(tmp_path: Path, caplog: pytest.LogCaptu
         last = frames_at(clip, [info.duration - 0.1])
     assert 1.0 * 16000 < len(audio) < 4.8 * 16000
     assert 20 < len(frames) < 120
-    assert next(iter(last.values())).time == pytest.approx(frames[-1].time)
+    # The frame on screen at the end is the last that decodes. Walking there, the pass leaves
+    # out B-frames nothing refers to, the damaged one among them, so it may reach a frame or
+    # two past the full decode's last, never a frame that is not there.
+    assert frames[-1].time - 1e-6 <= next(iter(last.values())).time <= frames[-1].time + 0.15
     text = " ".join(r.getMessage() for r in caplog.records)
     assert "cut off" in text and str(clip) in text
 
@@ -238,6 +241,7 @@ def test_segments_decoded_side_by_side_give_the_same_picks(tmp_path: Path,
     from scenescribe.media import segments
 
     monkeypatch.setattr(segments, "MIN_SEGMENT_S", 1.0)
+    monkeypatch.setattr(segments, "MIN_SPARSE_SEGMENT_S", 1.0)
     clip = _write(tmp_path / "p.mp4", 250, gop=25, audio=False)
     requests = [FrameRequest((0.0, 0.999, 1.0, 2.5, 3.04, 4.0, 7.7, 9.98, 12.0), SHOWN,
                              short_side=20),

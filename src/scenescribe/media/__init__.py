@@ -5,7 +5,6 @@ from scenescribe.media.damage import DamagedSpan, damage_report
 from scenescribe.media.frames import (
     SHOWN,
     TICK,
-    DecodedFrame,
     FrameRequest,
     Pick,
     decode_pass,
@@ -14,6 +13,7 @@ from scenescribe.media.frames import (
 )
 from scenescribe.media.probe import probe
 from scenescribe.media.shared import SharedPass
+from scenescribe.media.stream import DecodedFrame
 
 __all__ = ["SAMPLE_RATE", "SHOWN", "TICK", "DamagedSpan", "DecodedFrame", "FrameRequest", "Pick",
            "SharedPass", "damage_report", "decode_audio", "decode_pass", "frames_at",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,13 +135,18 @@ class DamageLog:
         self.spans.append(DamagedSpan(self.kind, round(start, 3), round(end, 3), reason))
 
 
-def tolerant_decode(container: Any, stream: Any, damage: DamageLog) -> Iterator[Any]:
+def tolerant_decode(container: Any, stream: Any, damage: DamageLog,
+                    discardable: Callable[[Any], bool] | None = None) -> Iterator[Any]:
     """Decoded frames of ``stream``, skipping packets the decoder rejects.
 
     Reading stops quietly where the demuxer gives up (noted as damage). Decoding by packet, not
     through ``container.decode``, is what lets one bad packet cost only its own frames.
+    ``discardable(packet)`` True lets the decoder drop that packet's frame when no other frame
+    refers to it (FFmpeg's ``skip_frame = NONREF``): such a frame never comes out.
     """
     packets = container.demux(stream)
+    codec = stream.codec_context
+    discarding = False
     while True:
         try:
             packet = next(packets)
@@ -150,6 +155,9 @@ def tolerant_decode(container: Any, stream: Any, damage: DamageLog) -> Iterator[
         except av.error.FFmpegError as exc:
             damage.unreadable(exc)
             return
+        if discardable is not None and discardable(packet) != discarding:
+            discarding = not discarding
+            codec.skip_frame = "NONREF" if discarding else "DEFAULT"
         try:
             frames = packet.decode()
         except av.error.FFmpegError as exc:

@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scenescribe.errors import InputError
-from scenescribe.media.damage import DamageLog, tolerant_decode
-from scenescribe.media.probe import display_rotation, open_container
+from scenescribe.media.stream import DecodedFrame, VideoStream, to_rgb, upright_size
 
 # Without a keyframe index, seek instead of decoding forward when the next wanted time is this
 # far ahead (the seek may land on an early keyframe, so it must be worth the gamble).
@@ -33,20 +29,8 @@ SEEK_MIN_GAIN_SECONDS = 0.5
 # after a wanted time is the one on screen (a scene starting at a cut gets the cut's frame).
 TIME_TOLERANCE = 0.0005 + 1e-6
 
-_KEYFRAMES: dict[tuple[str, int, int], list[float]] = {}  # a few files' keyframe times
-_KEYFRAMES_LOCK = threading.Lock()
-
 SHOWN = "shown"  # the frame on screen at the time: the last one starting at or before it
 TICK = "tick"  # the first frame starting at or after the time; one frame serves every tick it covers
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedFrame:
-    """One decoded frame: its display-order index, time in seconds and RGB pixels (H, W, 3)."""
-
-    index: int
-    time: float
-    image: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,113 +50,6 @@ class Pick:
     request: int
     time: float
     frame: DecodedFrame
-
-
-def scaled_size(width: int, height: int, *, target_width: int | None = None,
-                short_side: int | None = None) -> tuple[int, int]:
-    """Output size keeping aspect ratio, never upscaling, with even dimensions."""
-    scale = 1.0
-    if target_width:
-        scale = min(1.0, target_width / width)
-    elif short_side:
-        scale = min(1.0, short_side / min(width, height))
-    w = max(2, int(round(width * scale / 2)) * 2)
-    h = max(2, int(round(height * scale / 2)) * 2)
-    return w, h
-
-
-def _to_rgb(frame: Any, size: tuple[int, int] | None, rotation: int) -> np.ndarray:
-    """RGB pixels, shrunk inside FFmpeg's scaler to ``size`` (upright), then turned upright."""
-    if size is not None:
-        w, h = size if rotation not in (90, 270) else (size[1], size[0])
-        image = frame.to_ndarray(width=w, height=h, format="rgb24", interpolation="AREA")
-    else:
-        image = frame.to_ndarray(format="rgb24")
-    if rotation:
-        image = np.ascontiguousarray(np.rot90(image, k=-(rotation // 90)))
-    return image
-
-
-def _upright_size(frame: Any, rotation: int, width: int | None,
-                  short_side: int | None) -> tuple[int, int] | None:
-    if not width and not short_side:
-        return None
-    w, h = (frame.height, frame.width) if rotation in (90, 270) else (frame.width, frame.height)
-    return scaled_size(w, h, target_width=width, short_side=short_side)
-
-
-class _Video:
-    """An open video stream with what every pass needs: clock origin, frame step, rotation, damage."""
-
-    def __init__(self, path: str | Path, threads: int) -> None:
-        self.path = path
-        self.container = open_container(path)
-        if not self.container.streams.video:
-            self.container.close()
-            raise InputError(path, "has no video stream")
-        stream = self.stream = self.container.streams.video[0]
-        stream.thread_type = "AUTO"  # frame and slice threads; FFmpeg picks the count from cores
-        if threads:
-            stream.codec_context.thread_count = threads
-        self.origin = (float(stream.start_time * stream.time_base)
-                       if stream.start_time is not None else 0.0)
-        self.step = float(1 / stream.average_rate) if stream.average_rate else 0.04
-        self.damage = DamageLog(path, stream, self.origin)
-        self.rotation: int | None = None  # from the first decoded frame's display matrix
-        self.decoded_count = 0
-        self.reached_end = False
-
-    def keyframes(self) -> list[float]:
-        """Keyframe times from the container's index when it lists every frame (MP4, MOV), else
-        ``[]``: a partial index (WebM cues, MPEG-PS) grows while reading and cannot plan seeks.
-
-        Cached per file: reading a 2-hour index costs about 0.4 s, and a pass split into
-        segments opens the file once per segment.
-        """
-        stat = Path(self.path).stat()
-        key = (str(self.path), stat.st_size, stat.st_mtime_ns)
-        with _KEYFRAMES_LOCK:
-            if key in _KEYFRAMES:
-                return _KEYFRAMES[key]
-        entries = self.stream.index_entries
-        frames = self.stream.frames
-        found: list[float] = []
-        if frames and len(entries) >= 0.9 * frames:
-            tb = self.stream.time_base
-            found = sorted(float(e.timestamp * tb) - self.origin for e in entries if e.is_keyframe)
-        with _KEYFRAMES_LOCK:
-            while len(_KEYFRAMES) >= 8:
-                _KEYFRAMES.pop(next(iter(_KEYFRAMES)))
-            _KEYFRAMES[key] = found
-        return found
-
-    def frames(self, first_time: float = 0.0) -> Iterator[tuple[Any, float]]:
-        """``(frame, seconds)`` from the current position; a frame without a timestamp gets its
-        predecessor's time plus the average frame interval."""
-        last: float | None = None
-        for frame in tolerant_decode(self.container, self.stream, self.damage):
-            t = None if frame.pts is None else float(frame.pts * self.stream.time_base) - self.origin
-            if t is None:
-                t = last + self.step if last is not None else first_time
-            t = max(t, 0.0)
-            if self.rotation is None:
-                self.rotation = display_rotation(frame, self.stream)
-            self.damage.good(t, self.step)
-            self.decoded_count += 1
-            last = t
-            yield frame, t
-        self.reached_end = True
-
-    def seek(self, seconds: float) -> None:
-        # round, not floor: a keyframe time turned back into its timestamp must hit it exactly,
-        # or the backward seek lands one keyframe early
-        target = round((max(0.0, seconds) + self.origin) / self.stream.time_base)
-        self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
-
-    def close(self, kept: str) -> None:
-        self.damage.finish(self.reached_end)
-        self.damage.report(kept)
-        self.container.close()
 
 
 def iter_frames(
@@ -202,7 +79,7 @@ def iter_frames(
     array at full size, neither scaled nor rotated: FFmpeg's scaler costs more than decoding on
     small outputs, and a caller that shrinks the planes itself (shot detection) saves it.
     """
-    video = _Video(path, threads)
+    video = VideoStream(path, threads)
     if skip_nonkey:
         video.stream.codec_context.skip_frame = "NONKEY"
     size: tuple[int, int] | None = None
@@ -223,10 +100,10 @@ def iter_frames(
                 next_sample = (int(t * sample_fps + 1e-6) + 1) / sample_fps
             rotation = video.rotation or 0
             if size is None:
-                size = _upright_size(frame, rotation, width, short_side)
+                size = upright_size(frame, rotation, width, short_side)
             yielded += 1
             image = (frame.to_ndarray(format="yuv420p") if pixel_format == "yuv420p"
-                     else _to_rgb(frame, size, rotation))
+                     else to_rgb(frame, size, rotation))
             yield DecodedFrame(round(t / video.step) if seeked else count, t, image)
     finally:
         video.close(f"the {yielded} frames that decode")
@@ -269,7 +146,7 @@ def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *, threads: 
     if workers > 1:
         yield from segments.parallel_pass(path, requests, workers, threads)
         return
-    video = _Video(path, threads)
+    video = VideoStream(path, threads)
     picked = 0
     try:
         for pick in _walk(video, wants):
@@ -281,9 +158,9 @@ def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *, threads: 
         video.close(f"what decodes ({picked} frames picked)")
 
 
-def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
+def _walk(video: VideoStream, wants: list[_Want]) -> Iterator[Pick]:
     keyframes = video.keyframes()
-    frames = video.frames()
+    frames = video.frames(discard=True)
     prev: list[Any] | None = None  # [frame, time, {size: DecodedFrame}, index] last decoded
     position = 0.0  # where decoding stands: time of the last decoded frame
     floor = -1.0  # the last seek's target: seeking there or before again could loop forever
@@ -292,6 +169,7 @@ def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
         need = min((w.next for w in wants if w.next is not None), default=None)
         if need is None:
             return
+        video.wanted = need
         target = _seek_target(need, position, keyframes, floor)
         if target is not None:
             frames = _reseek(video, frames, target)
@@ -311,7 +189,7 @@ def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
         except StopIteration:
             break
         position = t
-        index = round(t / video.step) if seeked else video.decoded_count - 1
+        index = round(t / video.step) if seeked or video.discarding else video.decoded_count - 1
         current: list[Any] = [frame, t, {}, index]
         for i, want in enumerate(wants):
             if want.request.rule == SHOWN:
@@ -330,7 +208,7 @@ def _walk(video: _Video, wants: list[_Want]) -> Iterator[Pick]:
             want.pos += 1
 
 
-def _or_back_to(video: _Video, frames: Iterator[tuple[Any, float]],
+def _or_back_to(video: VideoStream, frames: Iterator[tuple[Any, float]],
                 position: float) -> Iterator[tuple[Any, float]]:
     """``frames``, or, when the seek found nothing (an index pointing past a cut-off tail),
     decoding forward again from ``position`` so the frames that exist still serve."""
@@ -347,11 +225,11 @@ def _prepend(first: tuple[Any, float],
     yield from rest  # closing this closes ``rest`` too
 
 
-def _reseek(video: _Video, frames: Iterator[tuple[Any, float]],
+def _reseek(video: VideoStream, frames: Iterator[tuple[Any, float]],
             target: float) -> Iterator[tuple[Any, float]]:
     frames.close()  # type: ignore[attr-defined]
     video.seek(target)
-    return video.frames(target)
+    return video.frames(target, discard=True)
 
 
 def _seek_target(need: float, position: float, keyframes: list[float],
@@ -371,13 +249,13 @@ def _seek_target(need: float, position: float, keyframes: list[float],
     return None
 
 
-def _convert(video: _Video, chosen: list[Any], want: _Want) -> DecodedFrame:
+def _convert(video: VideoStream, chosen: list[Any], want: _Want) -> DecodedFrame:
     frame, t, cache, index = chosen
     rotation = video.rotation or 0
     if want.size is None:
-        want.size = _upright_size(frame, rotation, want.request.width, want.request.short_side)
+        want.size = upright_size(frame, rotation, want.request.width, want.request.short_side)
     if want.size not in cache:
-        cache[want.size] = DecodedFrame(index, t, _to_rgb(frame, want.size, rotation))
+        cache[want.size] = DecodedFrame(index, t, to_rgb(frame, want.size, rotation))
     return cache[want.size]
 
 

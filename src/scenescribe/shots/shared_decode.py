@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from scenescribe.media.frames import DecodedFrame, _to_rgb, _upright_size, _Video
+from scenescribe.media.stream import DecodedFrame, VideoStream, to_rgb, upright_size
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut
 from scenescribe.shots.segments import (
@@ -56,7 +56,7 @@ def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = Non
     The span, seek and frame numbering follow ``iter_frames`` line for line: the frames and
     indices must be the ones each detector's own pass sees.
     """
-    video = _Video(path, threads)
+    video = VideoStream(path, threads)
     size: tuple[int, int] | None = None
     seeked = start > 0
     if seeked:
@@ -71,10 +71,10 @@ def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = Non
                 continue
             rotation = video.rotation or 0
             if size is None:
-                size = _upright_size(frame, rotation, _DECODE_WIDTH, None)
+                size = upright_size(frame, rotation, _DECODE_WIDTH, None)
             yielded += 1
             image = frame.to_ndarray(format="yuv420p") if planes else empty
-            small = shrink(_to_rgb(frame, size, rotation))
+            small = shrink(to_rgb(frame, size, rotation))
             yield DecodedFrame(round(t / video.step) if seeked else count, t, image), small
     finally:
         video.close(f"the {yielded} frames that decode")
