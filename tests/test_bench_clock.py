@@ -54,3 +54,17 @@ def test_cached_stage_marks_the_job_as_partial() -> None:
 def test_report_without_a_job() -> None:
     assert job_summary(None, []) is None
     assert "Not measured" in _job(None)
+
+
+def test_spans_place_each_stage_and_say_when_stage1_was_done() -> None:
+    spans = {"probe": (0.5, 1.0), "shots": (1.0, 9.0), "speech": (1.0, 14.0),
+             "frames": (9.0, 12.0), "captions[m]": (12.0, 39.0)}
+    job = job_split(TIMINGS, wall_s=40.0, model="m", spans=spans)
+    split = {r["stage"]: r for r in job["stages"]}
+    assert (split["frames"]["from_s"], split["frames"]["to_s"]) == (9.0, 12.0)
+    assert job["stage1_wall_s"] == 14.0  # speech ends last; the captions are not Stage 1
+    stage1 = [{"duration_s": 60.0, "scenes": 5}]
+    summary = job_summary(job, stage1)
+    assert summary is not None
+    assert "done at **14.0 s**" in _job(summary)
+    assert job_split(TIMINGS, wall_s=40.0, model="m")["stage1_wall_s"] is None

@@ -341,9 +341,15 @@ def test_a_node_starts_once_its_inputs_are_done_not_its_level(tmp_path: Path) ->
     caption_b = _Timed("captions[b]", ("root", "frames"), concurrent=False, events=events)
     graph = Graph([root, frames, tracker, caption_a, caption_b])
     video = Video(tmp_path / "v.mp4", WorkFolder(tmp_path / "v"))
-    results = run_graph(graph, [video], RunContext(NullProgress()), parallel=True)
+    ctx = RunContext(NullProgress())
+    results = run_graph(graph, [video], ctx, parallel=True)
     assert all(isinstance(o, StageOutput) for o in results[0].values()) and len(results[0]) == 5
     assert events.index("start objects") > events.index("end frames")  # after the frames
+    spans = ctx.spans  # when each ran, as the bench's timeline reports it
+    assert set(spans) == {"root", "frames", "objects", "captions[a]", "captions[b]"}
+    assert all(start <= end for start, end in spans.values())
+    assert spans["root"][1] <= spans["frames"][0] and spans["frames"][1] <= spans["objects"][0]
+    assert spans["captions[a]"][0] < spans["objects"][1]  # beside the tracker, on the clock too
     assert events.index("start captions[a]") < events.index("end objects")  # beside the tracker
     a, b = sorted(["captions[a]", "captions[b]"], key=lambda n: events.index(f"start {n}"))
     assert events.index(f"end {a}") < events.index(f"start {b}")  # one captioner at a time

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from scenescribe import registry
+from scenescribe.assemble import caption_model
 from scenescribe.backend import resolve_device
 from scenescribe.captions.base import Captioner, CaptionRequest
 from scenescribe.exports import load_facts, load_records
@@ -218,7 +219,8 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                 rows.append({"model": spec.name, "mode": mode, "video": "*",
                              "status": f"failed: {type(exc).__name__}: {exc}"})
     job = job_split([v.timings for v in stage1.videos if v.ok], job_wall_s,
-                    specs[0].name if job_models else None)
+                    specs[0].name if job_models else None,
+                    {name: (a - start, b - start) for name, (a, b) in stage1.spans.items()})
     job["executor"] = stage1.executor  # throughput is reported per GPU count
     report = build_report(folders, rows, bench_options, options, reference_speech, failed, job)
     write_report(report, out)
@@ -226,7 +228,8 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
 
 
 def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
-              model: str | None) -> dict[str, Any]:
+              model: str | None, spans: Mapping[str, tuple[float, float]] | None = None,
+              ) -> dict[str, Any]:
     """The job's wall clock beside its per-stage split, nothing counted twice.
 
     ``timings`` are each video's stage timings (``VideoResult.timings``). A stage's model loads
@@ -234,6 +237,8 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
     is summed over videos (a caption stage already charges each video its share). Stages run
     side by side on GPU hosts (``graph.schedule``), so the sum of the split may exceed the wall
     clock; the difference is ``overlap_s``. A stage reused from cache makes the clock no full job.
+    ``spans`` (seconds on the job's clock) place each stage in time: its row's ``from_s`` and
+    ``to_s``, and ``stage1_wall_s``, when every stage but the captions was done.
     """
     stages: dict[str, dict[str, Any]] = {}
     for video in timings:
@@ -244,11 +249,17 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
             row["compute_s"] += float(t.get("compute_s", 0.0))
             row["cached"] = row["cached"] and bool(t.get("cached", False))
     split = list(stages.values())
+    spans = spans or {}
+    for row in split:
+        if row["stage"] in spans:
+            row["from_s"], row["to_s"] = spans[row["stage"]]
+    stage1 = [b for name, (_, b) in spans.items() if caption_model(name) is None]
     summed = sum(r["load_s"] + r["compute_s"] for r in split)
     return {"wall_s": wall_s, "model": model, "videos": len(timings), "stages": split,
             "load_s": sum(r["load_s"] for r in split),
             "compute_s": sum(r["compute_s"] for r in split), "split_sum_s": summed,
-            "overlap_s": summed - wall_s, "cached": [r["stage"] for r in split if r["cached"]]}
+            "overlap_s": summed - wall_s, "cached": [r["stage"] for r in split if r["cached"]],
+            "stage1_wall_s": max(stage1) if stage1 else None}
 
 
 def _reference_speech(folders: Sequence[Path], options: RunOptions,

@@ -201,9 +201,14 @@ def _job(job: dict[str, Any] | None) -> str:
     if job.get("cached"):
         text += (f"\n**Not a full job**: reused from cache: {', '.join(job['cached'])} "
                  f"(bench --fresh recomputes).\n")
+    if job.get("stage1_wall_s") is not None:
+        text += (f"\nStage 1 (every stage but the captions) done at "
+                 f"**{job['stage1_wall_s']:.1f} s** on that clock; `from_s` and `to_s` say when "
+                 f"each stage started and ended.\n")
     rows = [*job["stages"], {"stage": "sum", "load_s": job["load_s"],
                              "compute_s": job["compute_s"]}]
-    return text + "\n" + _table(rows, ("stage", "load_s", "compute_s", "cached")) + "\n"
+    columns = ("stage", "load_s", "compute_s", "from_s", "to_s", "cached")
+    return text + "\n" + _table(rows, columns) + "\n"
 
 
 def _throughput(job: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -155,12 +156,17 @@ def parts(node: Node) -> tuple[Stage, ...]:
     return node.parts if isinstance(node, Fused) else (node,)
 
 
+Spans = dict[str, tuple[float, float]]  # stage name -> when its node started and ended
+
+
 @dataclass
 class RunContext:
-    """What every stage may use: progress, and a place for run-wide warnings (thread-safe)."""
+    """What every stage may use: progress, and a place for run-wide warnings (thread-safe).
+    ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock."""
 
     progress: Progress
     warnings: list[str] = field(default_factory=list)
+    spans: Spans = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def warn(self, message: str) -> None:
@@ -208,11 +214,12 @@ RunNode = Callable[[Node, "Prepared"], Outcomes]  # an executor's way to run a p
 def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
     """Run every stage over every video in this process; a video that fails a stage skips its
     dependents."""
-    return schedule(graph, videos, parallel, lambda node, prepared: _execute(node, prepared, ctx))
+    return schedule(graph, videos, parallel, lambda node, prepared: _execute(node, prepared, ctx),
+                    spans=ctx.spans)
 
 
 def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: RunNode,
-             stop: Callable[[], None] | None = None) -> Results:
+             stop: Callable[[], None] | None = None, spans: Spans | None = None) -> Results:
     """Start each node once every stage it reads or follows (``after``) is done, and merge its
     outcomes here, on this thread.
 
@@ -222,11 +229,23 @@ def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: Ru
     after another in plan order, on this thread. A node's tasks are prepared when it starts,
     from the results merged so far. Interrupted, ``stop`` (if given) ends the running nodes'
     work before this waits for their threads; a local run lets them finish their checkpoints.
+    ``spans`` (if given) gets each stage's start and end (``time.perf_counter``).
     """
     results: Results = [{} for _ in videos]
+    started: dict[str, float] = {}
+
+    def timed(node: Node, prepared: Prepared) -> Outcomes:
+        started[node.name] = time.perf_counter()
+        return run_node(node, prepared)
+
+    def ended(node: Node) -> None:
+        if spans is not None:
+            spans.update((s.name, (started[node.name], time.perf_counter())) for s in parts(node))
+
     if not parallel:
         for node in graph.nodes:
-            merge(run_node(node, prepare(node, videos, results)), results)
+            merge(timed(node, prepare(node, videos, results)), results)
+            ended(node)
         return results
     waiting = list(graph.nodes)
     done: set[str] = set()
@@ -241,13 +260,14 @@ def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: Ru
                         continue
                     waiting.remove(node)
                     alone = alone or not node.concurrent
-                    running[pool.submit(run_node, node, prepare(node, videos, results))] = node
+                    running[pool.submit(timed, node, prepare(node, videos, results))] = node
                 if not running:  # cannot happen for a checked graph; never spin
                     raise ValueError(f"stages {[n.name for n in waiting]} can never start")
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     node = running.pop(future)
                     merge(future.result(), results)
+                    ended(node)
                     done.update(stage.name for stage in parts(node))
         except BaseException:
             if stop is not None:

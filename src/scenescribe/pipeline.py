@@ -81,9 +81,13 @@ class VideoResult:
 
 @dataclass
 class RunResult:
+    """Every input's result, the run's warnings, and when each stage ran: ``spans`` maps a
+    stage to its start and end in seconds on the ``time.perf_counter`` clock."""
+
     videos: list[VideoResult]
     warnings: list[str]
     executor: dict[str, Any] = field(default_factory=dict)  # name, and GPUs it could place on
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -154,6 +158,7 @@ def run(
             results = executor.run_graph(graph, jobs, ctx, _side_by_side(options, device))
             done = _finish(jobs, results, options, ctx)
             done.executor = {"name": executor.name, "gpus": executor.gpus()}
+            done.spans = dict(ctx.spans)
             return done
 
 

@@ -208,7 +208,7 @@ class RayExecutor:
                 work.stop()
 
         try:
-            return schedule(graph, videos, parallel, run_node, stop)
+            return schedule(graph, videos, parallel, run_node, stop, ctx.spans)
         finally:
             pool.stop()
             relay.close()
