@@ -35,6 +35,7 @@ from scenescribe.captions.published import (
 from scenescribe.captions.static_decode import StaticCaptionDecoder
 from scenescribe.errors import BackendUnavailableError, ConfigError
 from scenescribe.gpu_share import launching
+from scenescribe.knobs import env_count
 from scenescribe.progress import Progress
 from scenescribe.records import Caption
 
@@ -262,11 +263,12 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         growth (10-25 s on an H200 at batch 64). Out of memory here is left to the real batch."""
         import torch
 
-        if (not self.device.startswith("cuda") or self.warm_up_tokens <= 0
-                or len(batch) <= self._warm_size):
+        tokens = env_count("SCENESCRIBE_CAPTION_WARM_UP")
+        tokens = self.warm_up_tokens if tokens is None else tokens
+        if not self.device.startswith("cuda") or tokens <= 0 or len(batch) <= self._warm_size:
             return
         try:
-            self.short_generate(inputs, self.warm_up_tokens)
+            self.short_generate(inputs, tokens)
             torch.cuda.synchronize()
             done = True
         except torch.cuda.OutOfMemoryError:
