@@ -82,7 +82,9 @@ def test_plan_fuses_only_a_tracker_that_shares_its_decode(
     plain = fake_options("fake-vlm-a")  # FakeObjects decodes nothing: no fusion
     graph = plan(plain, _preflight(plain, "cpu", None), model_specs(plain.captions.models),
                  "cpu", None, RunContext(NullProgress()))
-    assert [n.name for n in graph.levels()[2]] == ["frames", "transcript", "sounds", "objects"]
+    # Ungrounded: no captioner reads the sounds or objects, so both wait for the frames.
+    assert [[n.name for n in level] for level in graph.levels()[2:]] == [
+        ["frames", "transcript"], ["sounds", "objects", "captions[fake-vlm-a]"]]
 
 
 def test_one_pass_feeds_both_and_each_part_keeps_its_own_status(

@@ -185,6 +185,13 @@ def test_plan_shape(tmp_path: Path) -> None:
     graph = plan(ungrounded, _preflight(ungrounded, "cpu", None), [ModelSpec("fake-vlm-a")],
                  "cpu", None, RunContext(NullProgress()))
     assert set(graph.stages["captions[fake-vlm-a]"].inputs) == {"probe", "shots", "frames"}
+    # What no captioner reads waits for the frames the captioners do: the JPEGs get the cores.
+    assert graph.stages["sounds"].after == ("frames",) and graph.stages["objects"].after == (
+        "frames",) and graph.stages["transcript"].after == ()
+    stage1_only = fake_options()
+    graph = plan(stage1_only, _preflight(stage1_only, "cpu", None), [], "cpu", None,
+                 RunContext(NullProgress()))
+    assert graph.stages["sounds"].after == ()  # nothing waits for the frames: start at once
     with pytest.raises(ValueError, match="needs"):
         Graph([graph.stages["shots"]])  # its input, the probe, is not planned
 

@@ -189,6 +189,8 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
             components.append(TranscriptStage())
         else:
             components.append(ComponentStage(name, backends[name]))
+    grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
+                if options.captions.grounding else [])
     objects = next((c for c in components if isinstance(c, ComponentStage)
                     and c.name == "objects"), None)
     if objects is not None and shares_decode(objects.backend) and decode_once():
@@ -196,13 +198,17 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
         # the objects' place: run in turn, the components before it finish even if it fails.
         stages += [FramesAndObjects(frames, c) if c is objects else c for c in components]
     else:
-        if objects is not None and shares_decode(objects.backend):
-            # Frames first: the tracker's decode of every frame waits until the JPEGs are
-            # saved, so the captioners (which read only those) start while it runs.
-            objects.after = (frames.name,)
+        for component in components:
+            if not isinstance(component, ComponentStage):
+                continue
+            tracker = component is objects and shares_decode(component.backend)
+            unread = bool(specs) and component.name not in grounded
+            if tracker or unread:
+                # Frames first: the captioners wait for the JPEGs, so the tracker's decode of
+                # every frame, and a component no captioner reads (the sound tagger's audio
+                # features), start once they are saved, not beside them on the same cores.
+                component.after = (frames.name,)
         stages += [frames, *components]
-    grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
-                if options.captions.grounding else [])
     for spec in specs:
         try:
             captioner = make_captioner(spec, options.captions, device, model_dir)
