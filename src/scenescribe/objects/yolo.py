@@ -16,7 +16,6 @@ in scenescribe's cache (``YOLO_CONFIG_DIR``), ``YOLO_OFFLINE`` stops its DNS pro
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -24,7 +23,6 @@ import math
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -80,27 +78,6 @@ def import_ultralytics() -> Any:
     if ours and SETTINGS.get("sync"):
         SETTINGS.update(sync=False)  # written to our own settings file, never the user's
     return ultralytics
-
-
-@contextlib.contextmanager
-def timing_without_syncs() -> Iterator[None]:
-    """Ultralytics times each predict step with a device-wide ``synchronize`` (``ops.Profile``).
-    Beside the caption stage each one waited for the captioner's queued prefill, whatever stream
-    the tracker ran on (W1's first video: 52 s of tracking beside the captions, 8 s for a longer
-    one after them). scenescribe never reads those times, so during its own predict calls (one
-    at a time, under the predict lock) the timer reads the clock alone."""
-    from ultralytics.utils import ops
-
-    profile = getattr(ops, "Profile", None)
-    timer = getattr(profile, "time", None)
-    if profile is None or timer is None:
-        yield
-        return
-    profile.time = lambda self: time.perf_counter()
-    try:
-        yield
-    finally:
-        profile.time = timer
 
 
 def _library_version() -> str:
@@ -315,7 +292,7 @@ class YoloTracker(ObjectTracker):
         minimal padding), stacks them and runs the model once."""
         import torch
 
-        with self._predict_lock, launching(), own_stream(self.device), timing_without_syncs():
+        with self._predict_lock, launching(), own_stream(self.device):
             # Read under the lock: read outside it, a second tracker's call could see the count
             # another call's predict had just lowered, and "restore" that (seen after Ray's
             # tests: the rest of the process ran on one thread).
