@@ -9,11 +9,6 @@ GPU call holds ``launching()`` (shared: any number at once) and a capture holds 
 (exclusive). A waiting capture goes first: new ``launching()`` callers wait behind it, so a
 steady stream of calls cannot starve it. A capture takes milliseconds; each component's call
 holds the lock for one batch.
-
-``own_stream`` gives a component called beside the caption stage (the tracker, the sound
-tagger) a high-priority CUDA stream of its thread's own: on the device's default stream its
-small batches queued behind each caption prefill (seconds of kernels), and on W1 the tracker's
-first video took 52 s beside the captions against 8 s for a longer one after them.
 """
 
 from __future__ import annotations
@@ -102,31 +97,3 @@ def capture_graph(step: Callable[[], None], device: Any, pool: Any) -> Any:
     with capturing(), torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         step()
     return graph
-
-
-_STREAMS: dict[tuple[int, str], Any] = {}
-_STREAMS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def own_stream(device: str) -> Iterator[None]:
-    """Launch this thread's work on its own stream of ``device`` at the highest priority, so
-    it runs between another thread's large kernels instead of behind them; a no-op off CUDA.
-
-    Everything the call makes and reads back stays on that stream. When first made, the
-    stream waits once for what the default stream holds (the model's weights, loaded there)."""
-    if not device.startswith("cuda"):
-        yield
-        return
-    import torch
-
-    key = (threading.get_ident(), device)
-    with _STREAMS_LOCK:
-        stream = _STREAMS.get(key)
-        if stream is None:
-            _, highest = torch.cuda.Stream.priority_range()  # type: ignore[no-untyped-call]
-            stream = torch.cuda.Stream(device, priority=highest)  # type: ignore[no-untyped-call]
-            stream.wait_stream(torch.cuda.default_stream(device))
-            _STREAMS[key] = stream
-    with torch.cuda.stream(stream):
-        yield

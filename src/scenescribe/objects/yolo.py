@@ -32,7 +32,7 @@ import numpy as np
 
 from scenescribe.backend import import_names
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
-from scenescribe.gpu_share import launching, own_stream
+from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.media.readahead import ReadAhead
@@ -292,7 +292,7 @@ class YoloTracker(ObjectTracker):
         minimal padding), stacks them and runs the model once."""
         import torch
 
-        with self._predict_lock, launching(), own_stream(self.device):
+        with self._predict_lock, launching():
             # Read under the lock: read outside it, a second tracker's call could see the count
             # another call's predict had just lowered, and "restore" that (seen after Ray's
             # tests: the rest of the process ran on one thread).

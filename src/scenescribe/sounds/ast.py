@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from scenescribe.backend import Backend, load_pretrained, ready_device
-from scenescribe.gpu_share import launching, own_stream
+from scenescribe.gpu_share import launching
 from scenescribe.sounds.windows import WindowedTagger, WindowSpec
 
 log = logging.getLogger("scenescribe.sounds")
@@ -120,7 +120,7 @@ class _Ast:
     def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         import torch
 
-        with launching(), own_stream(self.features.device), torch.inference_mode():
+        with launching(), torch.inference_mode():
             inputs = self.features(windows).to(self.dtype)
             logits = self.model(input_values=inputs).logits
             return torch.sigmoid(logits.float()).cpu().numpy()
