@@ -25,3 +25,18 @@ def make_clip(path: Path, seconds: int = 4, fps: int = 10, size: tuple[int, int]
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def head(source: Path, target: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``source``, its packets copied (short clips keep tests quick);
+    the container follows ``target``'s suffix."""
+    with av.open(str(source)) as given, av.open(str(target), "w") as cut:
+        streams = {s.index: cut.add_stream_from_template(s) for s in given.streams
+                   if s.type in ("video", "audio")}
+        for packet in given.demux(*[s for s in given.streams if s.index in streams]):
+            if packet.dts is None or (packet.pts is not None
+                                      and packet.pts * packet.time_base >= seconds):
+                continue
+            packet.stream = streams[packet.stream.index]
+            cut.mux(packet)
+    return target

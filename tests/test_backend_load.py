@@ -192,3 +192,23 @@ def test_real_models_loaded_side_by_side_keep_their_dtypes(tiny_ast: Path) -> No
     assert torch.get_default_dtype() == torch.float32
     assert PreTrainedModel.tie_weights.__name__ == "tie_weights"
     assert torch.linspace.__name__ == "linspace"
+
+
+def test_a_load_leaves_torchs_thread_count_as_it_found_it() -> None:
+    """CTranslate2 sets its thread count on the loading thread with ``omp_set_num_threads``,
+    which binds to torch's OpenMP runtime once torch is imported: unguarded, the thread's torch
+    work then ran on ``cpu_threads()`` threads (one on two cores) for the rest of the process."""
+    import torch
+
+    from scenescribe.speech.faster_whisper import cpu_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads() + 1)  # not the count CTranslate2 is given
+    try:
+        recognizer = registry.create("faster-whisper-tiny.en", "speech", options=SpeechOptions(),
+                                     device="cpu", model_dir=MODELS)
+        recognizer.load()
+        assert torch.get_num_threads() == cpu_threads() + 1
+        recognizer.unload()
+    finally:
+        torch.set_num_threads(before)

@@ -18,7 +18,7 @@ import pytest
 
 import scenescribe
 from conftest import media
-from fake_media import make_clip
+from fake_media import head, make_clip
 from scenescribe.errors import OptionError
 from scenescribe.executors.ray_batch import FAULT_ENV
 from scenescribe.options import CaptionOptions, ObjectOptions, RunOptions, run_options_from_mapping
@@ -46,24 +46,9 @@ def ray_instance() -> Iterator[None]:
 def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("clips")
     (folder / "a_speech.mp4").symlink_to(media("synthetic/synthetic_cuts_speech.mp4"))
-    _head(media("real/big_buck_bunny_0_30.webm"), folder / "b_bunny.webm", seconds=8)
+    head(media("real/big_buck_bunny_0_30.webm"), folder / "b_bunny.webm", seconds=8)
     make_clip(folder / "c_silent.mp4", seconds=3)
     return folder
-
-
-def _head(source: Path, target: Path, seconds: float) -> None:
-    """The first ``seconds`` of ``source``, its packets copied (short clips keep tests quick)."""
-    import av
-
-    with av.open(str(source)) as given, av.open(str(target), "w", format="webm") as cut:
-        streams = {s.index: cut.add_stream_from_template(s) for s in given.streams
-                   if s.type in ("video", "audio")}
-        for packet in given.demux(*[s for s in given.streams if s.index in streams]):
-            if packet.dts is None or (packet.pts is not None
-                                      and packet.pts * packet.time_base >= seconds):
-                continue
-            packet.stream = streams[packet.stream.index]
-            cut.mux(packet)
 
 
 @pytest.fixture(scope="module")

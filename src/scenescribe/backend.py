@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -89,6 +90,26 @@ def load_pretrained(backend: Backend, model_class: Any, path: Path | str, dtype:
     with backend.exclusive():
         model = model_class.from_pretrained(path, dtype=dtype, **kwargs)
     return (model if placed else model.to(backend.device)).eval()
+
+
+@contextlib.contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Put back the calling thread's torch thread count if the block changed it.
+
+    CTranslate2 (faster-whisper) calls ``omp_set_num_threads(cpu_threads)`` on the thread that
+    builds a model, and once torch is imported that symbol binds to torch's OpenMP runtime (its
+    libgomp is loaded globally). The count is per thread, so that thread's torch work (later
+    stages, later runs in the process) ran on one thread on two cores: TransNetV2 over a 212 s
+    clip took 157 s instead of 104. Without torch imported there is nothing to keep.
+    """
+    torch: Any = sys.modules.get("torch")
+    get = getattr(torch, "get_num_threads", None)  # None while another thread imports it
+    before = get() if get is not None else None
+    try:
+        yield
+    finally:
+        if get is not None and get() != before:
+            torch.set_num_threads(before)
 
 
 def resolve_device(device: str) -> str:
@@ -177,9 +198,11 @@ class Backend:
                 self._imports()
                 self.load_timing["imports_s"] = time.perf_counter() - start
                 if not self.side_by_side:
-                    self.model = self._load()
+                    with torch_threads_kept():
+                        self.model = self._load()
             if self.side_by_side:
-                self.model = self._load()
+                with torch_threads_kept():
+                    self.model = self._load()
             self.load_timing["load_s"] = time.perf_counter() - start
 
     @contextlib.contextmanager
