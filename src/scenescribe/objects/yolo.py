@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from scenescribe.backend import import_names
+from scenescribe.backend import import_names, torch_threads_kept
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
@@ -290,23 +290,14 @@ class YoloTracker(ObjectTracker):
 
         Ultralytics letterboxes each frame as it would one at a time (same shapes: the same
         minimal padding), stacks them and runs the model once."""
-        import torch
-
-        with self._predict_lock, launching():
-            # Read under the lock: read outside it, a second tracker's call could see the count
-            # another call's predict had just lowered, and "restore" that (seen after Ray's
-            # tests: the rest of the process ran on one thread).
-            threads = torch.get_num_threads()
-            try:
-                results = self.model.predict(
-                    [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
-                    conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
-                    half=self.device.startswith("cuda"), verbose=False)
-            finally:
-                if torch.get_num_threads() != threads:
-                    # ultralytics' select_device sets torch's process-wide thread count for
-                    # training; put back what the process had so later stages are not slowed.
-                    torch.set_num_threads(threads)
+        # ultralytics' select_device sets torch's thread count for training: put back what the
+        # thread had, read under the lock (outside it, a second tracker's call could see the
+        # count another call's predict had just lowered, and "restore" that).
+        with self._predict_lock, launching(), torch_threads_kept():
+            results = self.model.predict(
+                [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
+                conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
+                half=self.device.startswith("cuda"), verbose=False)
         return list(results)
 
     def new_tracker(self) -> Any:
