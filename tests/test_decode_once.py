@@ -16,10 +16,11 @@ import scenescribe
 from fake_media import make_clip
 from fake_setup import fake_options
 from scenescribe import media, sampling
-from scenescribe.graph import Failure, RunContext, StageOutput, Video, run_graph
+from scenescribe.graph import Failure, RunContext, StageOutput, Video
 from scenescribe.options import RunOptions
 from scenescribe.pipeline import _preflight, plan
 from scenescribe.progress import NullProgress
+from scenescribe.scheduler import run_graph
 from scenescribe.stage2 import model_specs
 from scenescribe.testing import fakes
 from scenescribe.workspace import WorkFolder

@@ -15,9 +15,10 @@ import scenescribe
 from fake_media import make_clip
 from fake_setup import fake_options
 from scenescribe.errors import ConfigError
-from scenescribe.graph import Failure, Graph, Outcome, RunContext, Stage, StageOutput, Task, Video, run_graph
+from scenescribe.graph import Failure, Graph, Outcome, RunContext, Stage, StageOutput, Task, Video
 from scenescribe.pipeline import _preflight, plan
 from scenescribe.progress import NullProgress
+from scenescribe.scheduler import run_graph
 from scenescribe.stage2 import ModelSpec, model_specs
 from scenescribe.testing import fakes
 from scenescribe.workspace import WorkFolder
@@ -181,6 +182,8 @@ def test_plan_shape(tmp_path: Path) -> None:
     caption = graph.stages["captions[fake-vlm-a]"]
     assert set(caption.inputs) == {"probe", "shots", "frames", "transcript", "sounds", "objects"}
     assert caption.field == "captions" and graph.stages["transcript"].field == "transcript"
+    # Per video as soon as its inputs are: all but the probe, the shots and the pooled speech.
+    assert [n for n, s in graph.stages.items() if not s.waves] == ["probe", "shots", "speech"]
     ungrounded = fake_options("fake-vlm-a")
     graph = plan(ungrounded, _preflight(ungrounded, "cpu", None), [ModelSpec("fake-vlm-a")],
                  "cpu", None, RunContext(NullProgress()))
@@ -197,12 +200,15 @@ def test_plan_shape(tmp_path: Path) -> None:
 
 
 def test_side_by_side_matches_sequential(clip: Path, tmp_path: Path) -> None:
+    """Side by side, stages run per group of ready videos (waves): the same records."""
+    make_clip(clip.parent / "longer.mp4", seconds=7)
     got = {}
     for parallel in (False, True):
         options = replace(fake_options("fake-vlm-a", grounding=True), parallel=parallel)
-        assert not scenescribe.run(clip, tmp_path / str(parallel), options).failed
-        got[parallel] = (tmp_path / str(parallel) / "clip" / "scenes.jsonl").read_text()
-    assert got[True] == got[False]
+        assert not scenescribe.run(clip.parent, tmp_path / str(parallel), options).failed
+        got[parallel] = [(tmp_path / str(parallel) / name / "scenes.jsonl").read_text()
+                         for name in ("clip", "longer")]
+    assert got[True] == got[False] and got[True][0] != got[True][1]
 
 
 def test_model_specs_parsed_once_and_checked_before_work(clip: Path, tmp_path: Path,

@@ -235,7 +235,7 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
     ``timings`` are each video's stage timings (``VideoResult.timings``). A stage's model loads
     once per run but every video reports that load, so a load counts once (the largest); compute
     is summed over videos (a caption stage already charges each video its share). Stages run
-    side by side on GPU hosts (``graph.schedule``), so the sum of the split may exceed the wall
+    side by side on GPU hosts (``scheduler.schedule``), so the sum of the split may exceed the wall
     clock; the difference is ``overlap_s``. A stage reused from cache makes the clock no full job.
     ``spans`` (seconds on the job's clock) place each stage in time: its row's ``from_s`` and
     ``to_s``, and ``stage1_wall_s``, when every stage but the captions was done.

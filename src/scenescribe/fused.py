@@ -88,8 +88,9 @@ class FramesAndObjects(Fused):
                 return stage.output(task, ckpt, todo, seconds[stage.name])
             return output
 
-        return {self.frames.name: guarded(self.frames.name, frames, finish(self.frames)),
-                self.objects.name: guarded(self.objects.name, objects, finish(self.objects))}
+        return {self.frames.name: guarded(self.frames.name, frames, finish(self.frames), ctx),
+                self.objects.name: guarded(self.objects.name, objects, finish(self.objects),
+                                                  ctx)}
 
     def _decode(self, task: Task, ckpts: Mapping[str, tuple[JsonlCheckpoint, list[Scene]]],
                 seconds: dict[str, float], ctx: RunContext, passes: int) -> None:

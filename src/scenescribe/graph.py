@@ -1,22 +1,19 @@
 """The stage graph: stages declare inputs, the record field they fill and their identity.
 
 A stage's cache key is derived from its identity and the keys of its inputs, so a change
-anywhere upstream changes every key downstream, and nothing else does. The scheduler starts a
-stage once every stage it reads (or must follow, ``after``) is done, runs it over every video
-(stage-major: a model is loaded once), and collects each stage's output per video. Stages
-never share mutable state: a stage reads its inputs' outputs and returns its own. Stages with
-the same inputs that gain from working together (one decode pass feeding frames and objects)
-are planned as one ``Fused`` node: each part keeps its own name, key and output.
+anywhere upstream changes every key downstream, and nothing else does. Stages never share
+mutable state: a stage reads its inputs' outputs and returns its own. Stages with the same
+inputs that gain from working together (one decode pass feeding frames and objects) are planned
+as one ``Fused`` node: each part keeps its own name, key and output. When and on which videos a
+node runs is ``scheduler``'s business; ``execute`` is how every executor runs one.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +100,10 @@ class Stage(ABC):
     concurrent: bool = False  # may run beside other stages (else beside concurrent ones only)
     after: tuple[str, ...] = ()  # stages it must follow though it reads none of their output
     optional: bool = False  # its failure is a warning, not the video's failure (captions)
+    # May start on the videos whose inputs are done while others are still upstream, and run
+    # again for later ones (its model stays loaded): a caption stage then starts on the first
+    # video's frames, not the last one's.
+    waves: bool = False
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class Fused(ABC):
         self.concurrent = all(p.concurrent for p in parts)
         self.after = tuple(dict.fromkeys(a for p in parts for a in p.after))
         self.optional = all(p.optional for p in parts)
+        self.waves = all(p.waves for p in parts)
 
     @abstractmethod
     def run_parts(self, tasks: Sequence[Mapping[str, Task]],
@@ -159,20 +161,31 @@ def parts(node: Node) -> tuple[Stage, ...]:
 Spans = dict[str, tuple[float, float]]  # stage name -> when its node started and ended
 
 
+Listener = Callable[["Video", Mapping[str, "Outcome"]], None]
+
+
 @dataclass
 class RunContext:
     """What every stage may use: progress, and a place for run-wide warnings (thread-safe).
-    ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock."""
+    ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock; ``listener``
+    (set by the scheduler) hears each video's outcome as soon as a stage has it."""
 
     progress: Progress
     warnings: list[str] = field(default_factory=list)
     spans: Spans = field(default_factory=dict)
+    listener: Listener | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def warn(self, message: str) -> None:
         log.info("%s", message)  # the run summary prints it once
         with self._lock:
             self.warnings.append(message)
+
+    def report(self, video: Video, outcomes: Mapping[str, Outcome]) -> None:
+        """Tell the scheduler one video's outcome of a stage before the whole stage is done,
+        so that what needs only this video can start."""
+        if self.listener is not None:
+            self.listener(video, outcomes)
 
 
 class Graph:
@@ -208,81 +221,22 @@ Results = list[dict[str, Outcome]]  # per video: stage name -> outcome
 Outcomes = dict[int, dict[str, Outcome]]  # a node's: video position -> stage name -> outcome
 
 
-RunNode = Callable[[Node, "Prepared"], Outcomes]  # an executor's way to run a prepared node
-
-
-def run_graph(graph: Graph, videos: Sequence[Video], ctx: RunContext, parallel: bool) -> Results:
-    """Run every stage over every video in this process; a video that fails a stage skips its
-    dependents."""
-    return schedule(graph, videos, parallel, lambda node, prepared: _execute(node, prepared, ctx),
-                    spans=ctx.spans)
-
-
-def schedule(graph: Graph, videos: Sequence[Video], parallel: bool, run_node: RunNode,
-             stop: Callable[[], None] | None = None, spans: Spans | None = None) -> Results:
-    """Start each node once every stage it reads or follows (``after``) is done, and merge its
-    outcomes here, on this thread.
-
-    With ``parallel`` the concurrent nodes run beside anything, the others one at a time (beside
-    concurrent ones): so a caption stage starts as soon as the frames are saved while the tracker
-    and the sound tagger still run, but two captioners never share the GPU. Without it, one node
-    after another in plan order, on this thread. A node's tasks are prepared when it starts,
-    from the results merged so far. Interrupted, ``stop`` (if given) ends the running nodes'
-    work before this waits for their threads; a local run lets them finish their checkpoints.
-    ``spans`` (if given) gets each stage's start and end (``time.perf_counter``).
-    """
-    results: Results = [{} for _ in videos]
-    started: dict[str, float] = {}
-
-    def timed(node: Node, prepared: Prepared) -> Outcomes:
-        started[node.name] = time.perf_counter()
-        return run_node(node, prepared)
-
-    def ended(node: Node) -> None:
-        if spans is not None:
-            spans.update((s.name, (started[node.name], time.perf_counter())) for s in parts(node))
-
-    if not parallel:
-        for node in graph.nodes:
-            merge(timed(node, prepare(node, videos, results)), results)
-            ended(node)
-        return results
-    waiting = list(graph.nodes)
-    done: set[str] = set()
-    running: dict[Future[Outcomes], Node] = {}
-    with ThreadPoolExecutor(len(graph.nodes), thread_name_prefix="stage") as pool:
-        try:
-            while waiting or running:
-                alone = any(not n.concurrent for n in running.values())
-                for node in list(waiting):
-                    if not set(node.inputs + node.after) <= done or (
-                            not node.concurrent and alone):
-                        continue
-                    waiting.remove(node)
-                    alone = alone or not node.concurrent
-                    running[pool.submit(timed, node, prepare(node, videos, results))] = node
-                if not running:  # cannot happen for a checked graph; never spin
-                    raise ValueError(f"stages {[n.name for n in waiting]} can never start")
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    node = running.pop(future)
-                    merge(future.result(), results)
-                    ended(node)
-                    done.update(stage.name for stage in parts(node))
-        except BaseException:
-            if stop is not None:
-                stop()
-            raise
-    return results
-
-
 def failure(outcomes: Mapping[str, Outcome]) -> Failure | None:
     """The first failure among one video's outcomes, if any."""
     return next((o for o in outcomes.values() if isinstance(o, Failure)), None)
 
 
-def guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput]) -> Outcome:
-    """Run ``fn`` for one video; its failure becomes that video's ``Failure``, not the run's."""
+def guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput],
+            ctx: RunContext | None = None) -> Outcome:
+    """Run ``fn`` for one video; its failure becomes that video's ``Failure``, not the run's.
+    With ``ctx``, the outcome is reported at once (``RunContext.report``)."""
+    outcome = _guarded(stage, task, fn)
+    if ctx is not None:
+        ctx.report(task.video, {stage: outcome})
+    return outcome
+
+
+def _guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput]) -> Outcome:
     try:
         return fn(task)
     except (ScenescribeError, StageFailed) as exc:
@@ -296,48 +250,17 @@ def guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput]) -> Outcom
                               f"{type(exc).__name__}: {exc}")
 
 
-def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput]) -> dict[int, Outcome]:
+def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput],
+         ctx: RunContext | None = None) -> dict[int, Outcome]:
     """``guarded`` over every task, in order."""
-    return {i: guarded(stage, task, fn) for i, task in enumerate(tasks)}
+    return {i: guarded(stage, task, fn, ctx) for i, task in enumerate(tasks)}
 
 
-@dataclass
-class Prepared:
-    """A node's work when it starts: one ``Task`` per part for each video that can run it
-    (``owners`` their positions in the run), and the videos that failed before starting."""
-
-    tasks: list[dict[str, Task]]
-    owners: list[int]
-    early: Outcomes
-
-
-def prepare(node: Node, videos: Sequence[Video], results: Results) -> Prepared:
-    """Each runnable video's tasks for ``node`` (keys derived here, on the planning side)."""
-    stages = parts(node)
-    prepared = Prepared([], [], {})
-    for v, video in enumerate(videos):
-        done = results[v]
-        if failure(done) is not None:
-            continue
-        outputs = {n: o for n in node.inputs if isinstance(o := done.get(n), StageOutput)}
-        if len(outputs) != len(node.inputs):
-            continue  # an optional input stage did not run for this video
-        keys = {n: o.key for n, o in outputs.items()}
-        try:
-            prepared.tasks.append({s.name: Task(video, s.key(video, keys), outputs)
-                                   for s in stages})
-        except (ScenescribeError, OSError) as exc:  # the input cannot even be read
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            prepared.early[v] = {s.name: Failure(s.name, f"{video.source}: {reason}")
-                                 for s in stages}
-            continue
-        prepared.owners.append(v)
-    return prepared
-
-
-def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext) -> Outcomes:
-    """Run ``node`` over ``tasks`` (keyed by position in ``tasks``), then free its model.
-    Executors call this wherever the work runs (this process, a Ray worker)."""
+def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext,
+            close: bool = True) -> Outcomes:
+    """Run ``node`` over ``tasks`` (keyed by position in ``tasks``), then free its model
+    (unless ``close`` is False: more videos may follow). Executors call this wherever the work
+    runs (this process, a Ray worker)."""
     stages = parts(node)
     try:
         if isinstance(node, Fused):
@@ -353,18 +276,5 @@ def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext) ->
         return {i: {s.name: Failure(s.name, f"{task[s.name].video.source}: {reason}")
                     for s in stages} for i, task in enumerate(tasks)}
     finally:
-        node.close()
-
-
-def _execute(node: Node, prepared: Prepared, ctx: RunContext) -> Outcomes:
-    """``execute`` over the prepared videos, outcomes keyed by position in the run."""
-    if not prepared.tasks:
-        return prepared.early
-    outcomes = execute(node, prepared.tasks, ctx)
-    return {**prepared.early, **{prepared.owners[i]: o for i, o in outcomes.items()}}
-
-
-def merge(outcomes: Outcomes, results: Results) -> None:
-    """Add a node's outcomes to each video's results."""
-    for v, outcome in outcomes.items():
-        results[v].update(outcome)
+        if close:
+            node.close()

@@ -77,7 +77,7 @@ class SpeechStage(Stage):
                 now = time.perf_counter()
                 task = tasks[pending[j]]
                 outcomes[pending[j]] = guarded(self.name, task, functools.partial(
-                    self._save, result=result, seconds=now - last))
+                    self._save, result=result, seconds=now - last), ctx)
                 last = time.perf_counter()
         except Exception as exc:  # the model's failure: every video still waiting fails with it
             for i in pending:
@@ -144,12 +144,13 @@ class TranscriptStage(Stage):
     inputs = ("probe", "shots", "speech")
     field = "transcript"
     concurrent = True
+    waves = True
 
     def identity(self) -> dict[str, Any]:
         return {"version": TRANSCRIPT_VERSION}
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, self._one)
+        return each(self.name, tasks, self._one, ctx)
 
     def _one(self, task: Task) -> StageOutput:
         ckpt, todo = _resume(task, self.name)

@@ -94,6 +94,7 @@ class CaptionStage(Stage):
 
     field = "captions"
     optional = True  # a model that breaks never loses Stage 1
+    waves = True  # starts on the first video whose frames are saved; the model stays loaded
 
     def __init__(self, spec: ModelSpec, captioner: Captioner, grounded_on: Sequence[str]) -> None:
         self.spec = spec

@@ -93,7 +93,7 @@ class ProbeStage(Stage):
                             "content": fingerprint_file(video.source)})
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, self._one)
+        return each(self.name, tasks, self._one, ctx)
 
     def _one(self, task: Task) -> StageOutput:
         path = task.video.folder.stage_file(self.name, task.key, "json")
@@ -126,11 +126,11 @@ class ShotsStage(Stage):
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
         at_once = shot_videos_at_once(self.detector, len(tasks))
         if at_once <= 1:
-            return each(self.name, tasks, lambda task: self._one(task, ctx))
+            return each(self.name, tasks, lambda task: self._one(task, ctx), ctx)
         # Several videos side by side: one video's serial parts (start-up, its last segment,
         # the network over its stitched frames) overlap the next one's decoding.
         with ThreadPoolExecutor(at_once, thread_name_prefix="shots-video") as pool:
-            futures = [pool.submit(guarded, self.name, task, lambda t: self._one(t, ctx))
+            futures = [pool.submit(guarded, self.name, task, lambda t: self._one(t, ctx), ctx)
                        for task in tasks]
             return {i: f.result() for i, f in enumerate(futures)}
 
@@ -190,6 +190,7 @@ class FramesStage(Stage):
     inputs = ("probe", "shots")
     field = "frames"
     concurrent = True
+    waves = True  # a video's frames as soon as its shots are found
 
     def __init__(self, options: FrameOptions) -> None:
         self.options = options
@@ -198,7 +199,7 @@ class FramesStage(Stage):
         return {"version": FRAMES_VERSION, "options": to_dict(self.options)}
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, lambda task: self._one(task, ctx))
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx)
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = self.resume(task)
@@ -280,6 +281,7 @@ class ComponentStage(Stage):
 
     inputs = ("probe", "shots")
     concurrent = True
+    waves = True
 
     def __init__(self, name: str, backend: Backend) -> None:
         self.name = name
@@ -296,7 +298,7 @@ class ComponentStage(Stage):
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, lambda task: self._one(task, ctx))
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx)
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = _resume(task, self.name)

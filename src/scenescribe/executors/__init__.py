@@ -29,7 +29,7 @@ class Executor(Protocol):
 
     def run_graph(self, graph: Graph, videos: Sequence[Video], ctx: RunContext,
                   parallel: bool) -> Results:
-        """Every stage over every video (``graph.run_graph``'s contract)."""
+        """Every stage over every video (``scheduler.run_graph``'s contract)."""
 
 
 @contextlib.contextmanager

@@ -1,11 +1,12 @@
-"""The default executor: every stage in this process, stage-major, as ``graph.run_graph``."""
+"""The default executor: every stage in this process, stage-major, as ``scheduler.run_graph``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from scenescribe.backend import resolve_device
-from scenescribe.graph import Graph, Results, RunContext, Video, run_graph
+from scenescribe.graph import Graph, Results, RunContext, Video
+from scenescribe.scheduler import run_graph
 
 
 class LocalExecutor:

@@ -1,6 +1,6 @@
 """The Ray executor: the stage graph on a Ray cluster (or a local Ray instance on this host).
 
-The driver (this process) schedules the graph as a local run does (``graph.schedule``: a node
+The driver (this process) schedules the graph as a local run does (``scheduler.schedule``: a node
 starts once what it reads is done); it derives every key and merges every outcome, so the
 records and ``run.json`` are the local run's plus ``ran_on`` (node, host, worker, GPUs) in each
 stage's timing. CPU nodes become one Ray task per video; model nodes run on the run's pool of
@@ -27,18 +27,10 @@ import ray
 from scenescribe.errors import ConfigError, OptionError, one_line
 from scenescribe.executors import ray_remote
 from scenescribe.executors.ray_batch import Batch, Pool, holds_model, libraries
-from scenescribe.graph import (
-    Graph,
-    Node,
-    Outcomes,
-    Prepared,
-    Results,
-    RunContext,
-    Video,
-    schedule,
-)
+from scenescribe.graph import Graph, Node, Outcomes, Results, RunContext, Video
 from scenescribe.progress import Progress
 from scenescribe.progress import Task as ProgressTask
+from scenescribe.scheduler import Prepared, schedule
 
 log = logging.getLogger("scenescribe.ray")
 
@@ -216,7 +208,7 @@ class RayExecutor:
 
 
 def model_width(nodes: Sequence[Node], parallel: bool) -> int:
-    """Model nodes that may run at once (``graph.schedule``): every concurrent one, plus one
+    """Model nodes that may run at once (``scheduler.schedule``): every concurrent one, plus one
     other; the actors per GPU, each given that share of it."""
     if not parallel:
         return 1

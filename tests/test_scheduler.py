@@ -1,0 +1,143 @@
+"""The scheduler's waves: a node that needs only one video's inputs starts on that video while
+the others are still upstream, keeps its model between waves, and holds its turn."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scenescribe.graph import (
+    Failure,
+    Graph,
+    Outcome,
+    RunContext,
+    Stage,
+    StageFailed,
+    StageOutput,
+    Task,
+    Video,
+    each,
+)
+from scenescribe.progress import NullProgress
+from scenescribe.scheduler import run_graph
+from scenescribe.workspace import WorkFolder
+
+
+class _Upstream(Stage):
+    """Finishes its videos one by one, reporting each; waits before the last one until
+    ``release`` is set (so what follows must have started on the others by then)."""
+
+    concurrent = True  # as the shots are, beside the speech
+
+    def __init__(self, name: str, release: threading.Event, log: list[str],
+                 fail: str = "") -> None:
+        self.name, self.release, self.log, self.fail = name, release, log, fail
+
+    def identity(self) -> dict[str, Any]:
+        return {"upstream": self.name}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        def one(task: Task) -> StageOutput:
+            if task is tasks[-1]:
+                assert self.release.wait(10), "nothing downstream started on the first videos"
+            self.log.append(f"{self.name} {task.name}")
+            if task.name == self.fail:
+                raise StageFailed("broken on purpose")
+            return StageOutput(task.key, False)
+        return each(self.name, tasks, one, ctx)
+
+
+class _Model(Stage):
+    """A waves stage with a model: notes each run's videos, its loads and its closes."""
+
+    waves = True
+
+    def __init__(self, name: str, inputs: tuple[str, ...], log: list[str], *,
+                 concurrent: bool = True, started: threading.Event | None = None) -> None:
+        self.name, self.inputs, self.log, self.concurrent = name, inputs, log, concurrent
+        self.started = started
+        self.runs: list[list[str]] = []
+        self.loaded = False
+        self.loads = self.closes = 0
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.name}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        if not self.loaded:
+            self.loaded, self.loads = True, self.loads + 1
+        self.runs.append([t.name for t in tasks])
+        self.log.append(f"{self.name} run {[t.name for t in tasks]}")
+        if self.started is not None:
+            self.started.set()
+        return {i: StageOutput(t.key, False) for i, t in enumerate(tasks)}
+
+    def close(self) -> None:
+        self.loaded, self.closes = False, self.closes + 1
+        self.log.append(f"{self.name} close")
+
+
+def _videos(tmp_path: Path, names: Sequence[str]) -> list[Video]:
+    return [Video(tmp_path / f"{n}.mp4", WorkFolder(tmp_path / n)) for n in names]
+
+
+def test_a_waves_node_starts_on_the_first_videos_and_keeps_its_model(tmp_path: Path) -> None:
+    log: list[str] = []
+    frames_started = threading.Event()
+    shots = _Upstream("shots", frames_started, log)
+    frames = _Model("frames", ("shots",), log, started=frames_started)
+    graph = Graph([shots, frames])
+    videos = _videos(tmp_path, ["a", "b", "c"])
+    ctx = RunContext(NullProgress())
+    results = run_graph(graph, videos, ctx, parallel=True)
+    assert all(isinstance(r["frames"], StageOutput) for r in results)
+    assert frames.runs[0] != ["a.mp4", "b.mp4", "c.mp4"]  # started before c's shots were done
+    assert sorted(v for run in frames.runs for v in run) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert log.index("shots c.mp4") < log.index(f"frames run {frames.runs[-1]}")
+    assert (frames.loads, frames.closes) == (1, 1) and log[-1] == "frames close"
+    (start, end), shots_end = ctx.spans["frames"], ctx.spans["shots"][1]
+    assert start < shots_end <= end  # one span from the first wave to the last
+
+
+def test_a_captioner_holds_its_turn_across_its_waves(tmp_path: Path) -> None:
+    log: list[str] = []
+    first_wave = threading.Event()
+    shots = _Upstream("shots", first_wave, log)
+    a = _Model("captions[a]", ("shots",), log, concurrent=False, started=first_wave)
+    b = _Model("captions[b]", ("shots",), log, concurrent=False)
+    results = run_graph(Graph([shots, a, b]), _videos(tmp_path, ["a", "b"]),
+                        RunContext(NullProgress()), parallel=True)
+    assert all(set(r) == {"shots", "captions[a]", "captions[b]"} for r in results)
+    assert len(a.runs) == 2  # a wave per video: b's shots came after a's first wave
+    runs = [line for line in log if " run " in line or "close" in line]
+    assert [line.split()[0] for line in runs] == ["captions[a]"] * 3 + ["captions[b]"] * 2
+
+
+def test_a_failed_video_is_never_given_and_the_rest_go_on(tmp_path: Path) -> None:
+    log: list[str] = []
+    started = threading.Event()
+    shots = _Upstream("shots", started, log, fail="a.mp4")
+    release = _Model("release", ("shots",), log, started=started)  # b's wave releases c
+    frames = _Model("frames", ("shots",), log)
+    results = run_graph(Graph([shots, release, frames]), _videos(tmp_path, ["a", "b", "c"]),
+                        RunContext(NullProgress()), parallel=True)
+    assert isinstance(results[0]["shots"], Failure) and "frames" not in results[0]
+    assert [v for run in frames.runs for v in run] == ["b.mp4", "c.mp4"]
+    assert frames.closes == 1
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_without_waves_a_node_runs_once_over_every_video(tmp_path: Path, parallel: bool) -> None:
+    log: list[str] = []
+    release = threading.Event()
+    release.set()
+    shots = _Upstream("shots", release, log)
+    plain = _Model("plain", ("shots",), log)
+    plain.waves = False
+    run_graph(Graph([shots, plain]), _videos(tmp_path, ["a", "b"]), RunContext(NullProgress()),
+              parallel=parallel)
+    assert plain.runs == [["a.mp4", "b.mp4"]] and plain.closes == 1
