@@ -1,0 +1,34 @@
+"""Print a whole-job bench.json's timeline: the job's wall clock, each stage's start and end,
+and each video's seconds per stage (what the frames add after the last shots are found).
+
+    python3 benchmarks/gpu/timeline.py OUT/local/bench.json [MORE.json ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def show(path: Path) -> None:
+    data = json.loads(path.read_text())
+    job = data["job"]
+    print(f"== {path}: job {job['wall_s']:.1f} s, stage 1 done at {job['stage1_wall_s']:.1f} s, "
+          f"{job['scenes']} scenes")
+    stages = {s["stage"]: s for s in job["stages"]}
+    for name, s in sorted(stages.items(), key=lambda kv: kv[1].get("from_s", 0.0)):
+        print(f"  {name:32s} {s.get('from_s', 0.0):7.1f} -> {s.get('to_s', 0.0):7.1f}"
+              f"   compute {s['compute_s']:7.2f} s   load {s['load_s']:6.2f} s")
+    if "shots" in stages and "frames" in stages:
+        after = stages["frames"]["to_s"] - stages["shots"]["to_s"]
+        print(f"  frames end {after:.2f} s after the last shots")
+    keys = ("shots_s", "frames_s", "sounds_s", "objects_s")
+    for video in data.get("stage1") or []:
+        print(f"  {video['video']:14s} " + "  ".join(
+            f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys))
+
+
+if __name__ == "__main__":
+    for arg in sys.argv[1:]:
+        show(Path(arg))
