@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole W1 job (ray_w1.sh's local run with LLaVA-Mistral captions) under several variants,
+# back to back on one warm machine, each followed by its timeline (timeline.py). On the GPU
+# machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
+# first call) and with .carry/tnw carried:
+#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [switch]
+# Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
+# for all videos), switch (the interpreter's thread switch interval at 0.5 ms instead of 5 ms,
+# set by a sitecustomize on the job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
+# the first variant's job from 35 s in, for SPY seconds, into OUT/spy.txt (raw stacks, per thread).
+set -uo pipefail
+out=${1:?output folder}; shift
+mkdir -p "$out"
+export CONFIG=${CONFIG:-benchmarks/gpu/w1_speech_graph.toml}
+site=/tmp/site
+first=1
+for variant in "$@"; do
+  env=()
+  case $variant in
+    waves) ;;
+    stagemajor) env=(SCENESCRIBE_WAVES=0) ;;
+    switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
+    *) echo "unknown variant $variant"; exit 2 ;;
+  esac
+  env ${env[@]+"${env[@]}"} bash benchmarks/gpu/ray_w1.sh "$out/$variant" local llava-v1.6-mistral-7b \
+    > "$out/$variant.log" 2>&1 &
+  job=$!
+  if [ "$first" = 1 ] && [ -n "${SPY:-}" ] && ls .carry/pyspy/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --target /tmp/spy .carry/pyspy/*.whl
+    sleep 35
+    pid=$(pgrep -f "scenescribe bench" | head -1)
+    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate 50 --format raw --threads \
+      --nonblocking -o "$out/spy.txt" > "$out/spy.log" 2>&1 || echo "py-spy failed: $(tail -2 "$out/spy.log")"
+  fi
+  wait "$job"
+  first=0
+  rm -f "$site/sitecustomize.py"
+  tail -2 "$out/$variant.log"
+  python3 benchmarks/gpu/timeline.py "$out/$variant/local/bench.json" || true
+done
