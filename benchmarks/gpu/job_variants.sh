@@ -29,7 +29,7 @@ for variant in "$@"; do
     python3 -m pip install -q --no-index --no-deps --target /tmp/spy .carry/pyspy/*.whl
     sleep 35
     pid=$(pgrep -f "scenescribe bench" | head -1)
-    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate 50 --format raw --threads \
+    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate 50 --format raw --threads --idle \
       --nonblocking -o "$out/spy.txt" > "$out/spy.log" 2>&1 || echo "py-spy failed: $(tail -2 "$out/spy.log")"
   fi
   wait "$job"
