@@ -141,3 +141,19 @@ def test_without_waves_a_node_runs_once_over_every_video(tmp_path: Path, paralle
     run_graph(Graph([shots, plain]), _videos(tmp_path, ["a", "b"]), RunContext(NullProgress()),
               parallel=parallel)
     assert plain.runs == [["a.mp4", "b.mp4"]] and plain.closes == 1
+
+
+
+def test_two_turn_takers_in_a_chain_run_one_after_the_other(tmp_path: Path) -> None:
+    """A non-concurrent waves stage keeps its turn until its last video, so a non-concurrent
+    stage that reads it starts only then (it can never be left waiting for a turn it holds)."""
+    log: list[str] = []
+    release = threading.Event()
+    release.set()
+    shots = _Upstream("shots", release, log)
+    first = _Model("first", ("shots",), log, concurrent=False)
+    then = _Model("then", ("first",), log, concurrent=False)
+    results = run_graph(Graph([shots, first, then]), _videos(tmp_path, ["a", "b"]),
+                        RunContext(NullProgress()), parallel=True)
+    assert all(isinstance(r["then"], StageOutput) for r in results)
+    assert log.index("first close") < log.index(f"then run {then.runs[0]}")
