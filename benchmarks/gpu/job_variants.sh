@@ -7,7 +7,8 @@
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), switch (the interpreter's thread switch interval at 0.5 ms instead of 5 ms,
 # set by a sitecustomize on the job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
-# the first variant's job from 35 s in, for SPY seconds, into OUT/spy.txt (raw stacks, per thread).
+# the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
+# OUT/spy.txt (raw stacks per thread, idle ones too).
 set -uo pipefail
 out=${1:?output folder}; shift
 mkdir -p "$out"
@@ -27,9 +28,9 @@ for variant in "$@"; do
   job=$!
   if [ "$first" = 1 ] && [ -n "${SPY:-}" ] && ls .carry/pyspy/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/spy .carry/pyspy/*.whl
-    sleep 35
+    sleep "${SPY_AT:-35}"
     pid=$(pgrep -f "scenescribe bench" | head -1)
-    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate 50 --format raw --threads --idle \
+    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate "${SPY_RATE:-50}" --format raw --threads --idle \
       --nonblocking -o "$out/spy.txt" > "$out/spy.log" 2>&1 || echo "py-spy failed: $(tail -2 "$out/spy.log")"
   fi
   wait "$job"
