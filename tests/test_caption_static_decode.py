@@ -225,3 +225,40 @@ def test_a_forward_that_refuses_the_static_decoders_arguments_falls_back_to_gene
     assert [i for i, _ in captions] == [0, 1, 2]
     assert all(c.new_tokens == 10 and not c.error for _, c in captions)
     assert model._static is None and model.facts()["decoder"] == "generate"
+
+
+def test_the_caption_stage_decodes_on_its_own_stream(checkpoints: dict[str, Path],
+                                                     scenes: list[CaptionRequest],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every GPU step of a batch (the copy in, prefill, decode, read-back) runs on the stage's
+    own stream, so the other components' read-backs on the default stream never wait behind the
+    captioner's queued steps. On CPU there is no stream: the same captions either way."""
+    import contextlib
+
+    model = captioner(GREEDY[0], checkpoints[GREEDY[0]], "static")
+    assert model._stream is None  # CPU
+    expected = tokens(model, scenes)
+    entered: list[object] = []
+    inside = [False]
+
+    @contextlib.contextmanager
+    def stream(which: object) -> Any:
+        entered.append(which)
+        inside[0] = True
+        try:
+            yield
+        finally:
+            inside[0] = False
+
+    moves = model._to_device
+
+    def to_device(inputs: Any) -> Any:
+        assert inside[0], "inputs moved outside the caption stage's stream"
+        return moves(inputs)
+
+    monkeypatch.setattr(torch.cuda, "stream", stream)
+    monkeypatch.setattr(model, "_to_device", to_device)
+    model._stream = "the caption stream"
+    assert tokens(model, scenes) == expected
+    model.short_generate(model.prepare(scenes), 2)
+    assert entered == ["the caption stream"] * 2

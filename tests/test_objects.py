@@ -363,3 +363,35 @@ def test_a_tracker_that_falls_behind_never_holds_back_the_frames(
     for i, labels in shared.items():
         assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
             k: (o.max_count, o.tracks) for k, o in alone[i].items()}
+
+
+def test_predict_timing_never_synchronises_the_device(tracker: object,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ultralytics' step timer synchronises the whole device; inside scenescribe's predict
+    calls it reads the clock alone (a sync waited for the captioner's queued prefill), and
+    outside them it is ultralytics' own again."""
+    import torch
+    from ultralytics.utils import ops
+
+    from scenescribe.objects.yolo import timing_without_syncs
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("synchronised the device")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", refuse)
+    timer = ops.Profile(device=torch.device("cuda"))
+    with timing_without_syncs(), timer:
+        pass
+    assert timer.t >= 0
+    with pytest.raises(AssertionError, match="synchronised"):
+        timer.time()  # restored
+    seen: list[object] = []
+    original = timing_without_syncs
+
+    def watched() -> object:
+        seen.append(True)
+        return original()
+
+    monkeypatch.setattr("scenescribe.objects.yolo.timing_without_syncs", watched)
+    tracker.detect([np.zeros((64, 64, 3), np.uint8)])  # type: ignore[attr-defined]
+    assert seen, "detect ran ultralytics' predict outside timing_without_syncs"

@@ -14,6 +14,7 @@ chooses), beam search in transformers' ``generate``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib.util
 import logging
@@ -70,6 +71,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         self._warm_size = 0  # the largest batch a warm-up generate has run at
         self._packed: list[str] = []  # models switched to packed grouped-query decoding
         self._static: StaticCaptionDecoder | None = None  # see ``decoder``
+        self._stream: Any = None  # the caption stage's own CUDA stream (``_on_own_stream``)
         # Fast tokenizers reconfigure themselves (padding) when encoding: never while another
         # thread decodes with them ("Already borrowed"), so encode and decode share a lock.
         self._tokenizer_lock = threading.Lock()
@@ -128,6 +130,11 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         self._checkpoint_eos = reset_generation_configs(model)
         self._packed = pack_grouped_decoding(model)
         self._static = self._static_decoder(model)
+        if self.device.startswith("cuda") and env_count("SCENESCRIBE_CAPTION_STREAM") != 0:
+            import torch
+
+            torch.cuda.synchronize(self.device)  # weights in place before another stream reads
+            self._stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)
@@ -205,6 +212,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
 
     def unload(self) -> None:
         self._static = None
+        self._stream = None
         self.processor = None
         self.model = None
         gc.collect()
@@ -288,6 +296,10 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
     def short_generate(self, inputs: Any, steps: int) -> Any:
         """``generate`` with the real settings (so a static cache gets its real shape, and the
         static decoder its buffers and graph) stopped after ``steps`` new tokens."""
+        with self._on_own_stream():
+            return self._short_generate(inputs, steps)
+
+    def _short_generate(self, inputs: Any, steps: int) -> Any:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -328,12 +340,14 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
     def generate_prepared(self, batch: Sequence[CaptionRequest],
                           inputs: Any) -> list[tuple[int, Caption]]:
         """``generate`` on a batch ``prepare`` made."""
-        moved = self._to_device(inputs)
-        with launching():
-            new = self._decode_static(moved)
-            if new is None:
-                output = self.model.generate(**moved, generation_config=self.generation_config())
-                new = output[:, moved["input_ids"].shape[1]:].tolist()
+        with self._on_own_stream():
+            moved = self._to_device(inputs)
+            with launching():
+                new = self._decode_static(moved)
+                if new is None:
+                    output = self.model.generate(**moved,
+                                                 generation_config=self.generation_config())
+                    new = output[:, moved["input_ids"].shape[1]:].tolist()
         stops = self._stop_ids()
         results = []
         with self._tokenizer_lock:
@@ -342,6 +356,20 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
                 text = self.processor.tokenizer.decode(row[:count], skip_special_tokens=True)
                 results.append((request.index, Caption(text.strip(), count)))
         return results
+
+    @contextlib.contextmanager
+    def _on_own_stream(self) -> Iterator[None]:
+        """Run the block's GPU work on the caption stage's own stream. On the device's default
+        stream the tracker's and the sound tagger's read-backs (a copy to the CPU per frame)
+        waited behind every queued decode step of the captioner (py-spy on the H200: the
+        tracker's first W1 video took 52 s beside the captions, 8 s after them)."""
+        if self._stream is None:
+            yield
+            return
+        import torch
+
+        with torch.cuda.stream(self._stream):
+            yield
 
     def _to_device(self, inputs: Any) -> dict[str, Any]:
         dtype = self.torch_dtype()

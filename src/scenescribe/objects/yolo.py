@@ -16,6 +16,7 @@ in scenescribe's cache (``YOLO_CONFIG_DIR``), ``YOLO_OFFLINE`` stops its DNS pro
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
@@ -23,6 +24,7 @@ import math
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -78,6 +80,27 @@ def import_ultralytics() -> Any:
     if ours and SETTINGS.get("sync"):
         SETTINGS.update(sync=False)  # written to our own settings file, never the user's
     return ultralytics
+
+
+@contextlib.contextmanager
+def timing_without_syncs() -> Iterator[None]:
+    """Ultralytics times each predict step with a device-wide ``torch.cuda.synchronize``
+    (``ops.Profile``): six per call, each waiting for every stream of the device, the caption
+    stage's too (py-spy on the H200: a quarter of the tracker's time beside the captions).
+    scenescribe never reads those times, so during its own predict calls (one at a time, under
+    the predict lock) the timer reads the clock alone."""
+    from ultralytics.utils import ops
+
+    profile = getattr(ops, "Profile", None)
+    timer = getattr(profile, "time", None)
+    if profile is None or timer is None:
+        yield
+        return
+    profile.time = lambda self: time.perf_counter()
+    try:
+        yield
+    finally:
+        profile.time = timer
 
 
 def _library_version() -> str:
@@ -293,7 +316,8 @@ class YoloTracker(ObjectTracker):
         # ultralytics' select_device sets torch's thread count for training: put back what the
         # thread had, read under the lock (outside it, a second tracker's call could see the
         # count another call's predict had just lowered, and "restore" that).
-        with self._predict_lock, launching(), torch_threads_kept():
+        with (self._predict_lock, launching(), torch_threads_kept(),
+              timing_without_syncs()):
             results = self.model.predict(
                 [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
                 conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
