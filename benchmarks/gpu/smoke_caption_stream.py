@@ -1,0 +1,55 @@
+"""On CUDA: the caption stage's own stream with the static decoder's CUDA graphs gives
+``generate``'s tokens, for tiny published-layout checkpoints (tests/published_tiny.py).
+
+    python3 benchmarks/gpu/smoke_caption_stream.py OUT_DIR [DEVICE]   (default cuda)
+
+Prints, per family: whether the stage had its own stream, graphs captured, and tokens equal.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+from PIL import Image
+
+from published_tiny import build
+from scenescribe import registry
+from scenescribe.captions.base import CaptionRequest
+from scenescribe.options import CaptionOptions
+
+
+def main(out: Path, device: str) -> int:
+    frames = []
+    for i, (size, colour) in enumerate([((64, 36), (200, 40, 40)), ((48, 64), (40, 200, 90)),
+                                        ((80, 60), (10, 10, 200))]):
+        frames.append(str(out / f"f{i}.jpg"))
+        out.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, colour).save(frames[-1])
+    scenes = [CaptionRequest(0, (frames[0], frames[1])),
+              CaptionRequest(1, (frames[2],), "Speech: hello."),
+              CaptionRequest(2, (frames[1], frames[2], frames[0]), "Speech: a longer context.")]
+    bad = 0
+    for name in ("llava-v1.6-mistral-7b", "phi-3.5-vision"):
+        folder = build(name, out / name)
+        got = {}
+        for decoder in ("generate", "graph"):
+            options = CaptionOptions(weights=str(folder), max_new_tokens=12, decoder=decoder)
+            model = registry.create(name, "captioner", options=options, device=device,
+                                    model_dir=None)
+            model.load()
+            got[decoder] = [(c.text, c.new_tokens) for _, c in model.generate(scenes)]
+            captures = getattr(model._static, "captures", 0) if model._static else 0
+            print(f"{name} {decoder}: own stream {model._stream is not None}, "
+                  f"graphs captured {captures}")
+            model.unload()
+        same = got["generate"] == got["graph"]
+        bad += not same
+        print(f"{name}: graph tokens equal generate's: {same}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "cuda"))
