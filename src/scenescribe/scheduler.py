@@ -56,9 +56,9 @@ def prepare(node: Node, videos: Sequence[Video], results: Results,
     ``only`` limits them to those positions in the run."""
     stages = parts(node)
     prepared = Prepared([], [], {})
-    for v, video in enumerate(videos):
-        done = results[v]
-        if (only is not None and v not in only) or failure(done) is not None:
+    for v in range(len(videos)) if only is None else sorted(only):
+        video, done = videos[v], results[v]
+        if failure(done) is not None:
             continue
         outputs = {n: o for n in node.inputs if isinstance(o := done.get(n), StageOutput)}
         if len(outputs) != len(node.inputs):
@@ -140,7 +140,12 @@ class _SideBySide:
         self.results: Results = [{} for _ in videos]
         self.waiting = list(graph.nodes)  # not yet done for every video
         self.done: set[str] = set()  # stages done for every video
-        self.given: dict[str, set[int]] = {}  # a started node's name -> videos given to it
+        # Per waves node: videos not yet seen ready, and those ready but not yet given to it
+        # (checked per video as its outcomes arrive, never by a scan of every video per event).
+        in_waves = [n for n in graph.nodes if self._in_waves(n)]
+        self.unready = {n.name: set(range(len(videos))) for n in in_waves}
+        self.ready: dict[str, set[int]] = {n.name: set() for n in in_waves}
+        self.readers = {n.name: n for n in in_waves}
         self.busy: set[str] = set()  # nodes with work running
         self.turn: str | None = None  # the non-concurrent node whose turn it is
         self.times: dict[str, list[float]] = {}  # node name -> [first start, last end]
@@ -179,11 +184,14 @@ class _SideBySide:
         if event[0] == "video":
             _, v, outcomes = event
             self.results[v].update(outcomes)
+            self._recheck({v})
             return
         _, node, future = event
         self.busy.discard(node.name)
         self.times[node.name][1] = time.perf_counter()
-        merge(future.result(), self.results)  # a crashed executor raises here
+        outcomes = future.result()  # a crashed executor raises here
+        merge(outcomes, self.results)
+        self._recheck(set(outcomes))
         if not self._in_waves(node):
             self._complete(node)
 
@@ -193,12 +201,17 @@ class _SideBySide:
     def _settled(self, name: str, v: int) -> bool:
         return name in self.done or name in self.results[v]
 
-    def _ready(self, node: Node) -> list[int]:
-        """Videos not given to ``node`` yet whose inputs (and ``after``) are all settled."""
-        given = self.given.get(node.name, set())
-        return [v for v in range(len(self.videos)) if v not in given
-                and failure(self.results[v]) is None
-                and all(self._settled(n, v) for n in node.inputs + node.after)]
+    def _recheck(self, videos: set[int] | None = None) -> None:
+        """Move the ``videos`` (default: all) whose inputs (and ``after``) are now all settled
+        to each waves node's ready set; a failed video is dropped, never given."""
+        for name, unready in self.unready.items():
+            node = self.readers[name]
+            for v in list(unready if videos is None else videos & unready):
+                if failure(self.results[v]) is not None:
+                    unready.discard(v)
+                elif all(self._settled(n, v) for n in node.inputs + node.after):
+                    unready.discard(v)
+                    self.ready[name].add(v)
 
     def _start(self, pool: ThreadPoolExecutor) -> None:
         """Start every node (or wave) that can start; complete the waves nodes that are done."""
@@ -211,7 +224,9 @@ class _SideBySide:
                     continue
                 upstream_done = set(node.inputs + node.after) <= self.done
                 if self._in_waves(node):
-                    ready = self._ready(node)
+                    ready = sorted(v for v in self.ready[node.name]
+                                   if failure(self.results[v]) is None)
+                    self.ready[node.name].clear()
                     if not ready and upstream_done:
                         self._complete(node)
                         progress = True
@@ -225,7 +240,6 @@ class _SideBySide:
                 self._submit(pool, node, ready)
 
     def _submit(self, pool: ThreadPoolExecutor, node: Node, videos: list[int]) -> None:
-        self.given.setdefault(node.name, set()).update(videos)
         self.busy.add(node.name)
         if not node.concurrent:
             self.turn = node.name
@@ -237,7 +251,10 @@ class _SideBySide:
 
     def _complete(self, node: Node) -> None:
         self.waiting.remove(node)
+        self.unready.pop(node.name, None)
+        self.ready.pop(node.name, None)
         self.done.update(stage.name for stage in parts(node))
+        self._recheck()  # what read this node's stages may now be ready everywhere
         if self.turn == node.name:
             self.turn = None
         now = time.perf_counter()
