@@ -97,3 +97,12 @@ def capture_graph(step: Callable[[], None], device: Any, pool: Any) -> Any:
     with capturing(), torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         step()
     return graph
+
+
+def stream_for_loaded_model(device: str, priority: int = 0) -> Any:
+    """A CUDA stream of its own for a model just loaded on ``device``: the device is
+    synchronised first, so the weights are in place before work on the new stream reads them."""
+    import torch
+
+    torch.cuda.synchronize(device)
+    return torch.cuda.Stream(device, priority=priority)  # type: ignore[no-untyped-call]

@@ -35,7 +35,7 @@ from scenescribe.captions.published import (
 )
 from scenescribe.captions.static_decode import StaticCaptionDecoder
 from scenescribe.errors import BackendUnavailableError, ConfigError
-from scenescribe.gpu_share import launching
+from scenescribe.gpu_share import launching, stream_for_loaded_model
 from scenescribe.knobs import env_count
 from scenescribe.progress import Progress
 from scenescribe.records import Caption
@@ -131,10 +131,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         self._packed = pack_grouped_decoding(model)
         self._static = self._static_decoder(model)
         if self.device.startswith("cuda") and env_count("SCENESCRIBE_CAPTION_STREAM") != 0:
-            import torch
-
-            torch.cuda.synchronize(self.device)  # weights in place before another stream reads
-            self._stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
+            self._stream = stream_for_loaded_model(self.device)
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)

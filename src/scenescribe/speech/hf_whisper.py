@@ -43,7 +43,7 @@ import numpy as np
 
 from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.backend import load_pretrained, ready_device
-from scenescribe.gpu_share import launching
+from scenescribe.gpu_share import launching, stream_for_loaded_model
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
@@ -114,10 +114,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         config.suppress_tokens = config.begin_suppress_tokens = None
         stream = None
         if self.device.startswith("cuda"):
-            torch.cuda.synchronize(self.device)  # weights in place before another stream reads
             # High priority: decoding is many tiny latency-bound kernels; the taggers' and the
             # detector's large kernels lose little by yielding to them.
-            stream = torch.cuda.Stream(self.device, priority=-1)
+            stream = stream_for_loaded_model(self.device, priority=-1)
         return _Loaded(model, processor, suppress, begin, stream)
 
     _decoder: str | None = None  # set by tests and benchmarks to compare decoders
