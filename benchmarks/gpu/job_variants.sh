@@ -3,9 +3,10 @@
 # back to back on one warm machine, each followed by its timeline (timeline.py). On the GPU
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
-#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [switch]
+#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [switch]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
-# for all videos), switch (the interpreter's thread switch interval at 0.5 ms instead of 5 ms,
+# for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
+# default CUDA stream), switch (the interpreter's thread switch interval at 0.5 ms instead of 5 ms,
 # set by a sitecustomize on the job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -20,6 +21,7 @@ for variant in "$@"; do
   case $variant in
     waves) ;;
     stagemajor) env=(SCENESCRIBE_WAVES=0) ;;
+    nostream) env=(SCENESCRIBE_CAPTION_STREAM=0) ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
