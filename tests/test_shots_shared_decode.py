@@ -24,7 +24,14 @@ from scenescribe.shots.ensemble import combine
 from scenescribe.shots.fast import opening_fade_end
 from scenescribe.shots.segments import plan_segments
 from scenescribe.shots.shared_decode import SharedDecode, decode_both
-from scenescribe.shots.transnetv2 import shrink
+from scenescribe.shots.shrink import (
+    SMALL_WIDTH,
+    area_shrink,
+    shrink_upright,
+    small_rgb,
+    small_size,
+)
+from scenescribe.shots.transnetv2 import network_input
 from scenescribe.testing import fakes
 
 BBB = "real/big_buck_bunny_0_30.webm"  # 720p, a fade-in and hard cuts
@@ -47,16 +54,41 @@ def _stream(decode: SharedDecode) -> list[tuple[float, np.ndarray]]:
 
 
 def test_decode_both_gives_each_detector_its_own_frames() -> None:
+    """hsvcut gets the small RGB its own pass makes from the planes (or the planes, for another
+    width); TransNetV2 that frame shrunk to 48x27."""
     path = media(BBB)
     planes = [(f.index, f.time, f.image) for f in
               iter_frames(path, pixel_format="yuv420p", start=10.0, end=12.0)]
-    small = [shrink(f.image) for f in iter_frames(path, width=96, start=10.0, end=12.0)]
+    size = small_size(planes[0][2].shape[1], planes[0][2].shape[0] * 2 // 3, SMALL_WIDTH)
+    assert size == (256, 144)
     both = list(decode_both(path, start=10.0, end=12.0))
-    assert len(both) == len(planes) == len(small) > 40
-    for (frame, s), (index, time, image), expected in zip(both, planes, small, strict=True):
-        assert (frame.index, frame.time) == (index, time)
-        assert np.array_equal(frame.image, image) and np.array_equal(s, expected)
-        assert s.shape == (27, 48, 3)
+    other_width = list(decode_both(path, start=10.0, end=12.0, hsv_width=128))
+    assert len(both) == len(planes) == len(other_width) > 40
+    for (frame, s), (frame_128, s_128), (index, time, image) in zip(both, other_width, planes,
+                                                                     strict=True):
+        assert (frame.index, frame.time) == (index, time) == (frame_128.index, frame_128.time)
+        assert np.array_equal(frame.image, small_rgb(image, size))
+        assert np.array_equal(frame_128.image, image)
+        assert np.array_equal(s, network_input(small_rgb(image, size), 0))
+        assert np.array_equal(s, s_128) and s.shape == (27, 48, 3)
+
+
+def test_the_shrink_is_an_area_average() -> None:
+    """Whole-number ratios take the box filter, others OpenCV's area filter: block means."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (720, 1280), dtype=np.uint8)
+    fast = area_shrink(image, (256, 144))
+    blocks = image.reshape(144, 5, 256, 5).mean(axis=(1, 3))
+    assert np.abs(fast - blocks).max() <= 0.5 + 1e-9
+    for size in ((256, 144), (128, 72), (256, 240), (160, 90)):  # 5x5, 10x10, 5x3, 8x8
+        assert np.array_equal(area_shrink(image, size),
+                              cv2.resize(image, size, interpolation=cv2.INTER_AREA)), size
+    odd = area_shrink(image, (96, 54))  # 13.33x: OpenCV's weighted areas
+    assert odd.shape == (54, 96) and abs(float(odd.mean()) - float(image.mean())) < 0.5
+    rotated = shrink_upright(rng.integers(0, 256, (144, 256, 3), dtype=np.uint8), (48, 27), 90)
+    assert rotated.shape == (27, 48, 3)
 
 
 @pytest.mark.parametrize("clip", [BBB, CAR])

@@ -24,14 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
 from scenescribe.media import DecodedFrame, iter_frames
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
 from scenescribe.shots.hsvrule import DARK, Measures, Rule, Tuning, asdict
 from scenescribe.shots.segments import detect_decoded
+from scenescribe.shots.shrink import planes_size, small_rgb, small_size
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -118,9 +117,9 @@ def frame_features(frames: Iterable[DecodedFrame], width: int,
                    mono_sat: float = 0.0) -> Iterator[Measures]:
     """Each frame's HSV change from the previous one, histogram change and brightness.
 
-    Frames arrive as the decoder's I420 planes (``iter_frames(pixel_format="yuv420p")``) or as
-    RGB; I420 planes are shrunk with OpenCV's area filter before the colour conversion, which
-    costs a third of FFmpeg's scaler converting the whole frame. Where both frames are less
+    Frames arrive as the decoder's I420 planes (``iter_frames(pixel_format="yuv420p")``),
+    shrunk here to ``width`` (``shrink.small_rgb``), or as RGB already that small (a shared
+    decode made them for TransNetV2 too). Where both frames are less
     saturated than ``mono_sat``, the score is the value change alone (not a third of it).
     """
     import cv2
@@ -133,8 +132,8 @@ def frame_features(frames: Iterable[DecodedFrame], width: int,
         image = frame.image
         if image.ndim == 2:  # I420: (H * 3 / 2, W)
             if size is None:
-                size = _small_size(image.shape[1], image.shape[0] * 2 // 3, width)
-            rgb = _i420_to_small_rgb(cv2, image, size)
+                size = small_size(*planes_size(image), width)
+            rgb = small_rgb(image, size)
         else:
             rgb = image
         hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
@@ -173,27 +172,3 @@ def opening_fade_end(path: str, max_seconds: float = 10.0) -> int:
             break
         last, prev = frame.index, brightness
     return last
-
-
-def _small_size(width: int, height: int, target: int) -> tuple[int, int]:
-    """Even ``(w, h)`` no wider than ``target`` (0: unchanged), keeping the aspect ratio."""
-    scale = min(1.0, target / width) if target else 1.0
-    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
-
-
-def _i420_to_small_rgb(cv2: Any, planes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h = planes.shape[0] * 2 // 3
-    w = planes.shape[1]
-    sw, sh = size
-    chroma = planes[h:].reshape(2, h // 2, w // 2)
-    out = np.empty((sh * 3 // 2, sw), np.uint8)
-    area = cv2.INTER_AREA
-    out[:sh] = cv2.resize(planes[:h], (sw, sh), interpolation=area)
-    out[sh:].reshape(2, sh // 2, sw // 2)[0] = cv2.resize(chroma[0], (sw // 2, sh // 2),
-                                                           interpolation=area)
-    out[sh:].reshape(2, sh // 2, sw // 2)[1] = cv2.resize(chroma[1], (sw // 2, sh // 2),
-                                                           interpolation=area)
-    rgb: np.ndarray = cv2.cvtColor(out, cv2.COLOR_YUV2RGB_I420)
-    return rgb
-
-

@@ -2,15 +2,15 @@
 
 The GPU default used to decode every video twice, each pass alone: TransNetV2's 48x27 frames in
 one process, then ``hsvcut``'s planes (in segments on many cores). Here each decoded frame feeds
-both: the decoder's I420 planes go to ``hsvcut`` and the same frame, shrunk as ``iter_frames(
-width=96)`` shrinks it, to TransNetV2. On many cores the video is cut into ``segments``' time
-spans, one process each; every process keeps the 48x27 frames whose time lies in its own span
-(``start <= time < end``) and hands them back in a file. The parent stitches them in time order
-into exactly the frame stream one pass decodes and runs the network over it, as one pass does:
-same frames, same windows, same batches, so the scores are the single pass's, not merely close.
-``hsvcut`` sees in each process just what its own segmented pass sees (``LEAD_SECONDS`` either
-side), so its cuts are unchanged too. On few cores everything runs in this process: ``hsvcut``
-on a thread fed by the decode loop, which feeds the network.
+both from one shrink of its planes (``shrink``): ``hsvcut`` reads the 256-wide RGB frame its own
+pass would make and TransNetV2 that frame shrunk again to 48x27. On many cores the video is cut
+into ``segments``' time spans, one process each; every process keeps the 48x27 frames whose time
+lies in its own span (``start <= time < end``) and hands them back in a file. The parent stitches
+them in time order into exactly the frame stream one pass decodes and runs the network over it, as
+one pass does: same frames, same windows, same batches, so the scores are the single pass's, not
+merely close. ``hsvcut`` sees in each process just what its own segmented pass sees
+(``LEAD_SECONDS`` either side), so its cuts are unchanged too. On few cores everything runs in
+this process: ``hsvcut`` on a thread fed by the decode loop, which feeds the network.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from scenescribe.media.stream import DecodedFrame, VideoStream, to_rgb, upright_size
+from scenescribe.media.stream import DecodedFrame, VideoStream
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut
 from scenescribe.shots.segments import (
@@ -40,7 +40,8 @@ from scenescribe.shots.segments import (
     constant_rate,
     plan_segments,
 )
-from scenescribe.shots.transnetv2 import _DECODE_WIDTH, shrink
+from scenescribe.shots.shrink import SMALL_WIDTH, frame_small_rgb, small_size
+from scenescribe.shots.transnetv2 import network_input
 
 _PROGRESS_STEP = 64
 _QUEUE = 64  # decoded frames waiting for the hsvcut thread
@@ -48,13 +49,17 @@ Small = tuple[float, np.ndarray]  # (time, 48x27 RGB) of one frame, for TransNet
 
 
 def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = None,
-                threads: int = 0, planes: bool = True) -> Iterator[tuple[DecodedFrame, np.ndarray]]:
-    """Each frame as ``iter_frames(pixel_format="yuv420p", start=, end=)`` gives it (an empty
-    image when ``planes`` is false), with TransNetV2's 48x27 input made from the same decoded
-    frame as ``iter_frames(width=96)`` and ``transnetv2.shrink`` make it.
+                threads: int = 0, hsv_width: int | None = SMALL_WIDTH
+                ) -> Iterator[tuple[DecodedFrame, np.ndarray]]:
+    """Each frame with what ``hsvcut``'s own pass (``iter_frames(pixel_format="yuv420p",
+    start=, end=)``) hands its ``frame_features``, and TransNetV2's 48x27 input.
 
-    The span, seek and frame numbering follow ``iter_frames`` line for line: the frames and
-    indices must be the ones each detector's own pass sees.
+    Both come from one shrink of the decoded planes (``shrink.small_rgb``, ``SMALL_WIDTH``
+    wide): the frame's image is that small RGB when ``hsv_width`` is ``SMALL_WIDTH`` (the very
+    pixels ``frame_features`` would make from the planes), the planes for another width, and
+    empty when ``hsv_width`` is None (no hsvcut). The span, seek and frame numbering follow
+    ``iter_frames`` line for line: the frames and indices must be the ones each detector's own
+    pass sees.
     """
     video = VideoStream(path, threads)
     size: tuple[int, int] | None = None
@@ -69,15 +74,20 @@ def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = Non
                 break
             if t + 1e-6 < start:
                 continue
-            rotation = video.rotation or 0
             if size is None:
-                size = upright_size(frame, rotation, _DECODE_WIDTH, None)
+                size = small_size(frame.width, frame.height, SMALL_WIDTH)
+            small = frame_small_rgb(frame, size)
+            image = (empty if hsv_width is None else small if hsv_width == SMALL_WIDTH
+                     else frame.to_ndarray(format="yuv420p"))
             yielded += 1
-            image = frame.to_ndarray(format="yuv420p") if planes else empty
-            small = shrink(to_rgb(frame, size, rotation))
-            yield DecodedFrame(round(t / video.step) if seeked else count, t, image), small
+            yield (DecodedFrame(round(t / video.step) if seeked else count, t, image),
+                   network_input(small, video.rotation or 0))
     finally:
         video.close(f"the {yielded} frames that decode")
+
+
+def _hsv_width(detector: Any) -> int | None:
+    return None if detector is None else int(detector.options.downscale_width)
 
 
 def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads: int,
@@ -93,7 +103,7 @@ def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads:
         nonlocal pending
         for frame, small in decode_both(path, start=max(0.0, segment.start - lead),
                                         end=segment.end + lead, threads=threads,
-                                        planes=detector is not None):
+                                        hsv_width=_hsv_width(detector)):
             if segment.start <= frame.time < segment.end:
                 times.append(frame.time)
                 smalls.append(small)
@@ -192,7 +202,7 @@ class SharedDecode:
         pending = 0
         try:
             for frame, small in decode_both(self.video.path, threads=self.threads,
-                                            planes=hsv is not None):
+                                            hsv_width=_hsv_width(hsv)):
                 if hsv is not None:
                     self._put(frame)
                 yield frame.time, small

@@ -2,7 +2,7 @@
 
 Frames come from ``scenescribe.media`` (never the package's own FFmpeg pipe; on many cores
 decoded in time segments side by side, ``shared_decode``), are shrunk to the network's 48x27 RGB
-input and streamed in order through its standard sliding window: 100-frame windows
+input (``network_input``) and streamed in order through its standard sliding window: 100-frame windows
 that advance by 50, each keeping the predictions of its middle 50 frames (25 frames of context on
 either side; the first and last frames are repeated to pad the ends). Only one batch of windows
 is ever held, so memory stays flat however long the video.
@@ -24,6 +24,7 @@ from scenescribe.gpu_share import launching
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
+from scenescribe.shots.shrink import shrink_upright
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -31,10 +32,6 @@ INPUT_SIZE = (48, 27)  # width, height the network was trained on
 WINDOW = 100
 CONTEXT = 25  # frames of context kept on each side of a window's middle
 STEP = WINDOW - 2 * CONTEXT
-# Decode at twice the input width, then average 2x2 blocks: for 16:9 video that is an exact area
-# downscale, close to the FFmpeg scaling the network was trained with (predictions on the test
-# clips differ from FFmpeg's direct 48x27 by at most 0.06).
-_DECODE_WIDTH = 2 * INPUT_SIZE[0]
 DARK = 24.0  # mean RGB value (0-255) under which a frame counts as black (fades)
 
 
@@ -138,11 +135,16 @@ class TransNetV2ShotDetector(ShotDetector):
         return list(probs)
 
 
-def shrink(image: np.ndarray) -> np.ndarray:
-    """The network's 48x27 input from a frame decoded ``_DECODE_WIDTH`` wide."""
-    from PIL import Image
+def network_input(small: np.ndarray, rotation: int) -> np.ndarray:
+    """The network's 48x27 upright RGB input from a frame's ``shrink.SMALL_WIDTH``-wide RGB
+    (``shrink.small_rgb`` of its planes, as decoded: not yet turned upright).
 
-    return np.asarray(Image.fromarray(image).resize(INPUT_SIZE, Image.Resampling.BOX))
+    An area average in two steps (planes to 256 wide, that to 48x27), where the network was
+    trained on FFmpeg's direct scaling: on the shot corpus the cuts are the same as from
+    FFmpeg's area scaler to 96x54 averaged 2x2, which cost twice as much to make
+    (``benchmarks/NOTES.md``, 2026-12-03h).
+    """
+    return shrink_upright(small, INPUT_SIZE, rotation)
 
 
 def _queued(frames: Iterable[tuple[float, np.ndarray]],
