@@ -3,11 +3,13 @@
 # back to back on one warm machine, each followed by its timeline (timeline.py). On the GPU
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
-#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [switch]
+#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1] [switch]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
-# default CUDA stream), switch (the interpreter's thread switch interval at 0.5 ms instead of 5 ms,
-# set by a sitecustomize on the job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
+# default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
+# priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
+# interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
+# job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
 set -uo pipefail
@@ -18,14 +20,17 @@ site=/tmp/site
 first=1
 for variant in "$@"; do
   env=()
+  model=llava-v1.6-mistral-7b
   case $variant in
     waves) ;;
+    stage1) model= ;;
+    nice0) env=(SCENESCRIBE_SHOT_NICE=0) ;;
     stagemajor) env=(SCENESCRIBE_WAVES=0) ;;
     nostream) env=(SCENESCRIBE_CAPTION_STREAM=0) ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
-  env ${env[@]+"${env[@]}"} bash benchmarks/gpu/ray_w1.sh "$out/$variant" local llava-v1.6-mistral-7b \
+  env ${env[@]+"${env[@]}"} bash benchmarks/gpu/ray_w1.sh "$out/$variant" local $model \
     > "$out/$variant.log" 2>&1 &
   job=$!
   if [ "$first" = 1 ] && [ -n "${SPY:-}" ] && ls .carry/pyspy/*.whl >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ frames around a cut.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenescribe.errors import StageError
+from scenescribe.knobs import env_count
 from scenescribe.options import to_dict
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
@@ -35,6 +37,7 @@ log = logging.getLogger("scenescribe.shots")
 
 LEAD_SECONDS = 3.0
 _PROGRESS_STEP = 256  # frames per progress line from a worker
+SHOT_NICE = 5  # niceness the segment workers add (``lower_priority``)
 MIN_SEGMENT_SECONDS = 20.0  # shorter ones spend more on process start, seek and lead than they save
 
 
@@ -173,6 +176,7 @@ def _worker_main() -> int:
         print(json.dumps({"advance": frames}), flush=True)
 
     job = json.loads(sys.stdin.read())
+    lower_priority()
     if "small" in job:  # a shared decode's segment, which keeps TransNetV2's frames too
         from scenescribe.shots.shared_decode import worker_job
 
@@ -187,6 +191,16 @@ def _worker_main() -> int:
     print(json.dumps({"cuts": [[c.frame, c.time, *([c.transition.to_dict()] if c.transition else [])]
                                for c in cuts]}), flush=True)
     return 0
+
+
+def lower_priority() -> None:
+    """Run this worker below the parent's threads: the segment workers are bulk decoding, one
+    per core, and beside them the parent feeds the GPU (Whisper's steps, the captioner's
+    batches, TransNetV2's windows); a GPU waiting for a starved feeder costs more than a
+    decode finishing a little later. ``SCENESCRIBE_SHOT_NICE`` sets the increment (0: none)."""
+    step = env_count("SCENESCRIBE_SHOT_NICE")
+    with contextlib.suppress(OSError, AttributeError):  # no os.nice on Windows
+        os.nice(SHOT_NICE if step is None else step)
 
 
 if __name__ == "__main__":
