@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from scenescribe.bench import job_split
@@ -68,3 +71,22 @@ def test_spans_place_each_stage_and_say_when_stage1_was_done() -> None:
     assert summary is not None
     assert "done at **14.0 s**" in _job(summary)
     assert job_split(TIMINGS, wall_s=40.0, model="m")["stage1_wall_s"] is None
+
+
+def test_each_videos_outcomes_are_placed_on_the_job_clock() -> None:
+    """``RunContext.report`` notes when each video's outcome came; the bench shows it in order."""
+    from scenescribe.graph import RunContext, StageOutput, Video
+    from scenescribe.progress import NullProgress
+    from scenescribe.workspace import WorkFolder
+
+    ctx = RunContext(NullProgress())
+    video = Video(Path("/videos/a.mp4"), WorkFolder(Path("/out/a")))
+    before = time.perf_counter()
+    ctx.report(video, {"frames": StageOutput("k", False)})
+    ctx.report(video, {"shots": StageOutput("k", False)})
+    done = ctx.finished["/videos/a.mp4"]
+    assert before <= done["frames"] <= done["shots"] <= time.perf_counter()
+    job = job_split(TIMINGS, wall_s=40.0, model="m",
+                    finished={"a.mp4": {"frames": 12.0, "shots": 9.0}})
+    assert list(job["videos_done_s"]["a.mp4"].items()) == [("shots", 9.0), ("frames", 12.0)]
+    assert job_split(TIMINGS, wall_s=40.0, model="m")["videos_done_s"] == {}

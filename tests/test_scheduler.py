@@ -34,8 +34,9 @@ class _Upstream(Stage):
     concurrent = True  # as the shots are, beside the speech
 
     def __init__(self, name: str, release: threading.Event, log: list[str],
-                 fail: str = "") -> None:
+                 fail: str = "", cached: bool = False) -> None:
         self.name, self.release, self.log, self.fail = name, release, log, fail
+        self.cached = cached
 
     def identity(self) -> dict[str, Any]:
         return {"upstream": self.name}
@@ -47,7 +48,7 @@ class _Upstream(Stage):
             self.log.append(f"{self.name} {task.name}")
             if task.name == self.fail:
                 raise StageFailed("broken on purpose")
-            return StageOutput(task.key, False)
+            return StageOutput(task.key, self.cached)
         return each(self.name, tasks, one, ctx)
 
 
@@ -63,13 +64,27 @@ class _Model(Stage):
         self.runs: list[list[str]] = []
         self.loaded = False
         self.loads = self.closes = 0
+        self.lock = threading.Lock()  # a preload and a run load once, as CaptionStage's
+        self.preloaded = threading.Event()
+        self.await_preload = False
 
     def identity(self) -> dict[str, Any]:
         return {"model": self.name}
 
+    def _load(self, how: str) -> None:
+        with self.lock:
+            if not self.loaded:
+                self.loaded, self.loads = True, self.loads + 1
+                self.log.append(f"{self.name} {how}")
+
+    def preload(self) -> None:
+        self._load("preload")
+        self.preloaded.set()
+
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        if not self.loaded:
-            self.loaded, self.loads = True, self.loads + 1
+        if self.await_preload:  # the preload thread starts first but may be slower to run
+            assert self.preloaded.wait(10), "no preload"
+        self._load("load")
         self.runs.append([t.name for t in tasks])
         self.log.append(f"{self.name} run {[t.name for t in tasks]}")
         if self.started is not None:
@@ -115,6 +130,25 @@ def test_a_captioner_holds_its_turn_across_its_waves(tmp_path: Path) -> None:
     assert len(a.runs) == 2  # a wave per video: b's shots came after a's first wave
     runs = [line for line in log if " run " in line or "close" in line]
     assert [line.split()[0] for line in runs] == ["captions[a]"] * 3 + ["captions[b]"] * 2
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_first_captioner_loads_while_stage1_computes(tmp_path: Path, cached: bool) -> None:
+    """Once an upstream stage computes a video afresh, the first turn holder's model loads on
+    a thread of its own, before its first wave; the second captioner waits for its turn. A run
+    whose upstream is all cached preloads nothing (its captions may be cached too)."""
+    log: list[str] = []
+    first_wave = threading.Event()
+    shots = _Upstream("shots", first_wave, log, cached=cached)
+    a = _Model("captions[a]", ("shots",), log, concurrent=False, started=first_wave)
+    a.await_preload = not cached
+    b = _Model("captions[b]", ("shots",), log, concurrent=False)
+    run_graph(Graph([shots, a, b]), _videos(tmp_path, ["a", "b"]),
+              RunContext(NullProgress()), parallel=True)
+    assert (a.loads, b.loads) == (1, 1) and (a.closes, b.closes) == (1, 1)
+    assert f"captions[a] {'load' if cached else 'preload'}" in log
+    assert "captions[b] load" in log and "captions[b] preload" not in log
+    assert log.index("captions[a] close") < log.index("captions[b] load")
 
 
 def test_a_failed_video_is_never_given_and_the_rest_go_on(tmp_path: Path) -> None:

@@ -27,6 +27,12 @@ def show(path: Path) -> None:
     for video in data.get("stage1") or []:
         print(f"  {video['video']:14s} " + "  ".join(
             f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys))
+    done = job.get("videos_done_s") or {}
+    if done:
+        print("  when each video's outcome came (s on the job's clock):")
+    for video, stages in done.items():
+        print(f"  {Path(video).stem:14s} " + "  ".join(
+            f"{name.split('[')[0]} {t:6.1f}" for name, t in stages.items()))
 
 
 if __name__ == "__main__":

@@ -220,7 +220,9 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                              "status": f"failed: {type(exc).__name__}: {exc}"})
     job = job_split([v.timings for v in stage1.videos if v.ok], job_wall_s,
                     specs[0].name if job_models else None,
-                    {name: (a - start, b - start) for name, (a, b) in stage1.spans.items()})
+                    {name: (a - start, b - start) for name, (a, b) in stage1.spans.items()},
+                    {Path(v).name: {name: t - start for name, t in stages.items()}
+                     for v, stages in stage1.finished.items()})
     job["executor"] = stage1.executor  # throughput is reported per GPU count
     report = build_report(folders, rows, bench_options, options, reference_speech, failed, job)
     write_report(report, out)
@@ -229,7 +231,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
 
 def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
               model: str | None, spans: Mapping[str, tuple[float, float]] | None = None,
-              ) -> dict[str, Any]:
+              finished: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """The job's wall clock beside its per-stage split, nothing counted twice.
 
     ``timings`` are each video's stage timings (``VideoResult.timings``). A stage's model loads
@@ -238,7 +240,8 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
     side by side on GPU hosts (``scheduler.schedule``), so the sum of the split may exceed the wall
     clock; the difference is ``overlap_s``. A stage reused from cache makes the clock no full job.
     ``spans`` (seconds on the job's clock) place each stage in time: its row's ``from_s`` and
-    ``to_s``, and ``stage1_wall_s``, when every stage but the captions was done.
+    ``to_s``, and ``stage1_wall_s``, when every stage but the captions was done; ``finished``
+    (same clock) when each video's outcome of each stage came: ``videos_done_s``.
     """
     stages: dict[str, dict[str, Any]] = {}
     for video in timings:
@@ -259,7 +262,9 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
             "load_s": sum(r["load_s"] for r in split),
             "compute_s": sum(r["compute_s"] for r in split), "split_sum_s": summed,
             "overlap_s": summed - wall_s, "cached": [r["stage"] for r in split if r["cached"]],
-            "stage1_wall_s": max(stage1) if stage1 else None}
+            "stage1_wall_s": max(stage1) if stage1 else None,
+            "videos_done_s": {v: dict(sorted(done.items(), key=lambda kv: kv[1]))
+                              for v, done in sorted((finished or {}).items())}}
 
 
 def _reference_speech(folders: Sequence[Path], options: RunOptions,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class Stage(ABC):
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
         """Compute (or reuse) this stage's output for each task; keyed by position in ``tasks``."""
 
+    def preload(self) -> None:  # noqa: B027 - most stages load nothing worth starting early
+        """Load the model ahead of the stage's first video (a side-by-side run calls it on a
+        thread of its own once Stage 1 computes something fresh). A failure here is left for
+        ``run``'s own load to report."""
+
     def close(self) -> None:  # noqa: B027 - most stages hold nothing to free
         """Free what the stage loaded (its model)."""
 
@@ -145,6 +151,10 @@ class Fused(ABC):
                   ctx: RunContext) -> dict[int, dict[str, Outcome]]:
         """Each part's outcome per video (keyed by position in ``tasks``, then part name)."""
 
+    def preload(self) -> None:
+        for part in self.parts:
+            part.preload()
+
     def close(self) -> None:
         for part in self.parts:
             part.close()
@@ -159,6 +169,7 @@ def parts(node: Node) -> tuple[Stage, ...]:
 
 
 Spans = dict[str, tuple[float, float]]  # stage name -> when its node started and ended
+Finished = dict[str, dict[str, float]]  # video source -> stage name -> when its outcome came
 
 
 Listener = Callable[["Video", Mapping[str, "Outcome"]], None]
@@ -167,12 +178,14 @@ Listener = Callable[["Video", Mapping[str, "Outcome"]], None]
 @dataclass
 class RunContext:
     """What every stage may use: progress, and a place for run-wide warnings (thread-safe).
-    ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock; ``listener``
-    (set by the scheduler) hears each video's outcome as soon as a stage has it."""
+    ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock, ``finished``
+    when each video's outcome of each stage was reported (same clock); ``listener`` (set by the
+    scheduler) hears each video's outcome as soon as a stage has it."""
 
     progress: Progress
     warnings: list[str] = field(default_factory=list)
     spans: Spans = field(default_factory=dict)
+    finished: Finished = field(default_factory=dict)
     listener: Listener | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -184,6 +197,9 @@ class RunContext:
     def report(self, video: Video, outcomes: Mapping[str, Outcome]) -> None:
         """Tell the scheduler one video's outcome of a stage before the whole stage is done,
         so that what needs only this video can start."""
+        now = time.perf_counter()
+        with self._lock:
+            self.finished.setdefault(str(video.source), {}).update(dict.fromkeys(outcomes, now))
         if self.listener is not None:
             self.listener(video, outcomes)
 

@@ -82,12 +82,15 @@ class VideoResult:
 @dataclass
 class RunResult:
     """Every input's result, the run's warnings, and when each stage ran: ``spans`` maps a
-    stage to its start and end in seconds on the ``time.perf_counter`` clock."""
+    stage to its start and end in seconds on the ``time.perf_counter`` clock, ``finished`` each
+    video (its source) to when each stage's outcome for it came (where the executor reports
+    outcomes per video: a local run)."""
 
     videos: list[VideoResult]
     warnings: list[str]
     executor: dict[str, Any] = field(default_factory=dict)  # name, and GPUs it could place on
     spans: dict[str, tuple[float, float]] = field(default_factory=dict)
+    finished: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[VideoResult]:
@@ -159,6 +162,7 @@ def run(
             done = _finish(jobs, results, options, ctx)
             done.executor = {"name": executor.name, "gpus": executor.gpus()}
             done.spans = dict(ctx.spans)
+            done.finished = {v: dict(stages) for v, stages in ctx.finished.items()}
             return done
 
 

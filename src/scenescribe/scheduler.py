@@ -12,6 +12,7 @@ still being found. Outcomes are merged here, on the scheduling thread.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,6 +150,8 @@ class _SideBySide:
         self.busy: set[str] = set()  # nodes with work running
         self.turn: str | None = None  # the non-concurrent node whose turn it is
         self.times: dict[str, list[float]] = {}  # node name -> [first start, last end]
+        self.preloads: dict[str, threading.Thread] = {}  # started once Stage 1 computes
+        self.preloaded = False
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.position = {id(video): v for v, video in enumerate(videos)}  # tasks carry these
 
@@ -184,6 +187,9 @@ class _SideBySide:
         if event[0] == "video":
             _, v, outcomes = event
             self.results[v].update(outcomes)
+            if not self.preloaded and any(isinstance(o, StageOutput) and not o.cached
+                                          for o in outcomes.values()):
+                self._preload()
             self._recheck({v})
             return
         _, node, future = event
@@ -194,6 +200,20 @@ class _SideBySide:
         self._recheck(set(outcomes))
         if not self._in_waves(node):
             self._complete(node)
+
+    def _preload(self) -> None:
+        """Load a waves node's model now, on a thread of its own: a video's fresh outcome
+        means the run's work is not all cached, and the load (seconds for a VLM) then overlaps
+        Stage 1 instead of delaying the first wave. Only the first node that will hold the
+        GPU turn (the first captioner): two captioners never share the GPU, loaded or not."""
+        self.preloaded = True
+        node = next((n for n in self.waiting if self._in_waves(n) and not n.concurrent), None)
+        if node is None or node.name in self.busy or self.turn not in (None, node.name):
+            return
+        thread = threading.Thread(target=node.preload, name=f"preload-{node.name}",
+                                  daemon=True)
+        self.preloads[node.name] = thread
+        thread.start()
 
     def _in_waves(self, node: Node) -> bool:
         return self.ctx is not None and node.waves
@@ -250,6 +270,9 @@ class _SideBySide:
         future.add_done_callback(lambda f: self.events.put(("node", node, f)))
 
     def _complete(self, node: Node) -> None:
+        preload = self.preloads.get(node.name)
+        if preload is not None:
+            preload.join()  # its model is freed below, never while it is still loading
         self.waiting.remove(node)
         self.unready.pop(node.name, None)
         self.ready.pop(node.name, None)
