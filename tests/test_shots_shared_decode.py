@@ -185,3 +185,34 @@ def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest
     assert got["1"] == got["2"]
     assert len(set(got["1"])) == 3  # three different videos, not one copied
     assert sum(name.startswith("shots-video") for name in threads) == 3
+
+
+def test_the_gpu_default_decodes_while_its_network_waits_to_load(tmp_path: Path) -> None:
+    """``transnetv2-hsvcut`` starts its segment workers before it loads TransNetV2, so a load
+    that waits for other stages' loads (the process lock; Whisper's took 12 s on the H200)
+    overlaps the decoding instead of delaying it."""
+    from scenescribe import backend
+
+    info = probe(make_clip(tmp_path / "long.mp4", seconds=42))  # two 21 s segments
+    detector = registry.create("transnetv2-hsvcut", "shots",
+                               options=ShotOptions("transnetv2-hsvcut", workers=2))
+    decoded = threading.Event()
+
+    class Watch:
+        def task(self, description: str, total: float | None = None) -> Watch:
+            return self
+
+        def advance(self, amount: float = 1.0) -> None:
+            decoded.set()
+
+        def close(self) -> None:
+            pass
+
+    found: list[Any] = []
+    with backend._LOAD_LOCK:  # another stage's model is loading
+        worker = threading.Thread(target=lambda: found.append(detector.detect(info, Watch())))
+        worker.start()
+        assert decoded.wait(60), "no frame was decoded while the network waited to load"
+        assert not detector.loaded
+    worker.join(120)
+    assert detector.loaded and len(found[0]) >= 10  # a colour change every second

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,6 +64,7 @@ class LazyLoad:
         self.backend = backend
         self.seconds = 0.0
         self.wait_seconds = 0.0
+        self._taken = threading.Lock()
 
     def __call__(self) -> None:
         if not self.backend.loaded:
@@ -71,6 +73,17 @@ class LazyLoad:
             wait = float(getattr(self.backend, "load_timing", {}).get("wait_s", 0.0))
             self.wait_seconds = wait
             self.seconds = time.perf_counter() - start - wait
+
+    def taken_from_backend(self) -> float:
+        """Report the load a backend did by itself (inside its own call) as if done here; its
+        own seconds the first time (to take out of that call's compute time), else 0."""
+        timing = getattr(self.backend, "load_timing", None)
+        with self._taken:  # two videos' calls may end at once: one of them took the load
+            if not self.backend.loaded or self.seconds or not isinstance(timing, dict):
+                return 0.0
+            self.wait_seconds = float(timing.get("wait_s", 0.0))
+            self.seconds = float(timing.get("load_s", 0.0)) - self.wait_seconds
+            return self.seconds
 
     def timing(self) -> dict[str, float]:
         return {"load_s": self.seconds, "load_wait_s": self.wait_seconds}
@@ -139,7 +152,7 @@ class ShotsStage(Stage):
         path = task.video.folder.stage_file(self.name, task.key, "json")
         data = read_json(path) if path.exists() else None
         cached = isinstance(data, dict) and isinstance(data.get("scenes"), list)
-        if not cached and info.has_video:
+        if not cached and info.has_video and not self.detector.loads_while_decoding:
             self.load()  # before the clock: load time is reported apart
         start = time.perf_counter()
         if cached:
@@ -147,6 +160,9 @@ class ShotsStage(Stage):
             scenes = [Scene.from_dict(s) for s in data["scenes"]]
         else:
             cuts = self.detector.detect(info, _named(ctx, task)) if info.has_video else []
+            # A detector that loads while it decodes: its load is reported apart (its wait for
+            # the process lock stays in this video's compute time, beside the decoding).
+            start += self.load.taken_from_backend()
             scenes = cuts_to_scenes(info, cuts, self.detector.options)
             atomic_write_json(path, {"scenes": [s.to_dict() for s in scenes]})
             task.video.folder.remove_stale(self.name, path)

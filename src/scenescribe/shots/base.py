@@ -37,6 +37,9 @@ class ShotDetector(Backend):
     SPEED_OPTIONS = ("threads", "workers")
     # ``detect`` may run for several videos at once from threads (``ShotsStage``).
     concurrent_videos = False
+    # ``detect`` loads the model itself once its decoders have started, so a load that waits
+    # for other stages' loads (the process lock) overlaps the decoding (``ShotsStage``).
+    loads_while_decoding = False
 
     def cache_key(self) -> dict[str, Any]:
         key = super().cache_key()

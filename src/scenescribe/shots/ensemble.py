@@ -44,18 +44,29 @@ class TransNetHsvDetector(ShotDetector):
     """The union of TransNetV2's boundaries and ``hsvcut``'s (module docstring)."""
 
     concurrent_videos = True  # no state per call; the network is shared read-only
+    loads_while_decoding = True
+    _hsv: Any = None
 
     def _load(self) -> Any:
+        parts = {"transnetv2": self._part("transnetv2"), "hsvcut": self._hsvcut()}
+        for part in parts.values():
+            part.load()
+        return parts
+
+    def _part(self, name: str) -> Any:
         from scenescribe import registry
 
-        parts = {}
-        for name in ("transnetv2", "hsvcut"):
-            threshold = (self.threshold if name == "transnetv2" else None)
-            options = replace(self.options, backend=name, threshold=threshold)
-            parts[name] = registry.create(name, "shots", options=options, device=self.device,
-                                          model_dir=self.model_dir)
-            parts[name].load()
-        return parts
+        threshold = (self.threshold if name == "transnetv2" else None)
+        options = replace(self.options, backend=name, threshold=threshold)
+        return registry.create(name, "shots", options=options, device=self.device,
+                               model_dir=self.model_dir)
+
+    def _hsvcut(self) -> Any:
+        """The hsvcut half: a rule with no model, so the shared decode can start before the
+        network has loaded (``cuts_from_frames`` needs nothing ``load`` makes)."""
+        if self._hsv is None:
+            self._hsv = self._part("hsvcut")
+        return self._hsv
 
     @property
     def threshold(self) -> float:
@@ -80,8 +91,7 @@ class TransNetHsvDetector(ShotDetector):
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
         from scenescribe.shots.shared_decode import SharedDecode
 
-        self.load()
-        tn, hsv = self.model["transnetv2"], self.model["hsvcut"]
+        hsv = self._hsvcut()
         task = progress.task("shots", total=video.num_frames)
         # The opening fade's few seconds decode beside the shared pass.
         with ThreadPoolExecutor(1, thread_name_prefix="shots-opening") as pool:
@@ -89,6 +99,8 @@ class TransNetHsvDetector(ShotDetector):
             try:
                 with SharedDecode(hsv, video, task.advance, hsv.options.threads,
                                   hsv.options.workers) as decode:
+                    self.load()  # the segments decode meanwhile (loads_while_decoding)
+                    tn = self.model["transnetv2"]
                     scores = list(tn.frame_scores(video, frames=decode.frames()))
                     second = decode.cuts()
             finally:

