@@ -3,11 +3,10 @@
 # back to back on one warm machine, each followed by its timeline (timeline.py). On the GPU
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
-#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [prio0] [stage1] [switch]
+#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1] [switch]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
-# priority), prio0 (SCENESCRIBE_CAPTION_PRIORITY=0: the caption stage's stream at normal
 # priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
 # job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
@@ -26,7 +25,6 @@ for variant in "$@"; do
     waves) ;;
     stage1) model= ;;
     nice0) env=(SCENESCRIBE_SHOT_NICE=0) ;;
-    prio0) env=(SCENESCRIBE_CAPTION_PRIORITY=0) ;;
     stagemajor) env=(SCENESCRIBE_WAVES=0) ;;
     nostream) env=(SCENESCRIBE_CAPTION_STREAM=0) ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;

@@ -131,11 +131,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         self._packed = pack_grouped_decoding(model)
         self._static = self._static_decoder(model)
         if self.device.startswith("cuda") and env_count("SCENESCRIBE_CAPTION_STREAM") != 0:
-            # High priority: beside Stage 1 the caption stage is the job's critical path, and
-            # the tracker and the sound tagger have slack (SCENESCRIBE_CAPTION_PRIORITY=0: the
-            # normal priority).
-            high = env_count("SCENESCRIBE_CAPTION_PRIORITY") != 0
-            self._stream = stream_for_loaded_model(self.device, priority=-1 if high else 0)
+            self._stream = stream_for_loaded_model(self.device)
         self.processor.tokenizer.padding_side = "left"
         log.info("%s loaded on %s (%s, attention %s)", self.name, self.device, dtype,
                  model.config._attn_implementation)
