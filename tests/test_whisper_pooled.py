@@ -203,3 +203,44 @@ def test_a_reader_bug_is_raised_not_waited_on() -> None:
                                lambda kept, extra: SpeechResult(), 2)
     with pytest.raises(ValueError, match="display gone"):
         list(stream)
+
+
+def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage loads Whisper on a thread of its own while the pooled stream reads the audio:
+    on the H200 the load took 12-16 s (its import and ``from_pretrained`` under the process
+    lock) and reading W1's audio seconds more. The words are those of the plain path, and the
+    compute time starts when the model is loaded."""
+    from scenescribe import backend
+    from scenescribe.graph import RunContext, StageOutput, Task, Video
+    from scenescribe.speech import hf_whisper
+    from scenescribe.speech_stages import SpeechStage
+    from scenescribe.workspace import WorkFolder
+
+    reading = threading.Event()
+    chunks = hf_whisper.speech_chunks
+
+    def watched(*args: object, **kwargs: object) -> object:
+        reading.set()
+        yield from chunks(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hf_whisper, "speech_chunks", watched)
+    recognizer = _create(batch_size=2)
+    stage = SpeechStage(recognizer)
+    clip = media("real/grid/lrwp9a.mpg")
+    video = Video(clip, WorkFolder(tmp_path / "out"))
+    video.folder.make()
+    task = Task(video, "k", {"probe": StageOutput("p", False, meta={"info": probe(clip)})})
+    outcomes: dict[int, object] = {}
+    with backend._LOAD_LOCK:  # another stage's model is loading
+        worker = threading.Thread(target=lambda: outcomes.update(
+            stage.run([task], RunContext(NullProgress()))))
+        worker.start()
+        assert reading.wait(60), "the audio was not read while the model waited to load"
+        assert not recognizer.loaded
+    worker.join(120)
+    out = outcomes[0]
+    assert isinstance(out, StageOutput) and not out.cached
+    alone = recognizer.transcribe(probe(clip), NullProgress())
+    assert [w.text for w in out.meta["words"]] == [w.text for w in alone.words] != []
+    assert out.timing["compute_s"] > 0 and out.timing["load_s"] > 0

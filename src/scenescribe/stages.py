@@ -9,6 +9,7 @@ decode pass per video feeds both ("decode once").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -64,15 +65,28 @@ class LazyLoad:
         self.backend = backend
         self.seconds = 0.0
         self.wait_seconds = 0.0
+        self.done_at = 0.0  # time.perf_counter() when this object's load ended
         self._taken = threading.Lock()
 
     def __call__(self) -> None:
         if not self.backend.loaded:
             start = time.perf_counter()
             self.backend.load()
+            self.done_at = time.perf_counter()
             wait = float(getattr(self.backend, "load_timing", {}).get("wait_s", 0.0))
             self.wait_seconds = wait
-            self.seconds = time.perf_counter() - start - wait
+            self.seconds = self.done_at - start - wait
+
+    def in_background(self) -> threading.Thread:
+        """This load on a thread of its own (started); a failure is left for the backend's
+        next ``load`` to raise where the model is needed."""
+        def load() -> None:
+            with contextlib.suppress(Exception):
+                self()
+
+        thread = threading.Thread(target=load, name=f"load-{self.backend.name}", daemon=True)
+        thread.start()
+        return thread
 
     def taken_from_backend(self) -> float:
         """Report the load a backend did by itself (inside its own call) as if done here; its

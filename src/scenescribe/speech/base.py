@@ -24,6 +24,10 @@ class SpeechResult:
 class SpeechRecognizer(Backend):
     """Transcribes a file's audio once (never once per scene); words join scenes by midpoint."""
 
+    # ``transcribe_many`` starts reading the audio at once and loads the model only when its
+    # first batch is ready, so ``SpeechStage`` may load it on another thread meanwhile.
+    reads_while_loading = False
+
     def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
         """Transcribe ``video.path``; an empty result for files without audio or speech."""
         if not video.has_audio:

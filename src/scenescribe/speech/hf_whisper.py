@@ -86,6 +86,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     "transformers:WhisperProcessor", "transformers:WhisperFeatureExtractor",
                     "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
     side_by_side = True
+    reads_while_loading = True
 
     def _load(self) -> Any:
         import torch
@@ -195,8 +196,8 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
     def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
                         ) -> Iterator[tuple[int, SpeechResult | Exception]]:
-        """Every video's chunks in one batched stream (``pool``); results as videos complete."""
-        self.load()
+        """Every video's chunks in one batched stream (``pool``); results as videos complete.
+        The audio is read from the start; ``decode`` loads the model for the first batch."""
         yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep, _result,
                                      self.options.batch_size)
 
@@ -216,11 +217,13 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
     def decode(self, batch: list[tuple[float, np.ndarray]]) -> list[Decoded]:
         """Decode chunks ``(offset seconds, samples)`` as one batch."""
+        # First: the load imports transformers under the process lock, maybe on another thread
+        # (``reads_while_loading``); two threads importing its lazy modules at once race.
+        self.load()
         import torch
         from transformers import LogitsProcessorList
         from transformers.modeling_outputs import BaseModelOutput
 
-        self.load()
         model, processor = self.model.net, self.model.processor
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
