@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from scenescribe.media import SAMPLE_RATE, probe
 from scenescribe.options import RunOptions, SpeechOptions
 from scenescribe.progress import NullProgress
 from scenescribe.records import AudioStreamInfo, VideoInfo
-from scenescribe.speech.base import SpeechResult
+from scenescribe.speech.base import AudioReads, SpeechResult
 from scenescribe.speech.pool import _Chunk, pick_batch, transcribe_pooled
 
 SYNTHETIC = "synthetic/synthetic_cuts_speech.mp4"
@@ -63,21 +64,26 @@ class Recorder:
         self.batches.append([(chr(int(s[0])), o, len(s)) for o, s in batch])
         return [(chr(int(s[0])), o, len(s) / SAMPLE_RATE) for o, s in batch]
 
-    def run(self, names: list[str], size: int, no_audio: set[str] = frozenset()):
+    def run(self, names: list[str], size: int, no_audio: set[str] = frozenset(),
+            reads: AudioReads | None = None):
         videos = [(_info(n, n not in no_audio), NullProgress()) for n in names]
 
         def finish(kept: list, extra: dict) -> SpeechResult:
             return SpeechResult(extra={**extra, "kept": kept})
 
         return list(transcribe_pooled(videos, self.chunks, self.decode,
-                                      lambda d: d[2] > 1.0, finish, size))
+                                      lambda d: d[2] > 1.0, finish, size, reads))
 
 
 def test_chunks_of_all_videos_share_batches_and_come_back_to_their_video() -> None:
     lengths = {"a": [30, 30, 12], "b": [5], "c": [30, 0.5, 30], "d": [], "e": [8, 30]}
     rec = Recorder(lengths)
-    out = rec.run(list("abcdef"), size=4, no_audio={"f"})
+    reads = AudioReads()
+    before = time.perf_counter()
+    out = rec.run(list("abcdef"), size=4, no_audio={"f"}, reads=reads)
     assert sorted(i for i, _ in out) == [0, 1, 2, 3, 4, 5]
+    assert sorted(reads.seconds) == [0, 1, 2, 3, 4]  # the reader's time on each video with audio
+    assert reads.finished_at is not None and before < reads.finished_at < time.perf_counter()
     results = dict(out)
     for i, name in enumerate("abcde"):
         kept = results[i].extra["kept"]
@@ -209,8 +215,9 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The stage loads Whisper on a thread of its own while the pooled stream reads the audio:
     on the H200 the load took 12-16 s (its import and ``from_pretrained`` under the process
-    lock) and reading W1's audio seconds more. The words are those of the plain path, and the
-    compute time starts when the model is loaded."""
+    lock) and reading W1's audio seconds more. The words are those of the plain path, the
+    compute time starts when the model is loaded, and the timing says how long the reader
+    took and how long its audio waited for the model."""
     from scenescribe import backend
     from scenescribe.graph import RunContext, StageOutput, Task, Video
     from scenescribe.speech import hf_whisper
@@ -244,3 +251,4 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
     alone = recognizer.transcribe(probe(clip), NullProgress())
     assert [w.text for w in out.meta["words"]] == [w.text for w in alone.words] != []
     assert out.timing["compute_s"] > 0 and out.timing["load_s"] > 0
+    assert out.timing["audio_read_s"] > 0 and out.timing["model_wait_s"] >= 0

@@ -27,6 +27,9 @@ def show(path: Path) -> None:
     for video in data.get("stage1") or []:
         print(f"  {video['video']:14s} " + "  ".join(
             f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys))
+        if "speech_audio_read_s" in video:  # the pooled speech stream's reader
+            print(f"  {'':14s} speech audio read {video['speech_audio_read_s']:6.2f} s, "
+                  f"then waited {video.get('speech_model_wait_s', 0.0):6.2f} s for the model")
     done = job.get("videos_done_s") or {}
     if done:
         print("  when each video's outcome came (s on the job's clock):")

@@ -57,6 +57,9 @@ def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> 
         for wait in ("decode_wait_s", "write_wait_s"):  # where the frames' thread waited
             if wait in timings.get("frames", {}):
                 row[f"frames_{wait}"] = float(timings["frames"][wait])
+        for key in ("audio_read_s", "model_wait_s"):  # the pooled speech stream's reader
+            if key in timings.get("speech", {}):
+                row[f"speech_{key}"] = float(timings["speech"][key])
         row["stage1_s"] = sum(row[f"{s}_s"] for s in STAGE1)
         row["stage1_rtf"] = row["stage1_s"] / duration
         if folder.name in reference_speech:

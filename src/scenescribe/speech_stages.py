@@ -28,7 +28,7 @@ from scenescribe.graph import (
 )
 from scenescribe.progress import PrefixedProgress
 from scenescribe.records import Scene, Word
-from scenescribe.speech.base import SpeechRecognizer, SpeechResult
+from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.join import assign_words
 from scenescribe.stages import LazyLoad, _finish, _resume
 from scenescribe.store import atomic_write_json, read_json
@@ -78,15 +78,17 @@ class SpeechStage(Stage):
                                                   functools.partial(_raise, exc))
                                        for i in pending}}
         jobs = [(tasks[i].info, PrefixedProgress(ctx.progress, tasks[i].name)) for i in pending]
+        reads = AudioReads()
         last = time.perf_counter()
         try:
-            for j, result in self.backend.transcribe_many(jobs):
+            for j, result in self.backend.transcribe_many(jobs, reads):
                 now = time.perf_counter()
                 task = tasks[pending[j]]
                 # The compute clock starts once the model is loaded: a load reported apart.
                 seconds = now - max(last, self.load.done_at)
                 outcomes[pending[j]] = guarded(self.name, task, functools.partial(
-                    self._save, result=result, seconds=seconds), ctx)
+                    self._save, result=result, seconds=seconds,
+                    reading=_reading(reads, j, self.load.done_at)), ctx)
                 last = time.perf_counter()
         except Exception as exc:  # the model's failure: every video still waiting fails with it
             for i in pending:
@@ -104,7 +106,8 @@ class SpeechStage(Stage):
     def _file(self, task: Task) -> Path:
         return task.video.folder.stage_file(self.name, task.key, "json")
 
-    def _save(self, task: Task, result: SpeechResult | Exception, seconds: float) -> StageOutput:
+    def _save(self, task: Task, result: SpeechResult | Exception, seconds: float,
+              reading: Mapping[str, float] | None = None) -> StageOutput:
         if isinstance(result, Exception):
             raise result
         saved = {"language": result.language, "language_probability": result.language_probability,
@@ -112,13 +115,13 @@ class SpeechStage(Stage):
         path = self._file(task)
         atomic_write_json(path, saved)
         task.video.folder.remove_stale(self.name, path)
-        return self._output(task, _parse(saved), cached=False, seconds=seconds)
+        return self._output(task, _parse(saved), cached=False, seconds=seconds, reading=reading)
 
     def _output(self, task: Task, saved: Mapping[str, Any], cached: bool,
-                seconds: float) -> StageOutput:
+                seconds: float, reading: Mapping[str, float] | None = None) -> StageOutput:
         return StageOutput(task.key, cached, meta=saved, facts=self.backend.facts(),
                            timing={"backend": self.backend.name, **self.load.timing(),
-                                   "compute_s": seconds})
+                                   "compute_s": seconds, **(reading or {})})
 
     def close(self) -> None:
         self.backend.unload()
@@ -143,6 +146,18 @@ def _parse(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"language": None if language is None else str(language),
             "language_probability": None if probability is None else float(probability),
             "words": tuple(Word.from_dict(w) for w in data["words"])}
+
+
+def _reading(reads: AudioReads, position: int, loaded_at: float) -> dict[str, float]:
+    """A video's share of the pooled reader's work for its timing: ``audio_read_s``, and
+    ``model_wait_s``, how long the stream's read audio waited for the model (0: the model
+    was ready first)."""
+    reading = {}
+    if position in reads.seconds:
+        reading["audio_read_s"] = reads.seconds[position]
+    if reads.finished_at is not None and loaded_at:
+        reading["model_wait_s"] = max(0.0, loaded_at - reads.finished_at)
+    return reading
 
 
 def _raise(exc: Exception, task: Task) -> StageOutput:

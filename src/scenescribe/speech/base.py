@@ -21,6 +21,15 @@ class SpeechResult:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class AudioReads:
+    """What a pooled stream's audio reader did: the seconds it spent on each video (by position
+    in the call; a wait for a full queue included) and when it finished the last one."""
+
+    seconds: dict[int, float] = field(default_factory=dict)
+    finished_at: float | None = None  # time.perf_counter()
+
+
 class SpeechRecognizer(Backend):
     """Transcribes a file's audio once (never once per scene); words join scenes by midpoint."""
 
@@ -40,10 +49,12 @@ class SpeechRecognizer(Backend):
             task.close()
 
     def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
+                        reads: AudioReads | None = None,
                         ) -> Iterator[tuple[int, SpeechResult | Exception]]:
         """Transcribe several videos: ``(position in videos, result or the exception that
         stopped that video)``, in any order. This default does one video after another; a
-        batched backend pools every video's chunks (see ``hf_whisper``)."""
+        batched backend pools every video's chunks (see ``hf_whisper``) and notes its audio
+        reading in ``reads``."""
         for i, (video, progress) in enumerate(videos):
             try:
                 result: SpeechResult | Exception = self.transcribe(video, progress)

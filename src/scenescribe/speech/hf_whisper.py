@@ -48,7 +48,7 @@ from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_torch
-from scenescribe.speech.base import SpeechRecognizer, SpeechResult
+from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import (
     speech_chunks,
 )
@@ -195,11 +195,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return _result(kept, extra)
 
     def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
+                        reads: AudioReads | None = None,
                         ) -> Iterator[tuple[int, SpeechResult | Exception]]:
         """Every video's chunks in one batched stream (``pool``); results as videos complete.
         The audio is read from the start; ``decode`` loads the model for the first batch."""
         yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep, _result,
-                                     self.options.batch_size)
+                                     self.options.batch_size, reads)
 
     def _chunks(self, video: VideoInfo, task: Task,
                 extra: dict[str, Any]) -> Iterator[tuple[float, np.ndarray]]:

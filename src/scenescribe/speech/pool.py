@@ -18,6 +18,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -27,7 +28,7 @@ import numpy as np
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo
-from scenescribe.speech.base import SpeechResult
+from scenescribe.speech.base import AudioReads, SpeechResult
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -67,11 +68,14 @@ def transcribe_pooled(
     videos: Sequence[tuple[VideoInfo, Progress]], chunks: Chunker,
     decode: Callable[[list[tuple[float, np.ndarray]]], list[D]], keep: Callable[[D], bool],
     finish: Callable[[list[D], dict[str, Any]], SpeechResult], batch_size: int,
+    reads: AudioReads | None = None,
 ) -> Iterator[tuple[int, SpeechResult | Exception]]:
     """Yield ``(video position, result or the exception that stopped that video)`` as each
     video completes. ``chunks`` yields a video's non-silent ``(offset, samples)`` and fills its
     dict with counts; ``decode`` runs one batch; ``finish`` turns kept decodings into a result.
-    An exception from ``decode`` stops everything (it is the model's, not one video's)."""
+    An exception from ``decode`` stops everything (it is the model's, not one video's). The
+    reader notes its seconds per video and its end in ``reads``."""
+    reads = reads if reads is not None else AudioReads()
     size = max(1, batch_size)
     inbox: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=QUEUED_BATCHES * size)
     stop = threading.Event()
@@ -96,6 +100,7 @@ def transcribe_pooled(
             task = progress.task("speech", total=video.duration)
             extra: dict[str, Any] = {}
             states[i] = _Video(task, extra)  # before its first chunk is seen
+            start = time.perf_counter()
             try:
                 for offset, samples in chunks(video, task, extra):
                     if not put(("chunk", i, (offset, samples))):
@@ -103,7 +108,10 @@ def transcribe_pooled(
             except Exception as exc:  # this video's audio: the others go on
                 put(("error", i, exc))
                 continue
+            finally:
+                reads.seconds[i] = time.perf_counter() - start
             put(("read", i, None))
+        reads.finished_at = time.perf_counter()
 
     def read_all() -> None:
         try:
