@@ -90,3 +90,14 @@ def test_each_videos_outcomes_are_placed_on_the_job_clock() -> None:
                     finished={"a.mp4": {"frames": 12.0, "shots": 9.0}})
     assert list(job["videos_done_s"]["a.mp4"].items()) == [("shots", 9.0), ("frames", 12.0)]
     assert job_split(TIMINGS, wall_s=40.0, model="m")["videos_done_s"] == {}
+
+
+def test_the_split_adds_up_where_a_stage_says_its_compute_went() -> None:
+    timings = [{"captions[m]": {"compute_s": 3.0, "generate_s": 2.5, "prepare_wait_s": 0.2}},
+               {"captions[m]": {"compute_s": 1.0, "generate_s": 0.5, "prepare_wait_s": 0.4}},
+               {"speech": {"compute_s": 1.0, "audio_read_s": 0.7}}]
+    split = {r["stage"]: r for r in job_split(timings, wall_s=9.0, model="m")["stages"]}
+    assert split["captions[m]"]["generate_s"] == pytest.approx(3.0)
+    assert split["captions[m]"]["prepare_wait_s"] == pytest.approx(0.6)
+    assert split["speech"]["audio_read_s"] == pytest.approx(0.7)
+    assert "generate_s" not in split["speech"]

@@ -147,8 +147,13 @@ def test_prefetch_prepares_the_next_batch_while_this_one_generates() -> None:
 
     model = Slow(FakeClock(), lambda n: 0.0)
     start = time.perf_counter()
-    out = list(run_batches(model, requests(8), BatchTuner.fixed(2), prefetch=True))
+    stats: dict[str, float] = {}
+    out = list(run_batches(model, requests(8), BatchTuner.fixed(2), prefetch=True, stats=stats))
     wall = time.perf_counter() - start
+    # Where the time went: four calls of 0.15 s; only the first batch's preparation was waited
+    # for in full (the others were prepared during the calls before them).
+    assert stats["batches"] == 4 and stats["generate_s"] >= 4 * 0.15
+    assert 0.15 <= stats["prepare_wait_s"] < 0.15 + 3 * 0.1
     assert [i for i, _ in out] == list(range(8))
     assert all(name.startswith("caption-prep") for name in threads)
     # Batch k+1's preparation overlaps batch k's generation.

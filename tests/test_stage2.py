@@ -112,3 +112,8 @@ def test_scenes_of_several_videos_share_batches(tmp_path: Path, synthetic_clip: 
     assert per_video["a"] == per_video["b"]
     shares = [v.timings["captions[smolvlm2]"]["compute_s"] for v in result.videos]
     assert shares[0] == pytest.approx(shares[1])
+    # Where the engine's time went, shared out the same way: its calls within the compute.
+    for v in result.videos:
+        timing = v.timings["captions[smolvlm2]"]
+        assert 0 < timing["generate_s"] <= timing["compute_s"]
+        assert 0 <= timing["prepare_wait_s"] <= timing["compute_s"]

@@ -18,8 +18,10 @@ def show(path: Path) -> None:
           f"{job['scenes']} scenes")
     stages = {s["stage"]: s for s in job["stages"]}
     for name, s in sorted(stages.items(), key=lambda kv: kv[1].get("from_s", 0.0)):
+        details = "".join(f"   {k[:-2]} {s[k]:.2f} s" for k in
+                          ("prepare_wait_s", "generate_s", "audio_read_s") if k in s)
         print(f"  {name:32s} {s.get('from_s', 0.0):7.1f} -> {s.get('to_s', 0.0):7.1f}"
-              f"   compute {s['compute_s']:7.2f} s   load {s['load_s']:6.2f} s")
+              f"   compute {s['compute_s']:7.2f} s   load {s['load_s']:6.2f} s{details}")
     if "shots" in stages and "frames" in stages:
         after = stages["frames"]["to_s"] - stages["shots"]["to_s"]
         print(f"  frames end {after:.2f} s after the last shots")

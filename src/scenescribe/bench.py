@@ -229,6 +229,11 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
     return report
 
 
+# Parts of a stage's compute some stages report per video (summed like ``compute_s``): the
+# caption engine's waits for preprocessing and its model calls, the speech reader's seconds.
+SPLIT_DETAILS = ("prepare_wait_s", "generate_s", "audio_read_s")
+
+
 def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
               model: str | None, spans: Mapping[str, tuple[float, float]] | None = None,
               finished: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
@@ -251,6 +256,9 @@ def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
             row["load_s"] = max(row["load_s"], float(t.get("load_s", 0.0)))
             row["compute_s"] += float(t.get("compute_s", 0.0))
             row["cached"] = row["cached"] and bool(t.get("cached", False))
+            for key in SPLIT_DETAILS:  # where a stage's compute went, where it says
+                if key in t:
+                    row[key] = row.get(key, 0.0) + float(t[key])
     split = list(stages.values())
     spans = spans or {}
     for row in split:

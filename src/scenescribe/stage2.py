@@ -90,6 +90,11 @@ def caption_request(record: SceneRecord, root: Path, grounding: bool) -> Caption
     return CaptionRequest(record.index, tuple(str(root / f.path) for f in record.frames), context)
 
 
+# Where the caption engine's time went (``captions.engine.run_batches``), shared out like
+# ``compute_s``: waiting for a batch's CPU preparation, and the model's calls.
+ENGINE_SPLIT = ("prepare_wait_s", "generate_s")
+
+
 class CaptionStage(Stage):
     """One model's captions for every scene of every video."""
 
@@ -135,6 +140,7 @@ class CaptionStage(Stage):
             self._caption(pooled, owner, ckpts, errors, ctx)
         elapsed = time.perf_counter() - start
         facts = self._facts()
+        engine = (getattr(self.captioner, "engine_stats", None) or {}) if pooled else {}
         outcomes: dict[int, Outcome] = {}
         for position, (task, ckpt) in enumerate(zip(tasks, ckpts, strict=True)):
             count = sum(1 for p, _ in owner if p == position)
@@ -152,11 +158,12 @@ class CaptionStage(Stage):
                 folder.remember_captions(self.model, task.key,
                                          {n: o.key for n, o in task.inputs.items()}, mine)
             # Shared batches: each video is charged its share of the time by scene count.
-            share = elapsed * count / len(pooled) if pooled else 0.0
+            part = count / len(pooled) if pooled else 0.0
             outcomes[position] = StageOutput(
                 task.key, reused[position], lines=dict(ckpt.done), errors=errors[position], facts=mine,
                 timing={"backend": self.model, "load_s": self.load_s, "scenes": count,
-                        "compute_s": share})
+                        "compute_s": elapsed * part,
+                        **{key: engine[key] * part for key in ENGINE_SPLIT if key in engine}})
         return outcomes
 
     def _requests(self, task: Task, done: set[int]) -> list[CaptionRequest]:

@@ -45,22 +45,29 @@ def _out_of_memory() -> type[BaseException]:
 
 def run_batches(model: BatchedModel, requests: Sequence[CaptionRequest], tuner: BatchTuner,
                 prefetch: bool, clock: Callable[[], float] = time.perf_counter,
-                ) -> Iterator[tuple[int, Caption]]:
+                stats: dict[str, float] | None = None) -> Iterator[tuple[int, Caption]]:
     """Caption ``requests`` (already in batch order) batch by batch; yields ``(index, caption)``.
 
     Out of memory: the batch is put back and retried at half the size (the cap holds for the
     rest, and for later calls through ``model._batch_cap``); a scene that fails alone gets an
-    error caption. A preparation error (an unreadable frame) propagates, as before.
+    error caption. A preparation error (an unreadable frame) propagates, as before. ``stats``
+    (if given) adds up where the time went: ``prepare_wait_s`` (waiting for a batch's CPU
+    preparation), ``generate_s`` (the model's calls, out-of-memory ones included), ``batches``.
     """
     oom = _out_of_memory()
     pending = list(requests)
     first = True
+    spent = stats if stats is not None else {}
+    for key in ("prepare_wait_s", "generate_s", "batches"):
+        spent.setdefault(key, 0.0)
     with Prefetcher(model.prepare, prefetch) as slot:
         size = tuner.next_size()
         batch = take(pending, size)
         slot.submit(batch)
         while batch:
+            asked = clock()
             inputs = slot.result()
+            spent["prepare_wait_s"] += clock() - asked
             if first:
                 model.warm(batch, inputs)
                 first = False
@@ -75,8 +82,11 @@ def run_batches(model: BatchedModel, requests: Sequence[CaptionRequest], tuner: 
             except oom as exc:
                 results, error = None, str(exc).split("\n")[0][:200]
             del inputs
+            took = clock() - start
+            spent["generate_s"] += took
+            spent["batches"] += 1
             if results is not None:
-                tuner.record(size, len(batch), clock() - start)
+                tuner.record(size, len(batch), took)
                 yield from results
                 batch, size = upcoming, next_size
                 continue

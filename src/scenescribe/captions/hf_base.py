@@ -76,6 +76,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         # thread decodes with them ("Already borrowed"), so encode and decode share a lock.
         self._tokenizer_lock = threading.Lock()
         self.tuner: BatchTuner | None = None  # the last caption call's (its choice is logged)
+        self.engine_stats: dict[str, float] = {}  # the last caption call's (``run_batches``)
 
     # ---- what subclasses describe -------------------------------------------------------------
 
@@ -228,7 +229,9 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
                  f" (trying {self.tuner.sizes})" if len(self.tuner.sizes) > 1 else "")
         task = progress.task(f"captions [{self.name}]", total=len(ordered))
         try:
-            for index, caption in run_batches(self, ordered, self.tuner, self._prefetching()):
+            self.engine_stats = {}
+            for index, caption in run_batches(self, ordered, self.tuner, self._prefetching(),
+                                              stats=self.engine_stats):
                 task.advance()
                 yield index, caption
         finally:
