@@ -150,7 +150,9 @@ class _SideBySide:
         self.busy: set[str] = set()  # nodes with work running
         self.turn: str | None = None  # the non-concurrent node whose turn it is
         self.times: dict[str, list[float]] = {}  # node name -> [first start, last end]
-        self.preloads: dict[str, threading.Thread] = {}  # started once Stage 1 computes
+        # The first captioner's load, started once Stage 1 computes (``_preload``): its
+        # node's name and thread; ``preloaded`` once tried.
+        self.preload: tuple[str, threading.Thread] | None = None
         self.preloaded = False
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.position = {id(video): v for v, video in enumerate(videos)}  # tasks carry these
@@ -212,7 +214,7 @@ class _SideBySide:
             return
         thread = threading.Thread(target=node.preload, name=f"preload-{node.name}",
                                   daemon=True)
-        self.preloads[node.name] = thread
+        self.preload = (node.name, thread)
         thread.start()
 
     def _in_waves(self, node: Node) -> bool:
@@ -270,9 +272,8 @@ class _SideBySide:
         future.add_done_callback(lambda f: self.events.put(("node", node, f)))
 
     def _complete(self, node: Node) -> None:
-        preload = self.preloads.get(node.name)
-        if preload is not None:
-            preload.join()  # its model is freed below, never while it is still loading
+        if self.preload is not None and self.preload[0] == node.name:
+            self.preload[1].join()  # its model is freed below, never while it is still loading
         self.waiting.remove(node)
         self.unready.pop(node.name, None)
         self.ready.pop(node.name, None)

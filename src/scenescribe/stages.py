@@ -9,8 +9,8 @@ decode pass per video feeds both ("decode once").
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -47,6 +47,7 @@ from scenescribe.sounds.base import SoundTagger
 from scenescribe.speech.base import SpeechRecognizer
 from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
 
+log = logging.getLogger("scenescribe.stages")
 B = TypeVar("B", bound=Backend)
 PROBE_VERSION = 1  # bump when what the probe records changes
 FRAMES_VERSION = 1  # bump when frame sampling changes its output
@@ -73,16 +74,16 @@ class LazyLoad:
             start = time.perf_counter()
             self.backend.load()
             self.done_at = time.perf_counter()
-            wait = float(getattr(self.backend, "load_timing", {}).get("wait_s", 0.0))
-            self.wait_seconds = wait
-            self.seconds = self.done_at - start - wait
+            self._note(self.done_at - start)
 
     def in_background(self) -> threading.Thread:
         """This load on a thread of its own (started); a failure is left for the backend's
         next ``load`` to raise where the model is needed."""
         def load() -> None:
-            with contextlib.suppress(Exception):
+            try:
                 self()
+            except Exception:  # raised again, and reported, where the model is needed
+                log.info("%s: background load failed", self.backend.name, exc_info=True)
 
         thread = threading.Thread(target=load, name=f"load-{self.backend.name}", daemon=True)
         thread.start()
@@ -95,9 +96,14 @@ class LazyLoad:
         with self._taken:  # two videos' calls may end at once: one of them took the load
             if not self.backend.loaded or self.seconds or not isinstance(timing, dict):
                 return 0.0
-            self.wait_seconds = float(timing.get("wait_s", 0.0))
-            self.seconds = float(timing.get("load_s", 0.0)) - self.wait_seconds
+            self._note(float(timing.get("load_s", 0.0)))
             return self.seconds
+
+    def _note(self, elapsed: float) -> None:
+        """A load of ``elapsed`` seconds: its wait for other loads (the backend's
+        ``load_timing``) apart from its own time."""
+        self.wait_seconds = float(getattr(self.backend, "load_timing", {}).get("wait_s", 0.0))
+        self.seconds = elapsed - self.wait_seconds
 
     def timing(self) -> dict[str, float]:
         return {"load_s": self.seconds, "load_wait_s": self.wait_seconds}

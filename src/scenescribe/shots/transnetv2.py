@@ -142,7 +142,7 @@ def network_input(small: np.ndarray, rotation: int) -> np.ndarray:
     An area average in two steps (planes to 256 wide, that to 48x27), where the network was
     trained on FFmpeg's direct scaling: on the shot corpus the cuts are the same as from
     FFmpeg's area scaler to 96x54 averaged 2x2, which cost twice as much to make
-    (``benchmarks/NOTES.md``, 2026-12-03h).
+    (``benchmarks/results/shots-corpus-2026-12-03h.md``).
     """
     return shrink_upright(small, INPUT_SIZE, rotation)
 
