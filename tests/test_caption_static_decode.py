@@ -1,5 +1,6 @@
 """The static caption decoder gives ``generate``'s tokens: each family's tiny published-layout
-checkpoint, a left-padded batch, end tokens and ``min_new_tokens``, and the padded graph layout."""
+checkpoint, a left-padded batch, end tokens and ``min_new_tokens``, beam search, and the padded
+graph layout."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from scenescribe import registry
 from scenescribe.captions.base import CaptionRequest
-from scenescribe.captions.static_decode import language_model
+from scenescribe.captions.static_layout import language_model
 from scenescribe.gpu_share import capturing, launching
 from scenescribe.options import CaptionOptions
 
@@ -97,11 +98,77 @@ def test_end_tokens_and_min_new_tokens_stop_as_generate_does(
         assert min_new == 0 or results[0][0][1] >= min_new
 
 
-def test_beam_search_and_other_layouts_keep_generate(tmp_path: Path) -> None:
-    folder = build("instructblip-vicuna-7b", tmp_path / "iblip")
-    model = captioner("instructblip-vicuna-7b", folder, "static")
-    assert model.decoder == "generate" and model._static is None
-    assert model.facts()["decoder"] == "generate"
+@pytest.fixture(scope="module")
+def instructblip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build("instructblip-vicuna-7b", tmp_path_factory.mktemp("iblip") / "iblip")
+
+
+@pytest.mark.parametrize("max_new", [12, 30])
+def test_static_beam_search_gives_generates_captions(max_new: int, instructblip: Path,
+                                                     scenes: list[CaptionRequest]) -> None:
+    """InstructBLIP's five beams: each scene's prompt run once, its cache copied to the beams."""
+    reference = captioner("instructblip-vicuna-7b", instructblip, "generate",
+                          max_new_tokens=max_new)
+    static = captioner("instructblip-vicuna-7b", instructblip, "static", max_new_tokens=max_new)
+    assert static._static is not None and static.facts()["decoder"] == "static"
+    expected = tokens(reference, scenes)
+    assert tokens(static, scenes) == expected
+    static._static.pad = True  # the graph layout: padding scenes closed from the start
+    assert tokens(static, scenes) == expected
+    # A later, smaller batch reuses the buffers. Alone, the scene has no left padding: its
+    # scores differ in the last bits from the batch's, and the beams can end elsewhere.
+    assert tokens(static, scenes[1:2]) == tokens(reference, scenes[1:2])
+    greedy = captioner("instructblip-vicuna-7b", instructblip, "static", max_new_tokens=max_new)
+    greedy.num_beams = 1
+    assert tokens(greedy, scenes) != expected  # the beams chose other captions than greedy
+
+
+def test_static_beam_search_finishes_and_closes_scenes_as_generate_does(
+        instructblip: Path, scenes: list[CaptionRequest],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With thousands of end tokens beams end at most steps: finished hypotheses compete by
+    their mean log-probability, and a scene closes once no open beam can beat its worst
+    finished one; the decoder stops when every scene has closed."""
+    import random
+
+    from scenescribe.captions import static_decode
+
+    rng = random.Random(0)
+    steps = [0]
+    step = static_decode.StaticCaptionDecoder._step
+
+    def counted(self: Any, buf: Any, pad_id: int) -> None:
+        steps[0] += 1
+        step(self, buf, pad_id)
+
+    monkeypatch.setattr(static_decode.StaticCaptionDecoder, "_step", counted)
+    for count, min_new in ((1500, 3), (8000, 0)):
+        ends = rng.sample(range(300, 32000), count)
+        results = []
+        for decoder in ("generate", "static"):
+            model = captioner("instructblip-vicuna-7b", instructblip, decoder,
+                              max_new_tokens=40, min_new_tokens=min_new)
+            model.min_new_tokens_floor = 0
+            model._checkpoint_eos = [*ends, *model._checkpoint_eos]
+            steps[0] = 0
+            results.append(tokens(model, scenes))
+        assert results[0] == results[1]
+        assert min(n for _, n in results[1]) < 40  # some scene ended on its own
+        assert min(n for _, n in results[1]) >= min_new
+    assert steps[0] < 39  # the last run's scenes all closed before the 40th token
+
+
+def test_auto_keeps_generate_for_beams_until_their_gpu_rows_are_measured() -> None:
+    def decoder(name: str, choice: str) -> str:
+        return registry.create(name, "captioner", options=CaptionOptions(decoder=choice),
+                               device="cuda", model_dir=None).decoder
+
+    assert decoder("instructblip-vicuna-7b", "auto") == "generate"
+    assert decoder("instructblip-vicuna-7b", "graph") == "graph"
+    assert decoder("llava-v1.6-mistral-7b", "auto") == "graph"
+
+
+def test_other_layouts_keep_generate(tmp_path: Path) -> None:
     qwen = captioner("qwen2.5-vl-7b", build("qwen2.5-vl-7b", tmp_path / "qwen"), "static")
     assert language_model(qwen.model) is None  # 3-D rotary positions
     assert qwen._static is None and qwen.facts()["decoder"] == "generate"
@@ -183,7 +250,7 @@ def test_only_length_dependent_rotary_tables_limit_the_static_decoder() -> None:
     """Vicuna's prompts of two AnyRes images run past its 4,096 positions: plain RoPE computes
     those positions as ``generate`` does, so the static decoder still serves it; Phi-3.5's
     LongRoPE switches tables past 4,096, so longer sequences go to ``generate``."""
-    from scenescribe.captions.static_decode import _table_limit
+    from scenescribe.captions.static_layout import _table_limit
     from scenescribe.testing import stand_ins
 
     def limit(name: str) -> int | None:

@@ -32,7 +32,7 @@ def main(out: Path, device: str) -> int:
               CaptionRequest(1, (frames[2],), "Speech: hello."),
               CaptionRequest(2, (frames[1], frames[2], frames[0]), "Speech: a longer context.")]
     bad = 0
-    for name in ("llava-v1.6-mistral-7b", "phi-3.5-vision"):
+    for name in ("llava-v1.6-mistral-7b", "phi-3.5-vision", "instructblip-vicuna-7b"):
         folder = build(name, out / name)
         got = {}
         for decoder in ("generate", "graph"):

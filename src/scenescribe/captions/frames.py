@@ -38,14 +38,16 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def scene_bytes(text: Any, width: int, prompt_tokens: int, new_tokens: int, beams: int,
-                kv_copies: int = 1) -> int:
-    """GPU bytes one scene adds to a batch of a language model with config ``text``;
-    ``kv_copies``: how many copies of its KV cache are alive at once."""
+                prefill_copy: bool = False) -> int:
+    """GPU bytes one scene adds to a batch of a language model with config ``text``: a KV cache
+    per beam, and with ``prefill_copy`` one more (the static decoder's prefill, one per scene,
+    alive while it is copied to the beams' buffers)."""
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     tokens = prompt_tokens + new_tokens
-    kv = 2 * text.num_hidden_layers * kv_heads * head_dim * width * tokens * beams * kv_copies
+    copies = beams + int(prefill_copy)
+    kv = 2 * text.num_hidden_layers * kv_heads * head_dim * width * tokens * copies
     # One layer's prefill activations live at a time: q/k/v/out projections, the MLP's three
     # intermediate tensors, and a few copies of the embedded prompt.
     act = prompt_tokens * (8 * text.hidden_size + 3 * text.intermediate_size) * width

@@ -11,7 +11,9 @@ once per batch-size bucket as a CUDA graph and replayed: one launch per token. O
 capture fails) the same step runs eagerly; tests compare it with ``generate`` token for token.
 
 Supported: language models laid out as Llama's (Llama, Mistral, Qwen2, Phi-3 with its fused
-projections), RoPE positions, greedy search. ``language_model`` says whether a checkpoint is.
+projections), RoPE positions, greedy search and beam search (``static_beams``: each scene's prompt
+is run once and its cache copied to its beams, where ``generate`` runs it once per beam).
+``static_layout.language_model`` says whether a checkpoint is laid out so.
 """
 
 from __future__ import annotations
@@ -20,69 +22,18 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from scenescribe.captions import static_beams
+from scenescribe.captions.static_layout import LanguageModel
 from scenescribe.gpu_share import capture_graph
 
 log = logging.getLogger("scenescribe.captions")
 
 BUCKET = 8  # graph batch sizes are multiples of this: a few graphs serve every batch size
 LENGTH_BUCKET = 256  # cache lengths are multiples of this: later, shorter batches reuse buffers
+# Beam search reads each row's whole buffer in every step, five rows per scene: a finer bucket
+# keeps InstructBLIP's short prompts (about 70 tokens + 256 new) at 384 positions, not 512.
+BEAM_LENGTH_BUCKET = 64
 STOP_CHECK = 16  # steps between checks (one device sync) that every row has ended
-# Rotary scalings whose table does not depend on the sequence's length.
-FIXED_ROPE = ("default", "linear", "llama3", "yarn")
-# Language models whose layers this step reproduces (config.model_type).
-LAYOUTS = ("llama", "mistral", "qwen2", "phi3", "phi3_v")
-
-
-@dataclass(frozen=True, slots=True)
-class LanguageModel:
-    """The parts of a checkpoint's language model one decoding step reads."""
-
-    body: Any  # the decoder (``embed_tokens``, ``layers``, ``norm``, ``rotary_emb``)
-    head: Any  # the output projection to the vocabulary
-    heads: int
-    kv_heads: int
-    head_dim: int
-    max_length: int | None  # longest sequence whose rotary table each step would compute alike
-    sliding_window: int | None
-
-
-def language_model(model: Any) -> LanguageModel | None:
-    """The checkpoint's decoder if its layers are ones this module's step reproduces, else None."""
-    body = next((m for m in model.modules() if _is_decoder(m)), None)
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if body is None or head is None:
-        return None
-    config = body.config
-    heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return LanguageModel(body, head, heads, getattr(config, "num_key_value_heads", None) or heads,
-                         head_dim, _table_limit(config), getattr(config, "sliding_window", None))
-
-
-def _table_limit(config: Any) -> int | None:
-    """The longest sequence whose rotary table is the same at every step: LongRoPE and dynamic
-    scaling switch tables past the original length (``generate`` would too), the others never
-    do (positions past ``max_position_embeddings`` are computed alike by both)."""
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
-    kind = "default"
-    if isinstance(rope, dict):
-        kind = str(rope.get("rope_type") or rope.get("type") or "default")
-    if kind in FIXED_ROPE:
-        return None
-    original = getattr(config, "original_max_position_embeddings", None)
-    if original is None and isinstance(rope, dict):
-        original = rope.get("original_max_position_embeddings")
-    return int(original or config.max_position_embeddings)
-
-
-def _is_decoder(module: Any) -> bool:
-    config = getattr(module, "config", None)
-    if getattr(config, "model_type", None) not in LAYOUTS:
-        return False
-    if not all(hasattr(module, a) for a in ("embed_tokens", "layers", "norm", "rotary_emb")):
-        return False
-    attn = getattr(module.layers[0], "self_attn", None) if len(module.layers) else None
-    return attn is not None and (hasattr(attn, "qkv_proj") or hasattr(attn, "q_proj"))
 
 
 @dataclass(slots=True)
@@ -103,6 +54,7 @@ class _Buffers:
     sin: Any
     keys: list[Any]  # per layer [rows, kv_heads, length, head_dim]
     values: list[Any]
+    beam: static_beams.BeamBuffers | None = None  # beam search's state (rows = scenes x beams)
 
 
 class StaticCaptionDecoder:
@@ -132,27 +84,29 @@ class StaticCaptionDecoder:
         self._pool = None
 
     def generate(self, inputs: dict[str, Any], max_new_tokens: int, min_new_tokens: int,
-                 end_ids: list[int], pad_id: int, stop_after: int | None = None,
+                 end_ids: list[int], pad_id: int, stop_after: int | None = None, beams: int = 1,
                  ) -> list[list[int]]:
         """Per row, the ``max_new_tokens`` new tokens (``pad_id`` after a row's end token).
 
         ``inputs``: the processor's outputs on the device, ``input_ids`` left-padded with their
-        ``attention_mask``. ``stop_after``: only that many tokens (a warm-up: buffers and graph
-        made at the real shape)."""
+        ``attention_mask``. ``beams`` > 1: each row's best beam. ``stop_after``: only that many
+        tokens (a warm-up: buffers and graph made at the real shape)."""
         import torch
 
         mask = inputs["attention_mask"]
         n, prompt = mask.shape
-        length = -(-(prompt + max_new_tokens) // LENGTH_BUCKET) * LENGTH_BUCKET
+        bucket = LENGTH_BUCKET if beams == 1 else BEAM_LENGTH_BUCKET
+        length = -(-(prompt + max_new_tokens) // bucket) * bucket
         device = mask.device
         use_graph = self.graphs and device.type == "cuda"
-        rows = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
+        scenes = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
         with torch.inference_mode():
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             out = self.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-            buf = self._ensure(rows, length, max_new_tokens, out.logits, end_ids)
-            view = _rows(buf, rows)
-            self._fill(view, out, mask, positions[:, -1] + 1, min_new_tokens, pad_id)
+            buf = self._ensure(scenes, beams, length, max_new_tokens, out.logits, end_ids)
+            view = _rows(buf, scenes * beams)
+            self._fill(view, out, mask, positions[:, -1] + 1, min_new_tokens, max_new_tokens,
+                       pad_id)
             del out
             step = self._graph_step(view, pad_id) if use_graph else None
             for i in range(1, min(max_new_tokens, stop_after or max_new_tokens)):
@@ -160,25 +114,49 @@ class StaticCaptionDecoder:
                     step.replay()
                 else:
                     self._step(view, pad_id)
-                if i % STOP_CHECK == 0 and bool(view.done[:n].all()):
+                if view.beam is not None:
+                    self._reorder(view, prompt, prompt + i)  # the i tokens written so far
+                if i % STOP_CHECK == 0 and self._finished(view, n):
                     break
+            if view.beam is not None:
+                return static_beams.results(view.beam, n, max_new_tokens)
             return view.out[:n, :max_new_tokens].tolist()
+
+    @staticmethod
+    def _finished(buf: _Buffers, n: int) -> bool:
+        """Every one of the first ``n`` scenes has ended (one read from the device)."""
+        if buf.beam is not None:
+            return not bool(buf.beam.open[:n].any())
+        return bool(buf.done[:n].all())
+
+    @staticmethod
+    def _reorder(buf: _Buffers, start: int, stop: int) -> None:
+        """Each beam's cache follows the beam it continues (outside the graph: only the
+        positions written so far, ``start:stop``, move)."""
+        beam = buf.beam
+        assert beam is not None
+        static_beams.reorder(buf.keys, beam.order, start, stop)
+        static_beams.reorder(buf.values, beam.order, start, stop)
 
     # buffers
 
-    def _ensure(self, rows: int, length: int, max_new: int, logits: Any,
+    def _ensure(self, scenes: int, beams: int, length: int, max_new: int, logits: Any,
                 end_ids: list[int]) -> _Buffers:
-        """Buffers of at least ``rows`` x ``length``; growing them drops the captured graphs."""
+        """Buffers of at least ``scenes`` x ``beams`` rows of ``length`` positions; growing them
+        (or another beam count) drops the captured graphs."""
         import torch
 
         buf = self._buffers
         device = logits.device
         ends = torch.tensor(sorted(set(end_ids)), device=device)
-        if (buf is not None and buf.rows >= rows and buf.length >= length
+        rows = scenes * beams
+        same_search = (buf is not None and (buf.beam.beams if buf.beam is not None else 1) == beams)
+        if (buf is not None and same_search and buf.rows >= rows and buf.length >= length
                 and buf.out.shape[1] >= max_new and self._ends is not None
                 and torch.equal(self._ends, ends)):
             return buf
-        old = (buf.rows, buf.length, buf.out.shape[1]) if buf is not None else (0, 0, 0)
+        old = (buf.rows, buf.length, buf.out.shape[1]) if buf is not None and same_search \
+            else (0, 0, 0)
         self.release()  # the old buffers go before the new ones are made
         rows, length, max_new = max(rows, old[0]), max(length, old[1]), max(max_new, old[2])
         lm = self.lm
@@ -200,32 +178,47 @@ class StaticCaptionDecoder:
             torch.zeros(rows, device=device, dtype=torch.bool),
             torch.zeros(rows, max_new, **long), cos[0].contiguous(), sin[0].contiguous(),
             cache(), cache())
+        if beams > 1:
+            self._buffers.beam = static_beams.beam_buffers(rows // beams, beams, len(ends),
+                                                           max_new, device)
         return self._buffers
 
     def _fill(self, buf: _Buffers, out: Any, mask: Any, next_position: Any, min_new: int,
-              pad_id: int) -> None:
-        """The prefill's cache and first token; the step's state set for the second."""
+              max_new: int, pad_id: int) -> None:
+        """The prefill's cache (copied to each beam) and first token; the step's state set for
+        the second."""
         n, prompt = mask.shape
+        beams = buf.beam.beams if buf.beam is not None else 1
+        live = n * beams
         layers = _cache(out).layers
         for layer, k, v in zip(layers, buf.keys, buf.values, strict=True):
             k.zero_()  # masked positions are multiplied by 0: they must hold no NaN
             v.zero_()
-            k[:n, :, :prompt].copy_(layer.keys)
-            v[:n, :, :prompt].copy_(layer.values)
+            k[:live, :, :prompt].copy_(_per_beam(layer.keys, beams))
+            v[:live, :, :prompt].copy_(_per_beam(layer.values, beams))
         buf.valid.zero_()
-        buf.valid[:n, :prompt] = mask.bool()
-        buf.valid[n:, 0] = True  # padding rows attend somewhere: no all-masked softmax
+        buf.valid[:live, :prompt] = _per_beam(mask.bool(), beams)
+        buf.valid[live:, 0] = True  # padding rows attend somewhere: no all-masked softmax
         buf.done.zero_()
-        buf.done[n:] = True
+        buf.done[live:] = True
         buf.out.fill_(pad_id)
         buf.min_new.fill_(min_new)
         buf.step.zero_()
         buf.position.zero_()
-        buf.position[:n] = next_position
+        buf.position[:live] = _per_beam(next_position, beams)
         buf.slot.fill_(prompt)
-        first = self._choose(buf, out.logits[:, -1], pad_id, rows=n)
+        logits = out.logits[:, -1]
         buf.token.zero_()
-        buf.token[:n] = first
+        if buf.beam is None:
+            buf.token[:n] = self._choose(buf, logits, pad_id, rows=n)
+            return
+        static_beams.start(buf.beam, n, max_new, pad_id)
+        first = _per_beam(logits, beams)
+        rows = buf.rows - live  # padding scenes choose from zeros: they are closed from the start
+        if rows:
+            first = _cat_zeros(first, rows)
+        buf.token.copy_(self._choose_beams(buf, first))
+        # Every beam of a scene holds the same cache so far: no reorder after the first choice.
 
     def _choose(self, buf: _Buffers, logits: Any, pad_id: int, rows: int | None = None) -> Any:
         """The greedy token of each row (end tokens barred below ``min_new``), recorded at
@@ -245,10 +238,27 @@ class StaticCaptionDecoder:
         buf.step.add_(1)
         return chosen
 
+    def _choose_beams(self, buf: _Buffers, logits: Any) -> Any:
+        assert buf.beam is not None
+        tokens = static_beams.choose(buf.beam, logits, buf.step, buf.min_new, self._ends)
+        buf.step.add_(1)
+        return tokens
+
     # the step
 
     def _step(self, buf: _Buffers, pad_id: int) -> None:
         """One token for every row, reading and writing only ``buf`` (graph-safe)."""
+        logits = self._forward(buf)
+        if buf.beam is None:
+            buf.token.copy_(self._choose(buf, logits, pad_id))
+        else:
+            buf.token.copy_(self._choose_beams(buf, logits))
+        buf.position.add_(1)
+        buf.slot.add_(1)
+
+    def _forward(self, buf: _Buffers) -> Any:
+        """The language model on each row's token: its keys and values written at ``slot``;
+        returns the logits [rows, vocab]."""
         import torch.nn.functional as F
 
         lm = self.lm
@@ -277,10 +287,7 @@ class StaticCaptionDecoder:
                                                scale=attn.scaling)
             h = h + attn.o_proj(o.reshape(rows, 1, heads * dim))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = lm.head(lm.body.norm(h))[:, 0]
-        buf.token.copy_(self._choose(buf, logits, pad_id))
-        buf.position.add_(1)
-        buf.slot.add_(1)
+        return lm.head(lm.body.norm(h))[:, 0]
 
     def _graph_step(self, buf: _Buffers, pad_id: int) -> Any | None:
         """The step captured as a CUDA graph for ``buf.rows`` rows, or None to run eagerly."""
@@ -289,8 +296,8 @@ class StaticCaptionDecoder:
         graph = self._graphs.get(buf.rows)
         if graph is not None:
             return graph
-        saved = [t.clone() for t in (buf.token, buf.position, buf.slot, buf.step, buf.valid,
-                                     buf.done, buf.out)]
+        state = _state(buf)
+        saved = [t.clone() for t in state]
         device = buf.slot.device
         try:
             if self._pool is None:
@@ -305,10 +312,31 @@ class StaticCaptionDecoder:
             self.captures += 1
         # Undo the warm-up and capture steps (their cache writes sit beyond every valid
         # position, and the next step overwrites them): the batch goes on from its prefill.
-        for target, value in zip((buf.token, buf.position, buf.slot, buf.step, buf.valid,
-                                  buf.done, buf.out), saved, strict=True):
+        for target, value in zip(state, saved, strict=True):
             target.copy_(value)
         return graph
+
+
+def _state(buf: _Buffers) -> list[Any]:
+    """The tensors a step changes, apart from the cache."""
+    state = [buf.token, buf.position, buf.slot, buf.step, buf.valid, buf.done, buf.out]
+    beam = buf.beam
+    if beam is not None:
+        state += [beam.scores, beam.tokens, beam.best, beam.best_scores, beam.best_done,
+                  beam.open, beam.order]
+    return state
+
+
+def _per_beam(tensor: Any, beams: int) -> Any:
+    """Each row repeated for its beams, rows of one scene together."""
+    return tensor if beams == 1 else tensor.repeat_interleave(beams, dim=0)
+
+
+def _cat_zeros(tensor: Any, rows: int) -> Any:
+    """``tensor`` with ``rows`` rows of zeros after it (padding rows' logits)."""
+    import torch
+
+    return torch.cat((tensor, tensor.new_zeros((rows, *tensor.shape[1:]))))
 
 
 def _rotate(x: Any, cos: Any, sin: Any) -> Any:
@@ -327,11 +355,18 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
     """The first ``rows`` rows of ``buf`` (views: graphs captured on them stay valid)."""
     if rows == buf.rows:
         return buf
+    beam = buf.beam
+    if beam is not None:
+        beam = static_beams.beam_view(beam, rows // beam.beams)
     return _Buffers(rows, buf.length, buf.token[:rows], buf.position[:rows], buf.slot, buf.step,
                     buf.min_new, buf.valid[:rows], buf.done[:rows], buf.out[:rows], buf.cos,
-                    buf.sin, [k[:rows] for k in buf.keys], [v[:rows] for v in buf.values])
+                    buf.sin, [k[:rows] for k in buf.keys], [v[:rows] for v in buf.values], beam)
 
 
 def _cache(out: Any) -> Any:
-    """The model output's cache: ``cache`` from transformers 5.2x, ``past_key_values`` before."""
-    return out["cache"] if "cache" in out else out["past_key_values"]
+    """The model output's cache: ``cache`` from transformers 5.2x, ``past_key_values`` before;
+    InstructBLIP's output keeps its language model's output apart."""
+    for name in ("cache", "past_key_values"):
+        if name in out:
+            return out[name]
+    return _cache(out["language_model_outputs"])
