@@ -109,7 +109,7 @@ class CaptionOptions:
     random_weights: bool = False  # benchmark mode: full-size architecture, random weights
     use_cache: bool = True  # KV cache; off only to reproduce the reference's Phi-3.5 runs
     cache: str = "dynamic"  # "static": KV cache preallocated at full length, written in place
-    decoder: str = "auto"  # auto (graph on CUDA, else generate), graph, static, generate
+    decoder: str = "auto"  # auto (graph on CUDA for greedy, else generate), graph, static, generate
     api_base: str | None = None
     api_concurrency: int = 8
 

@@ -9,7 +9,7 @@ retries, recording an error only for a scene that fails alone. Batch k+1 is prep
 thread while batch k generates (``engine``); on CUDA one short generate at the first batch's
 shape runs first, so kernel selection, allocator growth and the decode step's CUDA graph capture
 are not paid inside the first batch. Greedy families decode in ``static_decode`` (``decoding``
-chooses), beam search in transformers' ``generate``.
+chooses); beam search in transformers' ``generate`` unless the static decoder is asked for.
 """
 
 from __future__ import annotations
