@@ -107,13 +107,13 @@ def choose(beam: BeamBuffers, logits: Any, step: Any, min_new: Any, ends: Any) -
     beam.order.copy_((torch.take_along_dim(parents, onward, dim=1) + rows).view(-1))
 
     # Ended ones among the first ``beams`` ranks join the finished hypotheses if better.
+    just = ended & beam.first_ranks[None, :]
     new_tokens = (step + 1).to(torch.float32)
     finished = top_scores / new_tokens ** LENGTH_PENALTY
     finished = finished + (~beam.open).to(torch.float32) * CLOSED
-    finished = finished + (~(ended & beam.first_ranks[None, :])).to(torch.float32) * CLOSED
+    finished = finished + (~just).to(torch.float32) * CLOSED
     merged = torch.cat((beam.best_scores, finished), dim=1)
     kept = torch.topk(merged, k=b)[1]
-    just = ended & beam.first_ranks[None, :]
     beam.best.copy_(torch.take_along_dim(torch.cat((beam.best, candidates), dim=1),
                                          kept[:, :, None], dim=1))
     beam.best_scores.copy_(torch.take_along_dim(merged, kept, dim=1))
