@@ -64,6 +64,10 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
             assert r["videos"] == 2 and r["video"] == "all 2 (pooled)"
             assert r["scenes"] == r["scenes_timed"] == sum(s["scenes"] for s in stage1.values())
             assert r["duration_s"] == pytest.approx(sum(s["duration_s"] for s in stage1.values()))
+            # The engine's split of the caption time: its model calls within the clock.
+            assert 0 < r["generate_s"] <= r["caption_s"] and r["batches"] >= 1
+            assert 0 <= r["prepare_wait_s"] <= r["caption_s"] - r["generate_s"] + 1e-3
+        assert "alloc_retries" not in r  # CUDA's allocator only
     summary = {(s["model"], s["mode"]): s for s in report["summary"]}
     for (model, mode), s in summary.items():
         mine = [r for r in rows if r["model"] == model and r["mode"] == mode]

@@ -14,8 +14,10 @@ from pathlib import Path
 def show(path: Path) -> None:
     data = json.loads(path.read_text())
     job = data["job"]
+    retries = job.get("alloc_retries")
     print(f"== {path}: job {job['wall_s']:.1f} s, stage 1 done at {job['stage1_wall_s']:.1f} s, "
-          f"{job['scenes']} scenes")
+          f"{job['scenes']} scenes"
+          + (f", {retries} CUDA allocator retries" if retries is not None else ""))
     stages = {s["stage"]: s for s in job["stages"]}
     for name, s in sorted(stages.items(), key=lambda kv: kv[1].get("from_s", 0.0)):
         details = "".join(f"   {k[:-2]} {s[k]:.2f} s" for k in

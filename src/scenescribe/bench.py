@@ -77,6 +77,16 @@ def _peak_gb(device: str) -> float | None:
     return None
 
 
+def alloc_retries(device: str) -> int | None:
+    """How often torch's CUDA allocator has freed its cache and retried an allocation so far: a
+    batch planned close to the memory's end pays a device-wide sync each time."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.memory_stats().get("num_alloc_retries", 0))
+    return None
+
+
 def _requests(folder: Path, limit: int, grounding: bool) -> tuple[list[CaptionRequest], int]:
     """The scenes' requests as ``run``'s caption stage builds them (grounding included)."""
     found = [q for r in load_records(folder) if (q := caption_request(r, folder, grounding))]
@@ -166,6 +176,7 @@ def _time_videos(captioner: Captioner, model: str, mode: str, folders: Sequence[
     if callable(warm_up):  # CUDA: a short generate at the first batch's shape, off the clock
         warm_up(reqs)
     _reset_peak(device)
+    retries = alloc_retries(device)
     sync_device(device)
     start = time.perf_counter()
     captions = dict(captioner.caption(reqs, progress))
@@ -185,6 +196,10 @@ def _time_videos(captioner: Captioner, model: str, mode: str, folders: Sequence[
     row.update(caption_s=caption_s, s_per_scene=per_scene, vlm_s=vlm_s,
                rtf=vlm_s / duration, peak_gpu_gb=_peak_gb(device),
                new_tokens=sum(c.new_tokens for c in captions.values()))
+    # Where the caption time went (the engine's waits for preparation against its model calls).
+    row.update({k: round(v, 3) for k, v in (getattr(captioner, "engine_stats", None) or {}).items()})
+    if retries is not None:
+        row["alloc_retries"] = (alloc_retries(device) or 0) - retries
     return row
 
 
@@ -224,6 +239,8 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                     {Path(v).name: {name: t - start for name, t in stages.items()}
                      for v, stages in stage1.finished.items()})
     job["executor"] = stage1.executor  # throughput is reported per GPU count
+    if stage1.executor.get("name") == "local":  # every model ran here: this allocator's count
+        job["alloc_retries"] = alloc_retries(resolve_device(options.device))
     report = build_report(folders, rows, bench_options, options, reference_speech, failed, job)
     write_report(report, out)
     return report
