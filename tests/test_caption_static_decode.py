@@ -70,6 +70,7 @@ def test_static_decoding_gives_generates_captions(name: str, checkpoints: dict[s
     assert static.facts()["decoder"] == "static"
     expected = tokens(reference, scenes)
     assert tokens(static, scenes) == expected
+    assert static._static.in_place  # the prefill wrote straight into the buffers
     # The graph layout: rows padded to a bucket of 8, the padding rows inert.
     static._static.pad = True
     assert tokens(static, scenes) == expected
@@ -261,15 +262,18 @@ def test_only_length_dependent_rotary_tables_limit_the_static_decoder() -> None:
     assert limit("phi-3.5-vision") == 4096
 
 
-def test_the_planner_counts_the_static_decoders_second_cache(
+def test_the_planner_counts_a_second_cache_only_where_the_prefill_keeps_its_own(
         checkpoints: dict[str, Path]) -> None:
     name = GREEDY[0]
     generate = captioner(name, checkpoints[name], "generate")
     static = captioner(name, checkpoints[name], "static")
+    assert static._static.in_place  # the forward names its cache argument
+    assert static.scene_bytes(100) == generate.scene_bytes(100)
     text = static.model.config.get_text_config()
     kv_heads = text.num_key_value_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     one_cache = 2 * text.num_hidden_layers * kv_heads * head_dim * 4 * (100 + 10)  # float32
+    static._static.in_place = False
     assert static.scene_bytes(100) - generate.scene_bytes(100) == one_cache
 
 
@@ -282,7 +286,7 @@ def test_a_forward_that_refuses_the_static_decoders_arguments_falls_back_to_gene
 
     @functools.wraps(real)  # generate reads the signature
     def older_forward(*args: Any, **kwargs: Any) -> Any:
-        if "past_key_values" not in kwargs and "cache" not in kwargs:  # not called by generate
+        if _static_prefill(kwargs):  # not called by generate
             raise TypeError("forward() got an unexpected keyword argument 'logits_to_keep'")
         return real(*args, **kwargs)
 
@@ -291,6 +295,39 @@ def test_a_forward_that_refuses_the_static_decoders_arguments_falls_back_to_gene
     assert [i for i, _ in captions] == [0, 1, 2]
     assert all(c.new_tokens == 10 and not c.error for _, c in captions)
     assert model._static is None and model.facts()["decoder"] == "generate"
+
+
+def _static_prefill(kwargs: dict[str, Any]) -> bool:
+    """The static decoder's prefill call: its cache's layers write into the buffers."""
+    given = kwargs.get("cache", kwargs.get("past_key_values"))
+    return any(type(layer).__name__ == "BufferLayer" for layer in getattr(given, "layers", ()))
+
+
+@pytest.mark.parametrize("name", ["llava-v1.6-vicuna-7b", "instructblip-vicuna-7b"])
+def test_the_prefill_writes_into_the_buffers_or_its_cache_is_copied(
+        name: str, checkpoints: dict[str, Path], instructblip: Path,
+        scenes: list[CaptionRequest], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefill's keys and values land in the decoder's buffers (one copy of the cache, and
+    the batch planner counts one); a forward that keeps a cache of its own instead (a name for
+    the argument it does not know) is copied from, with the same tokens."""
+    folder = instructblip if name == "instructblip-vicuna-7b" else checkpoints[name]
+    model = captioner(name, folder, "static")
+    assert model._static.in_place is True  # expected from the forward's signature
+    one_copy = model.scene_bytes(100)
+    expected = tokens(model, scenes)
+    assert model._static.in_place is True
+    real = model.model.forward
+
+    @functools.wraps(real)
+    def own_cache(*args: Any, **kwargs: Any) -> Any:
+        if _static_prefill(kwargs):
+            kwargs.pop("cache", None)
+            kwargs.pop("past_key_values", None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.model, "forward", own_cache)
+    assert tokens(model, scenes) == expected
+    assert model._static.in_place is False and model.scene_bytes(100) > one_copy
 
 
 def test_the_caption_stage_decodes_on_its_own_stream(checkpoints: dict[str, Path],

@@ -4,8 +4,9 @@
 classes, logits processors and stopping criteria at every step: profiled on an H200 (second
 session, ``benchmarks/NOTES.md``), a LLaVA-Mistral decode step at batch 64 was bound by that CPU
 work, not by reading the weights and the cache. Here the prefill is the checkpoint's own forward
-(images merged, the positions ``generate`` gives left-padded rows), its cache is copied into fixed
-``[rows, kv_heads, length, head_dim]`` buffers, and one step (embedding, every layer, logits,
+(images merged, the positions ``generate`` gives left-padded rows) writing its cache straight into
+fixed ``[rows, kv_heads, length, head_dim]`` buffers (``static_prefill``), and one step (embedding,
+every layer, logits,
 ``min_new_tokens``, end tokens) reads and writes only those buffers. On CUDA the step is captured
 once per batch-size bucket as a CUDA graph and replayed: one launch per token. On CPU (and where
 capture fails) the same step runs eagerly; tests compare it with ``generate`` token for token.
@@ -22,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from scenescribe.captions import static_beams
+from scenescribe.captions import static_beams, static_prefill
 from scenescribe.captions.static_layout import LanguageModel
 from scenescribe.gpu_share import capture_graph
 
@@ -69,6 +70,10 @@ class StaticCaptionDecoder:
         self._graphs: dict[int, Any] = {}
         self._pool: Any = None
         self._ends: Any = None  # [n_end] end token ids on the device
+        # Whether the prefill writes its cache straight into the buffers: expected where the
+        # forward names a cache argument, then as the last prefill did. The batch planner
+        # counts a second copy of the cache where it does not.
+        self.in_place = static_prefill.cache_argument(model, lm.body) is not None
         self.captures = 0
 
     def fits(self, prompt_length: int, max_new_tokens: int) -> bool:
@@ -102,9 +107,14 @@ class StaticCaptionDecoder:
         scenes = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
         with torch.inference_mode():
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-            out = self.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-            buf = self._ensure(scenes, beams, length, max_new_tokens, out.logits, end_ids)
+            buf = self._ensure(scenes, beams, length, max_new_tokens, device, end_ids)
             view = _rows(buf, scenes * beams)
+            for cache in (*view.keys, *view.values):
+                cache.zero_()  # masked positions are multiplied by 0: they must hold no NaN
+            out, self.in_place = static_prefill.prefill(
+                self.model, self.lm.body, inputs, positions,
+                [_first_beams(k, beams)[:n] for k in view.keys],
+                [_first_beams(v, beams)[:n] for v in view.values])
             self._fill(view, out, mask, positions[:, -1] + 1, min_new_tokens, max_new_tokens,
                        pad_id)
             del out
@@ -140,14 +150,13 @@ class StaticCaptionDecoder:
 
     # buffers
 
-    def _ensure(self, scenes: int, beams: int, length: int, max_new: int, logits: Any,
+    def _ensure(self, scenes: int, beams: int, length: int, max_new: int, device: Any,
                 end_ids: list[int]) -> _Buffers:
         """Buffers of at least ``scenes`` x ``beams`` rows of ``length`` positions; growing them
         (or another beam count) drops the captured graphs."""
         import torch
 
         buf = self._buffers
-        device = logits.device
         ends = torch.tensor(sorted(set(end_ids)), device=device)
         rows = scenes * beams
         same_search = (buf is not None and (buf.beam.beams if buf.beam is not None else 1) == beams)
@@ -185,17 +194,17 @@ class StaticCaptionDecoder:
 
     def _fill(self, buf: _Buffers, out: Any, mask: Any, next_position: Any, min_new: int,
               max_new: int, pad_id: int) -> None:
-        """The prefill's cache (copied to each beam) and first token; the step's state set for
-        the second."""
+        """The prefill's cache in every beam's rows, and the first token; the step's state set
+        for the second."""
         n, prompt = mask.shape
         beams = buf.beam.beams if buf.beam is not None else 1
         live = n * beams
-        layers = _cache(out).layers
-        for layer, k, v in zip(layers, buf.keys, buf.values, strict=True):
-            k.zero_()  # masked positions are multiplied by 0: they must hold no NaN
-            v.zero_()
-            k[:live, :, :prompt].copy_(_per_beam(layer.keys, beams))
-            v[:live, :, :prompt].copy_(_per_beam(layer.values, beams))
+        for cache, prefilled in zip((*buf.keys, *buf.values), self._prefilled(out), strict=True):
+            if prefilled is not None:  # the forward kept its own cache: copied once
+                cache[:live, :, :prompt].copy_(_per_beam(prefilled, beams))
+            elif beams > 1:  # written in the first beam's rows: the others take a copy
+                per_scene = cache[:live].unflatten(0, (n, beams))[:, :, :, :prompt]
+                per_scene[:, 1:].copy_(per_scene[:, :1].expand(-1, beams - 1, -1, -1, -1))
         buf.valid.zero_()
         buf.valid[:live, :prompt] = _per_beam(mask.bool(), beams)
         buf.valid[live:, 0] = True  # padding rows attend somewhere: no all-masked softmax
@@ -237,6 +246,14 @@ class StaticCaptionDecoder:
         buf.out[:rows].index_copy_(1, buf.step, chosen[:, None])
         buf.step.add_(1)
         return chosen
+
+    def _prefilled(self, out: Any) -> list[Any]:
+        """Per buffer (keys of every layer, then values), the prefill's own cache where the
+        forward did not write into the buffers, else None."""
+        if self.in_place:
+            return [None] * (2 * len(self.lm.body.layers))
+        layers = static_prefill.model_cache(out).layers
+        return [layer.keys for layer in layers] + [layer.values for layer in layers]
 
     def _choose_beams(self, buf: _Buffers, logits: Any) -> Any:
         assert buf.beam is not None
@@ -332,6 +349,11 @@ def _per_beam(tensor: Any, beams: int) -> Any:
     return tensor if beams == 1 else tensor.repeat_interleave(beams, dim=0)
 
 
+def _first_beams(cache: Any, beams: int) -> Any:
+    """The rows of each scene's first beam (every row without beam search)."""
+    return cache if beams == 1 else cache[::beams]
+
+
 def _cat_zeros(tensor: Any, rows: int) -> Any:
     """``tensor`` with ``rows`` rows of zeros after it (padding rows' logits)."""
     import torch
@@ -361,12 +383,3 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
     return _Buffers(rows, buf.length, buf.token[:rows], buf.position[:rows], buf.slot, buf.step,
                     buf.min_new, buf.valid[:rows], buf.done[:rows], buf.out[:rows], buf.cos,
                     buf.sin, [k[:rows] for k in buf.keys], [v[:rows] for v in buf.values], beam)
-
-
-def _cache(out: Any) -> Any:
-    """The model output's cache: ``cache`` from transformers 5.2x, ``past_key_values`` before;
-    InstructBLIP's output keeps its language model's output apart."""
-    for name in ("cache", "past_key_values"):
-        if name in out:
-            return out[name]
-    return _cache(out["language_model_outputs"])
