@@ -3,7 +3,8 @@
 
     python3 benchmarks/gpu/smoke_caption_stream.py OUT_DIR [DEVICE]   (default cuda)
 
-Prints, per family: whether the stage had its own stream, graphs captured, and tokens equal.
+Prints, per family: whether the stage had its own stream, graphs captured, whether the prefill
+wrote into the decoder's buffers, and tokens equal.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ def main(out: Path, device: str) -> int:
             model.load()
             got[decoder] = [(c.text, c.new_tokens) for _, c in model.generate(scenes)]
             captures = getattr(model._static, "captures", 0) if model._static else 0
+            in_place = getattr(model._static, "in_place", None) if model._static else None
             print(f"{name} {decoder}: own stream {model._stream is not None}, "
-                  f"graphs captured {captures}")
+                  f"graphs captured {captures}, prefill into the buffers {in_place}")
             model.unload()
         same = got["generate"] == got["graph"]
         bad += not same

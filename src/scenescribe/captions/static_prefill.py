@@ -4,9 +4,10 @@ written straight into the decoder's buffers.
 Held as transformers' dynamic cache and then copied, the prefill's cache doubled the decoder's
 memory at its peak (109 GiB against 75 with ``generate``, LLaVA-Mistral at batch 64 on the
 H200): the batch the GPU could hold was half what the decode needs. Here each layer of the cache
-passed to the forward keeps its one update in a slice of the buffers, and the attention reads
-that slice. A forward that ignores the cache it is given (an argument name it does not know)
-shows in its output, and the caller then copies the cache it made.
+passed to the forward keeps its one update in a slice of the buffers (the attention reads the
+layer's states themselves, alive for that layer only). A forward that ignores the cache it is
+given (an argument name it does not know) shows in its output, and the caller then copies the
+cache it made.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def _buffer_layer() -> type:
             self.values = self.targets[1][..., :span, :]
             self.keys.copy_(key_states)
             self.values.copy_(value_states)
-            return self.keys, self.values
+            # The attention reads the layer's own contiguous states, as with transformers' cache:
+            # the same kernels as before (a strided view could steer SDPA off its fused kernels).
+            return key_states, value_states
 
     return BufferLayer
