@@ -1,15 +1,15 @@
-"""Greedy caption decoding over a preallocated cache: one CUDA graph replay per token on CUDA.
+"""Caption decoding over a preallocated cache: one CUDA graph replay per token on CUDA.
 
 ``generate`` issues about a dozen kernels per layer per token from Python, and walks its cache
 classes, logits processors and stopping criteria at every step: profiled on an H200 (second
 session, ``benchmarks/NOTES.md``), a LLaVA-Mistral decode step at batch 64 was bound by that CPU
 work, not by reading the weights and the cache. Here the prefill is the checkpoint's own forward
 (images merged, the positions ``generate`` gives left-padded rows) writing its cache straight into
-fixed ``[rows, kv_heads, length, head_dim]`` buffers (``static_prefill``), and one step (embedding,
-every layer, logits,
-``min_new_tokens``, end tokens) reads and writes only those buffers. On CUDA the step is captured
-once per batch-size bucket as a CUDA graph and replayed: one launch per token. On CPU (and where
-capture fails) the same step runs eagerly; tests compare it with ``generate`` token for token.
+fixed ``[rows, kv_heads, length, head_dim]`` buffers (``static_prefill``), and one step
+(embedding, every layer, logits, ``min_new_tokens``, end tokens) reads and writes only those
+buffers. On CUDA the step is captured once per batch-size bucket as a CUDA graph and replayed:
+one launch per token. On CPU (and where capture fails) the same step runs eagerly; tests compare
+it with ``generate`` token for token.
 
 Supported: language models laid out as Llama's (Llama, Mistral, Qwen2, Phi-3 with its fused
 projections), RoPE positions, greedy search and beam search (``static_beams``: each scene's prompt
@@ -59,7 +59,7 @@ class _Buffers:
 
 
 class StaticCaptionDecoder:
-    """Greedy decoding of one loaded checkpoint from its prefill, into fixed buffers."""
+    """Greedy or beam decoding of one loaded checkpoint from its prefill, in fixed buffers."""
 
     def __init__(self, model: Any, lm: LanguageModel, graphs: bool) -> None:
         self.model = model
