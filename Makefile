@@ -16,9 +16,8 @@ export YOLO_OFFLINE := 1
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch and torchvision pinned as a pair: this machine carries these wheels on disk.
-	# --no-compile: bytecode is written on first import instead (install 208 -> 145 s here).
-	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --no-compile -e '.[all,test]'
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[all,test]'
 	touch $@
 
 install: $(BIN)/.installed
