@@ -40,8 +40,8 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
 def scene_bytes(text: Any, width: int, prompt_tokens: int, new_tokens: int, beams: int,
                 prefill_copy: bool = False) -> int:
     """GPU bytes one scene adds to a batch of a language model with config ``text``: a KV cache
-    per beam, and with ``prefill_copy`` one more (the static decoder's prefill, one per scene,
-    alive while it is copied to the beams' buffers)."""
+    per beam, and with ``prefill_copy`` one more (a prefill that kept its own cache, one per
+    scene, alive while the static decoder copies it into its buffers)."""
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
