@@ -14,6 +14,7 @@ import pytest
 
 from scenescribe import registry
 from scenescribe.captions.base import CaptionRequest
+from scenescribe.captions.decode_attention import KINDS
 from scenescribe.captions.static_layout import language_model
 from scenescribe.gpu_share import capturing, launching
 from scenescribe.options import CaptionOptions
@@ -61,12 +62,15 @@ def tokens(model: Any, requests: list[CaptionRequest]) -> list[tuple[str, int]]:
     return [(c.text, c.new_tokens) for _, c in model.generate(requests)]
 
 
+@pytest.mark.parametrize("attention", KINDS)
 @pytest.mark.parametrize("name", GREEDY)
-def test_static_decoding_gives_generates_captions(name: str, checkpoints: dict[str, Path],
+def test_static_decoding_gives_generates_captions(name: str, attention: str,
+                                                  checkpoints: dict[str, Path],
                                                   scenes: list[CaptionRequest]) -> None:
     reference = captioner(name, checkpoints[name], "generate")
     static = captioner(name, checkpoints[name], "static")
     assert reference._static is None and static._static is not None
+    static._static.attention = attention  # each kind of the step's attention
     assert static.facts()["decoder"] == "static"
     expected = tokens(reference, scenes)
     assert tokens(static, scenes) == expected
@@ -104,14 +108,16 @@ def instructblip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build("instructblip-vicuna-7b", tmp_path_factory.mktemp("iblip") / "iblip")
 
 
-@pytest.mark.parametrize("max_new", [12, 30])
-def test_static_beam_search_gives_generates_captions(max_new: int, instructblip: Path,
+@pytest.mark.parametrize(("max_new", "attention"), [(12, "sdpa"), (30, "sdpa"), (30, "matmul")])
+def test_static_beam_search_gives_generates_captions(max_new: int, attention: str,
+                                                     instructblip: Path,
                                                      scenes: list[CaptionRequest]) -> None:
     """InstructBLIP's five beams: each scene's prompt run once, its cache copied to the beams."""
     reference = captioner("instructblip-vicuna-7b", instructblip, "generate",
                           max_new_tokens=max_new)
     static = captioner("instructblip-vicuna-7b", instructblip, "static", max_new_tokens=max_new)
     assert static._static is not None and static.facts()["decoder"] == "static"
+    static._static.attention = attention
     expected = tokens(reference, scenes)
     assert tokens(static, scenes) == expected
     static._static.pad = True  # the graph layout: padding scenes closed from the start
@@ -158,14 +164,16 @@ def test_static_beam_search_finishes_and_closes_scenes_as_generate_does(
     assert steps[0] < 39  # every scene closed before the 40th token: the decoder stopped
 
 
-def test_auto_keeps_generate_for_beams_until_their_gpu_rows_are_measured() -> None:
-    def decoder(name: str, choice: str) -> str:
+def test_auto_takes_the_graph_decoder_on_cuda_for_greedy_and_beams() -> None:
+    def decoder(name: str, choice: str, device: str = "cuda") -> str:
         return registry.create(name, "captioner", options=CaptionOptions(decoder=choice),
-                               device="cuda", model_dir=None).decoder
+                               device=device, model_dir=None).decoder
 
-    assert decoder("instructblip-vicuna-7b", "auto") == "generate"
-    assert decoder("instructblip-vicuna-7b", "graph") == "graph"
+    assert decoder("instructblip-vicuna-7b", "auto") == "graph"
     assert decoder("llava-v1.6-mistral-7b", "auto") == "graph"
+    assert decoder("instructblip-vicuna-7b", "generate") == "generate"
+    assert decoder("llava-v1.6-mistral-7b", "auto", "cpu") == "generate"
+    assert decoder("llava-v1.6-mistral-7b", "graph", "cpu") == "static"
 
 
 def test_other_layouts_keep_generate(tmp_path: Path) -> None:

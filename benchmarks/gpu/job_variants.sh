@@ -45,4 +45,6 @@ for variant in "$@"; do
   rm -f "$site/sitecustomize.py"
   tail -2 "$out/$variant.log"
   python3 benchmarks/gpu/timeline.py "$out/$variant/local/bench.json" || true
+  # The device tool brings back files at most two folders below its output folder.
+  cp "$out/$variant/local/bench.json" "$out/$variant.bench.json" 2>/dev/null || true
 done

@@ -41,14 +41,12 @@ class Decoding:
     def decoder(self) -> str:
         """``[captions] decoder``: "graph" (``static_decode``, one CUDA graph per step), "static"
         (the same step without graphs) or "generate" (transformers'). "auto": graph on CUDA for
-        greedy families, else generate. Language models ``static_decode`` does not lay out use
-        generate whatever is asked."""
+        greedy and beam-search families alike (InstructBLIP's beams: 0.410 s/scene against
+        generate's 0.574 on an H200, benchmarks/NOTES.md), else generate. Language models
+        ``static_decode`` does not lay out use generate whatever is asked."""
         choice = self.options.decoder
         if choice == "auto":
-            # Beam search on the static decoder gives generate's tokens (tests) but has not been
-            # timed on a GPU yet (benchmarks/NOTES.md): asked for by name until it has.
-            cuda = self.device.startswith("cuda") and self.num_beams == 1
-            choice = "graph" if cuda else "generate"
+            choice = "graph" if self.device.startswith("cuda") else "generate"
         if choice == "graph" and not self.device.startswith("cuda"):
             choice = "static"  # graphs are CUDA's
         return choice

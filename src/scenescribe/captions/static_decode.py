@@ -23,9 +23,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from scenescribe.captions import static_beams, static_prefill
+from scenescribe.captions import decode_attention, static_beams, static_prefill
 from scenescribe.captions.static_layout import LanguageModel
 from scenescribe.gpu_share import capture_graph
+from scenescribe.knobs import env_flag
 
 log = logging.getLogger("scenescribe.captions")
 
@@ -75,6 +76,8 @@ class StaticCaptionDecoder:
         # counts a second copy of the cache where it does not.
         self.in_place = static_prefill.cache_argument(model, lm.body) is not None
         self.captures = 0
+        # The step's attention (``decode_attention``): None picks the device's faster kind.
+        self.attention: str | None = "sdpa" if env_flag("SCENESCRIBE_DECODE_SDPA") else None
 
     def fits(self, prompt_length: int, max_new_tokens: int) -> bool:
         total = prompt_length + max_new_tokens
@@ -104,6 +107,8 @@ class StaticCaptionDecoder:
         length = -(-(prompt + max_new_tokens) // bucket) * bucket
         device = mask.device
         use_graph = self.graphs and device.type == "cuda"
+        if self.attention is None:
+            self.attention = decode_attention.default_kind(device.type)
         scenes = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
         with torch.inference_mode():
             positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
@@ -276,9 +281,8 @@ class StaticCaptionDecoder:
     def _forward(self, buf: _Buffers) -> Any:
         """The language model on each row's token: its keys and values written at ``slot``;
         returns the logits [rows, vocab]."""
-        import torch.nn.functional as F
-
         lm = self.lm
+        kind = self.attention or decode_attention.default_kind(buf.slot.device.type)
         rows, heads, kv, dim = buf.rows, lm.heads, lm.kv_heads, lm.head_dim
         group = heads // kv
         buf.valid.index_fill_(1, buf.slot, True)
@@ -299,9 +303,8 @@ class StaticCaptionDecoder:
             buf.values[i].index_copy_(2, buf.slot, v.view(rows, kv, 1, dim))
             # A group's query heads read one key/value head: as query positions of that head,
             # so the cache is never repeated per query head.
-            o = F.scaled_dot_product_attention(q.view(rows, kv, group, dim), buf.keys[i],
-                                               buf.values[i], attn_mask=attend,
-                                               scale=attn.scaling)
+            o = decode_attention.attend(q.view(rows, kv, group, dim), buf.keys[i],
+                                        buf.values[i], attend, attn.scaling, kind)
             h = h + attn.o_proj(o.reshape(rows, 1, heads * dim))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return lm.head(lm.body.norm(h))[:, 0]

@@ -1,0 +1,79 @@
+"""Attention of one new token per row over a fixed cache buffer (the static decoder's step).
+
+The buffer holds every row's prompt and the tokens decoded so far, padded to a fixed length, so
+each step attends under a mask and SDPA cannot pick its flash kernel: on CUDA it falls to the
+memory-efficient one, which is built for many query rows. Profiled on an H200 (2026-12-03,
+``benchmarks/NOTES.md``), that kernel was 41 of LLaVA-Vicuna's 48 ms per step at 36 rows of
+about 4,100 positions: about 1.9 TB/s of the GPU's 4.8 TB/s, reading each key and value once.
+
+``matmul`` computes the same attention as two batched matrix products, which cuBLAS runs as
+bandwidth-bound matrix-vector work: the scores (one per query head and position, a few MB) are
+the only extra traffic. A group of query heads that reads one key/value head is one product with
+as many rows, so the cache is never repeated per query head. Scores are accumulated in float32
+and taken in float32 where the GPU's batched product can write them so (CUDA), else rounded to the
+cache's dtype first as transformers' eager attention does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KINDS = ("matmul", "sdpa")
+# Per device type, the faster kind where measured (``benchmarks/gpu/decode_attention.py``): on
+# this project's CPU machine SDPA was 3-5x faster at W1's shapes; CUDA: see benchmarks/NOTES.md.
+FASTER = {"cuda": "matmul"}
+
+
+def default_kind(device_type: str) -> str:
+    """The kind the static decoder's step uses on ``device_type`` unless told otherwise."""
+    return FASTER.get(device_type, "sdpa")
+
+
+def attend(query: Any, keys: Any, values: Any, valid: Any, scale: float, kind: str) -> Any:
+    """``[rows, kv_heads, group, head_dim]`` attention outputs.
+
+    ``query``: ``[rows, kv_heads, group, head_dim]`` (a group's query heads as query positions);
+    ``keys``, ``values``: ``[rows, kv_heads, length, head_dim]``; ``valid``: ``[rows, 1, 1,
+    length]`` bool, the positions each row attends to (at least one per row)."""
+    if kind == "sdpa":
+        import torch.nn.functional as F
+
+        return F.scaled_dot_product_attention(query, keys, values, attn_mask=valid, scale=scale)
+    if kind != "matmul":
+        raise ValueError(f"unknown decode attention {kind!r}; expected one of {KINDS}")
+    return _matmul(query, keys, values, valid, scale)
+
+
+def _matmul(query: Any, keys: Any, values: Any, valid: Any, scale: float) -> Any:
+    import torch
+
+    rows, kv, group, dim = query.shape
+    length = keys.shape[2]
+    flat_q = query.reshape(rows * kv, group, dim)
+    flat_k = keys.reshape(rows * kv, length, dim).transpose(1, 2)
+    scores = _scores(flat_q, flat_k).view(rows, kv, group, length)
+    scores = scores.mul_(scale).masked_fill_(~valid, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(values.dtype)
+    out = torch.bmm(probs.view(rows * kv, group, length), values.reshape(rows * kv, length, dim))
+    return out.view(rows, kv, group, dim)
+
+
+_FLOAT_SCORES: dict[tuple[str, Any], bool] = {}  # (device type, dtype) -> bmm writes float32
+
+
+def _scores(query: Any, keys_t: Any) -> Any:
+    """float32 ``query @ keys_t``: written as float32 by the product where the device can."""
+    import torch
+
+    if query.dtype == torch.float32:
+        return torch.bmm(query, keys_t)
+    key = (query.device.type, query.dtype)
+    if _FLOAT_SCORES.get(key, True):
+        try:
+            scores = torch.bmm(query, keys_t, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):
+            _FLOAT_SCORES[key] = False  # CPU, or an older torch: asked once
+        else:
+            _FLOAT_SCORES[key] = True
+            return scores
+    return torch.bmm(query, keys_t).float()  # rounded to the cache's dtype first, as eager
