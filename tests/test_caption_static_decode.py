@@ -280,9 +280,22 @@ def test_the_planner_counts_a_second_cache_only_where_the_prefill_keeps_its_own(
     text = static.model.config.get_text_config()
     kv_heads = text.num_key_value_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    one_cache = 2 * text.num_hidden_layers * kv_heads * head_dim * 4 * (100 + 10)  # float32
-    static._static.in_place = False
-    assert static.scene_bytes(100) - generate.scene_bytes(100) == one_cache
+    per_position = 2 * text.num_hidden_layers * kv_heads * head_dim * 4  # float32
+    static._static.in_place = False  # the prefill's own cache: its 100 prompt positions
+    assert static.scene_bytes(100) - generate.scene_bytes(100) == 100 * per_position
+
+
+def test_the_planner_counts_a_beam_searchs_prompt_once_on_the_static_decoder(
+        instructblip: Path) -> None:
+    """``generate`` keeps every beam's prompt; the static decoder one per scene."""
+    generate = captioner("instructblip-vicuna-7b", instructblip, "generate")
+    static = captioner("instructblip-vicuna-7b", instructblip, "static")
+    text = static.model.config.get_text_config()
+    per_position = 2 * text.num_hidden_layers * text.num_key_value_heads * (
+        text.hidden_size // text.num_attention_heads) * 4
+    beams, new = static.num_beams, static.options.max_new_tokens
+    saved = (beams * (100 + new) - (100 + beams * new)) * per_position
+    assert generate.scene_bytes(100) - static.scene_bytes(100) == saved
 
 
 def test_a_forward_that_refuses_the_static_decoders_arguments_falls_back_to_generate(

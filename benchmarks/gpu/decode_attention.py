@@ -25,7 +25,7 @@ SHAPES = {
     "llava-vicuna b36": (36, 32, 1, 4352, 128),
     "llava-mistral b36": (36, 8, 4, 4352, 128),
     "llava-mistral b64": (64, 8, 4, 4352, 128),
-    "instructblip 64x5 beams": (320, 32, 1, 384, 128),
+    "instructblip 64 x 5 beams": (64, 32, 5, 1536, 128),  # a scene's beams share its row
     "phi-3.5-vision b64": (64, 32, 1, 2560, 96),
 }
 

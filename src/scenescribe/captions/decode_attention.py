@@ -1,5 +1,10 @@
 """Attention of one new token per row over a fixed cache buffer (the static decoder's step).
 
+A buffer row holds one scene: its prompt once and, with beam search, every beam's tokens
+(``static_decode``). A scene's beams, and a group's query heads, read that one row of key/value
+heads as query positions of it, so the cache is never repeated per beam or per query head; a mask
+per query position says which cache positions it reads (its beam's ancestry).
+
 The buffer holds every row's prompt and the tokens decoded so far, padded to a fixed length, so
 each step attends under a mask and SDPA cannot pick its flash kernel: on CUDA it falls to the
 memory-efficient one, which is built for many query rows. Profiled on an H200 (2026-12-03,
@@ -20,7 +25,8 @@ from typing import Any
 
 KINDS = ("matmul", "sdpa")
 # Per device type, the faster kind where measured (``benchmarks/gpu/decode_attention.py``): on
-# this project's CPU machine SDPA was 3-5x faster at W1's shapes; CUDA: see benchmarks/NOTES.md.
+# this project's CPU machine SDPA was as fast or up to 3x faster at W1's shapes scaled down; CUDA:
+# see benchmarks/NOTES.md.
 FASTER = {"cuda": "matmul"}
 
 
@@ -29,12 +35,47 @@ def default_kind(device_type: str) -> str:
     return FASTER.get(device_type, "sdpa")
 
 
-def attend(query: Any, keys: Any, values: Any, valid: Any, scale: float, kind: str) -> Any:
-    """``[rows, kv_heads, group, head_dim]`` attention outputs.
+def attend_rows(query: Any, keys: Any, values: Any, mask: Any, scale: float, kind: str) -> Any:
+    """``[rows, 1, heads * head_dim]``: the attention of ``query`` ``[rows, kv_heads, group,
+    head_dim]`` (rows = scenes x beams, scene-major) over ``keys`` and ``values`` ``[scenes,
+    kv_heads, length, head_dim]`` under ``mask`` (``query_mask``)."""
+    rows, kv, group, dim = query.shape
+    scenes = keys.shape[0]
+    beams = rows // scenes
+    out = attend(per_scene(query, scenes, beams), keys, values, mask, scale, kind)
+    return out.view(scenes, kv, beams, group, dim).transpose(1, 2).reshape(rows, 1,
+                                                                          kv * group * dim)
 
-    ``query``: ``[rows, kv_heads, group, head_dim]`` (a group's query heads as query positions);
-    ``keys``, ``values``: ``[rows, kv_heads, length, head_dim]``; ``valid``: ``[rows, 1, 1,
-    length]`` bool, the positions each row attends to (at least one per row)."""
+
+def per_scene(x: Any, scenes: int, beams: int) -> Any:
+    """``[scenes * beams, heads, n, dim]`` as ``[scenes, heads, beams * n, dim]``: a scene's
+    beams side by side in one row, beam-major."""
+    if beams == 1:
+        return x
+    _, heads, n, dim = x.shape
+    return x.view(scenes, beams, heads, n, dim).transpose(1, 2).reshape(scenes, heads,
+                                                                        beams * n, dim)
+
+
+def query_mask(valid: Any, scenes: int, beams: int, group: int) -> Any:
+    """``[scenes, 1, beams * group, length]`` from ``valid`` ``[scenes * beams, length]``: for
+    each query position of a scene's row (beam by beam, each beam's query heads of one key/value
+    head), the cache positions it reads."""
+    length = valid.shape[1]
+    if beams == 1:
+        return valid[:, None, None, :]  # broadcast over the group
+    per_beam = valid.view(scenes, beams, 1, length)
+    if group > 1:
+        per_beam = per_beam.expand(scenes, beams, group, length)
+    return per_beam.reshape(scenes, 1, beams * group, length)
+
+
+def attend(query: Any, keys: Any, values: Any, valid: Any, scale: float, kind: str) -> Any:
+    """``[rows, kv_heads, n, head_dim]`` attention outputs.
+
+    ``query``: ``[rows, kv_heads, n, head_dim]`` (query positions of one row of key/value
+    heads); ``keys``, ``values``: ``[rows, kv_heads, length, head_dim]``; ``valid``: ``[rows, 1,
+    n or 1, length]`` bool, the positions each query reads (at least one each)."""
     if kind == "sdpa":
         import torch.nn.functional as F
 
@@ -47,7 +88,7 @@ def attend(query: Any, keys: Any, values: Any, valid: Any, scale: float, kind: s
 def _matmul(query: Any, keys: Any, values: Any, valid: Any, scale: float) -> Any:
     import torch
 
-    rows, kv, group, dim = query.shape
+    rows, kv, group, dim = query.shape  # group: the query positions of a row
     length = keys.shape[2]
     flat_q = query.reshape(rows * kv, group, dim)
     flat_k = keys.reshape(rows * kv, length, dim).transpose(1, 2)

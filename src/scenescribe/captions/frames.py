@@ -38,16 +38,19 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def scene_bytes(text: Any, width: int, prompt_tokens: int, new_tokens: int, beams: int,
-                prefill_copy: bool = False) -> int:
+                prefill_copy: bool = False, shared_prompt: bool = False) -> int:
     """GPU bytes one scene adds to a batch of a language model with config ``text``: a KV cache
-    per beam, and with ``prefill_copy`` one more (a prefill that kept its own cache, one per
-    scene, alive while the static decoder copies it into its buffers)."""
+    per beam (``shared_prompt``: the prompt's once, as the static decoder keeps it), and with
+    ``prefill_copy`` the prompt's once more (a prefill that kept its own cache, alive while the
+    static decoder copies it into its buffers)."""
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    tokens = prompt_tokens + new_tokens
-    copies = beams + int(prefill_copy)
-    kv = 2 * text.num_hidden_layers * kv_heads * head_dim * width * tokens * copies
+    if shared_prompt:
+        tokens = prompt_tokens * (1 + int(prefill_copy)) + beams * new_tokens
+    else:
+        tokens = beams * (prompt_tokens + new_tokens) + int(prefill_copy) * prompt_tokens
+    kv = 2 * text.num_hidden_layers * kv_heads * head_dim * width * tokens
     # One layer's prefill activations live at a time: q/k/v/out projections, the MLP's three
     # intermediate tensors, and a few copies of the embedded prompt.
     act = prompt_tokens * (8 * text.hidden_size + 3 * text.intermediate_size) * width

@@ -9,8 +9,9 @@ token), and a scene is closed once its best open beam cannot beat its worst fini
 Every tensor has a fixed shape, so the choice is captured in the step's CUDA graph; no step reads
 a value back to the CPU.
 
-The caller reorders the KV cache rows by ``order`` after each choice: row ``s * beams + b`` is
-beam ``b`` of scene ``s``, and ``order`` names the row each one continues.
+Row ``s * beams + b`` is beam ``b`` of scene ``s``; after each choice ``order`` names the row each
+one continues, and the caller makes each row's cache positions follow it (``static_decode``: the
+marks of which positions a row attends to, not the cache).
 """
 
 from __future__ import annotations
@@ -130,11 +131,3 @@ def choose(beam: BeamBuffers, logits: Any, step: Any, min_new: Any, ends: Any) -
 def results(beam: BeamBuffers, scenes: int, max_new: int) -> list[list[int]]:
     """Each scene's best finished hypothesis, ``max_new`` tokens (padding after its end)."""
     return beam.best[:scenes, 0, :max_new].tolist()
-
-
-def reorder(caches: list[Any], order: Any, start: int, stop: int) -> None:
-    """Cache rows follow the beams they continue, positions ``start:stop`` only: the prompt's
-    positions are the same in every beam of a scene, the ones past ``stop`` not yet written."""
-    for cache in caches:
-        span = cache[:, :, start:stop]
-        span.copy_(span.index_select(0, order))
