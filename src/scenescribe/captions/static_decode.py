@@ -196,8 +196,8 @@ class StaticCaptionDecoder:
 
     def _fill(self, buf: _Buffers, out: Any, mask: Any, next_position: Any, min_new: int,
               max_new: int, pad_id: int) -> None:
-        """The prefill's cache in every beam's rows, and the first token; the step's state set
-        for the second."""
+        """The prefill's cache in each scene's row (copied where the forward kept its own), and
+        the first token; the step's state set for the second."""
         n, prompt = mask.shape
         beams = buf.beams
         live = n * beams
@@ -276,8 +276,8 @@ class StaticCaptionDecoder:
         buf.slot.add_(buf.beams)
 
     def _forward(self, buf: _Buffers) -> Any:
-        """The language model on each row's token: its keys and values written at ``slot``;
-        returns the logits [rows, vocab]."""
+        """The language model on each row's token: its keys and values written at ``slot`` +
+        its lane in its scene's buffer row; returns the logits [rows, vocab]."""
         lm = self.lm
         kind = self.attention or decode_attention.default_kind(buf.slot.device.type)
         rows, heads, kv, dim, beams = buf.rows, lm.heads, lm.kv_heads, lm.head_dim, buf.beams
