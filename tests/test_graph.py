@@ -368,3 +368,30 @@ def test_a_node_starts_once_its_inputs_are_done_not_its_level(tmp_path: Path) ->
     assert events.index(f"end {a}") < events.index(f"start {b}")  # one captioner at a time
     with pytest.raises(ValueError, match="needs"):
         Graph([root, _Timed("late", ("root",), after=("missing",), events=events)])
+
+
+def test_a_component_that_allows_it_runs_videos_side_by_side(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SCENESCRIBE_COMPONENT_VIDEOS=2``: the tracker runs two videos at once (on threads of
+    its own) and every video gets its own records, the same as one after the other."""
+    import threading
+
+    threads: list[str] = []
+    track = fakes.FakeObjects.track_scenes
+
+    def recording(self: Any, video: Any, scenes: Any, progress: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return track(self, video, scenes, progress)
+
+    monkeypatch.setattr(fakes.FakeObjects, "track_scenes", recording)
+    monkeypatch.setattr(fakes.FakeObjects, "concurrent_videos", True)
+    clips = [make_clip(tmp_path / "in" / f"clip{k}.mp4", seconds=3 + k) for k in range(3)]
+    got = {}
+    for at_once in ("1", "2"):
+        monkeypatch.setenv("SCENESCRIBE_COMPONENT_VIDEOS", at_once)
+        out = tmp_path / at_once
+        assert not scenescribe.run(clips, out, fake_options()).failed
+        got[at_once] = [(out / c.stem / "scenes.jsonl").read_text() for c in clips]
+    assert got["1"] == got["2"]
+    assert len(set(got["1"])) == 3  # three different videos, not one copied
+    assert sum(name.startswith("objects-video") for name in threads) == 3

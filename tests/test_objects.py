@@ -210,6 +210,35 @@ def test_yolo_batches_across_scenes_with_the_records_of_one_frame_at_a_time(
     assert all(p is None or p["tracks"] >= p["max_count"] >= 1 for p in people)
 
 
+def test_yolo_tracks_two_videos_at_once_as_one_after_the_other(
+        tracker: object, photo_clip: VideoInfo) -> None:
+    """``concurrent_videos``: two videos tracked from two threads at once (model calls take
+    turns, each scene its own ByteTrack) give the records each gives alone."""
+    import threading
+
+    real = probe(media("real/intel_one-by-one-person-detection.mp4"))
+    jobs = {"photos": (photo_clip, [_scene(0, 0, 30), _scene(1, 30, 60)]),
+            "real": (real, [Scene(i, 2.5 * i, 2.5 * (i + 1), 25 * i, 25 * (i + 1))
+                            for i in range(5)])}
+
+    def records(name: str) -> list[tuple[int, list[dict[str, object]]]]:
+        video, scenes = jobs[name]
+        out = tracker.track_scenes(video, scenes, NullProgress())  # type: ignore[attr-defined]
+        return [(i, [o.to_dict() for o in s]) for i, s in out]
+
+    alone = {name: records(name) for name in jobs}
+    together: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda n=name: together.__setitem__(n, records(n)))
+               for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert tracker.concurrent_videos  # type: ignore[attr-defined]
+    assert together == alone
+    assert any(s for _, s in alone["real"]) and any(s for _, s in alone["photos"])
+
+
 def test_yolo_short_scenes_and_subset(tracker: object, photo_clip: VideoInfo) -> None:
     """At 1 fps the 0.5 s and 0.3 s scenes hold no sampled time: each is still looked at once.
     Only the scenes given are tracked (a resumed run passes what its checkpoint lacks)."""

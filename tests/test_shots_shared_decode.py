@@ -149,7 +149,10 @@ def test_a_failing_segment_names_the_file(tmp_path: Any) -> None:
 
 
 def test_videos_at_once_follow_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from scenescribe.stages import shot_videos_at_once
+    from scenescribe.stages import videos_at_once
+
+    def shot_videos_at_once(detector: Any, videos: int) -> int:
+        return videos_at_once(detector, videos, "SCENESCRIBE_SHOT_VIDEOS")
 
     gpu_default = registry.create("transnetv2-hsvcut", "shots",
                                   options=ShotOptions("transnetv2-hsvcut"))

@@ -145,6 +145,8 @@ class Backend:
     # (``load_pretrained`` does), so the rest of it may overlap other loads. False: the whole
     # load runs under the process-wide lock.
     side_by_side: ClassVar[bool] = False
+    # True: its stage may run it for several videos at once from threads (``videos_at_once``).
+    concurrent_videos: ClassVar[bool] = False
 
     def __init__(self, entry: ModelEntry, options: Any, device: str = "cpu",
                  model_dir: Path | None = None) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,9 +268,14 @@ def _guarded(stage: str, task: Task, fn: Callable[[Task], StageOutput]) -> Outco
 
 
 def each(stage: str, tasks: Sequence[Task], fn: Callable[[Task], StageOutput],
-         ctx: RunContext | None = None) -> dict[int, Outcome]:
-    """``guarded`` over every task, in order."""
-    return {i: guarded(stage, task, fn, ctx) for i, task in enumerate(tasks)}
+         ctx: RunContext | None = None, at_once: int = 1) -> dict[int, Outcome]:
+    """``guarded`` over every task: in order, or ``at_once`` tasks side by side on threads
+    named after ``stage`` (each outcome reported as it comes)."""
+    if at_once <= 1 or len(tasks) <= 1:
+        return {i: guarded(stage, task, fn, ctx) for i, task in enumerate(tasks)}
+    with ThreadPoolExecutor(at_once, thread_name_prefix=f"{stage}-video") as pool:
+        futures = [pool.submit(guarded, stage, task, fn, ctx) for task in tasks]
+        return {i: f.result() for i, f in enumerate(futures)}
 
 
 def execute(node: Node, tasks: Sequence[Mapping[str, Task]], ctx: RunContext,

@@ -15,7 +15,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -31,7 +30,6 @@ from scenescribe.graph import (
     Task,
     Video,
     each,
-    guarded,
 )
 from scenescribe.knobs import env_count
 from scenescribe.media import probe
@@ -157,15 +155,10 @@ class ShotsStage(Stage):
         return self.detector.cache_key()
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        at_once = shot_videos_at_once(self.detector, len(tasks))
-        if at_once <= 1:
-            return each(self.name, tasks, lambda task: self._one(task, ctx), ctx)
         # Several videos side by side: one video's serial parts (start-up, its last segment,
         # the network over its stitched frames) overlap the next one's decoding.
-        with ThreadPoolExecutor(at_once, thread_name_prefix="shots-video") as pool:
-            futures = [pool.submit(guarded, self.name, task, lambda t: self._one(t, ctx), ctx)
-                       for task in tasks]
-            return {i: f.result() for i, f in enumerate(futures)}
+        at_once = videos_at_once(self.detector, len(tasks), "SCENESCRIBE_SHOT_VIDEOS")
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx, at_once)
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         info = task.info
@@ -195,13 +188,14 @@ class ShotsStage(Stage):
         self.detector.unload()
 
 
-def shot_videos_at_once(detector: ShotDetector, videos: int) -> int:
-    """Videos whose shots are detected side by side: one per 8 cores for detectors that allow
-    it (each video's decode already spreads over the cores; two overlap their serial parts),
-    so a small machine runs one at a time. ``SCENESCRIBE_SHOT_VIDEOS`` overrides."""
-    if not detector.concurrent_videos:
+def videos_at_once(backend: Backend, videos: int, knob: str) -> int:
+    """Videos a stage runs side by side: one per 8 cores for backends that allow it
+    (``concurrent_videos``; each video's decode already spreads over the cores, two overlap
+    their serial parts and waits), so a small machine runs one at a time. ``knob`` (an
+    environment variable) overrides."""
+    if not backend.concurrent_videos:
         return 1
-    at_once = env_count("SCENESCRIBE_SHOT_VIDEOS")
+    at_once = env_count(knob)
     if at_once is None:
         at_once = (os.cpu_count() or 1) // 8
     return max(1, min(videos, at_once))
@@ -334,7 +328,8 @@ class ComponentStage(Stage):
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx)
+        at_once = videos_at_once(self.backend, len(tasks), "SCENESCRIBE_COMPONENT_VIDEOS")
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx, at_once)
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = _resume(task, self.name)

@@ -118,6 +118,11 @@ class YoloTracker(ObjectTracker):
 
     _batch = 0  # 0: by device; set to override (tests, benchmarks)
     _predict_lock = threading.Lock()  # ultralytics' predictor keeps per-call state on the model
+    # Videos side by side: model calls take turns under the lock, while each video's decoding
+    # and tracking (its own ByteTrack per scene) overlap the other's calls. On the H200 the
+    # tracker's videos ran one after another beside the caption stage, each call waiting on
+    # the shared GPU (benchmarks/NOTES.md).
+    concurrent_videos = True
 
     @property
     def batch_size(self) -> int:

@@ -35,8 +35,6 @@ class ShotDetector(Backend):
 
     # Options that change speed, never the cuts: kept out of the cache key.
     SPEED_OPTIONS = ("threads", "workers")
-    # ``detect`` may run for several videos at once from threads (``ShotsStage``).
-    concurrent_videos = False
     # ``detect`` loads the model itself once its decoders have started, so a load that waits
     # for other stages' loads (the process lock) overlaps the decoding (``ShotsStage``).
     loads_while_decoding = False
