@@ -225,13 +225,13 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
     from scenescribe.workspace import WorkFolder
 
     reading = threading.Event()
-    chunks = hf_whisper.speech_chunks
+    chunks = hf_whisper.TransformersWhisperRecognizer._chunks
 
     def watched(*args: object, **kwargs: object) -> object:
         reading.set()
         yield from chunks(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hf_whisper, "speech_chunks", watched)
+    monkeypatch.setattr(hf_whisper.TransformersWhisperRecognizer, "_chunks", watched)
     recognizer = _create(batch_size=2)
     stage = SpeechStage(recognizer)
     clip = media("real/grid/lrwp9a.mpg")

@@ -18,9 +18,7 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from scenescribe.options import to_dict
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut
+from scenescribe.workers import worker_process
 
 log = logging.getLogger("scenescribe.shots")
 
@@ -114,30 +113,19 @@ def detect_in_segments(detector: Any, video: VideoInfo, segments: list[Segment],
 
 
 def _run_worker(job: dict[str, Any], advance: Callable[[float], None]) -> list[Cut]:
-    """One segment in a fresh ``python -m scenescribe.shots.segments`` process.
-
-    A plain subprocess rather than multiprocessing: spawn re-imports the caller's ``__main__``,
-    which breaks user scripts without an ``if __name__ == "__main__"`` guard, and fork is unsafe
-    in a process that holds threads or CUDA state. The worker prints one JSON line per
-    ``_PROGRESS_STEP`` frames it owns and a last line with its cuts.
-    """
-    with tempfile.TemporaryFile("w+") as errors:  # a file: a full stderr pipe would block it
-        worker = subprocess.Popen([sys.executable, "-m", "scenescribe.shots.segments"],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                  text=True)
-        assert worker.stdin is not None and worker.stdout is not None
-        worker.stdin.write(json.dumps(job))
-        worker.stdin.close()
+    """One segment in a fresh ``python -m scenescribe.shots.segments`` process (``workers``).
+    The worker prints one JSON line per ``_PROGRESS_STEP`` frames it owns and a last line with
+    its cuts."""
+    with worker_process("scenescribe.shots.segments", job) as worker:
+        assert worker.process.stdout is not None
         result: dict[str, Any] = {}
-        for line in worker.stdout:
+        for line in worker.process.stdout:
             result = json.loads(line)
             if "advance" in result:
                 advance(result["advance"])
-        if worker.wait() != 0 or "cuts" not in result:
-            errors.seek(0)
-            lines = errors.read().strip().splitlines() or [f"exit status {worker.returncode}"]
+        if worker.process.wait() != 0 or "cuts" not in result:
             raise StageError(f"{job['path']}: shot detection of {job['start']:.0f}-{job['end']} "
-                             f"s failed: {lines[-1]}")
+                             f"s failed: {worker.failure()}")
     return [Cut(c[0], c[1], Transition.from_dict(c[2]) if len(c) > 2 else None)
             for c in result["cuts"]]
 

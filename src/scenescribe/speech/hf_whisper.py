@@ -3,17 +3,17 @@
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
 without sound are skipped, and the rest are decoded in batches of ``batch_size`` (fp16 or bf16
 on CUDA, float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech
-stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): a
-reader thread decodes the next videos' audio while the model works, and each video's result is
-routed back as its last chunk is decoded. The encoder runs with SDPA (FlashAttention-2 when
-``flash_attn`` is installed on CUDA). Greedy decoding runs in ``static_decode``: a fixed cache
-and, on CUDA, one CUDA graph replay per token (``decoder = "generate"`` keeps transformers'
-``generate``, which beam search still uses). Word times come from a second, teacher-forced
-decoder pass whose alignment-head cross-attention is aligned to the audio frames by dynamic
-time warping (``alignment``), as openai-whisper does. No attention weights are kept while
-decoding: ``generate(return_token_timestamps=True)`` would switch the whole model to eager
-attention and keep every layer's attention at every step; the second pass computes only the
-alignment heads' weights from the queries and keys of their layers.
+stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): child
+processes (``audio_child``) decode the next videos' audio while the model works, and each
+video's result is routed back as its last chunk is decoded. The encoder runs with SDPA
+(FlashAttention-2 when ``flash_attn`` is installed on CUDA). Greedy decoding runs in
+``static_decode``: a fixed cache and, on CUDA, one CUDA graph replay per token (``decoder =
+"generate"`` keeps transformers' ``generate``, which beam search still uses). Word times come
+from a second, teacher-forced decoder pass whose alignment-head cross-attention is aligned to
+the audio frames by dynamic time warping (``alignment``), as openai-whisper does. No attention
+weights are kept while decoding: ``generate(return_token_timestamps=True)`` would switch the
+whole model to eager attention and keep every layer's attention at every step; the second pass
+computes only the alignment heads' weights from the queries and keys of their layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -33,9 +33,10 @@ static decoder is the answer (benchmarks/NOTES-speech.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +49,9 @@ from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_torch
+from scenescribe.speech.audio_child import ChildReader, audio_readers
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
-from scenescribe.speech.chunking import (
-    speech_chunks,
-)
+from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import StaticDecoder
@@ -198,17 +198,35 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                         reads: AudioReads | None = None,
                         ) -> Iterator[tuple[int, SpeechResult | Exception]]:
         """Every video's chunks in one batched stream (``pool``); results as videos complete.
-        The audio is read from the start; ``decode`` loads the model for the first batch."""
-        yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep, _result,
-                                     self.options.batch_size, reads)
+        The audio is read from the start, in child processes (``audio_child``: a thread here
+        waits for the GIL) unless ``SCENESCRIBE_AUDIO_READERS=0``; ``decode`` loads the model
+        for the first batch."""
+        readers = audio_readers()
+        if readers == 0:
+            yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep,
+                                         _result, self.options.batch_size, reads)
+            return
+        paths = [str(video.path) for video, _ in videos if video.has_audio]
+        with ChildReader(paths, readers, **self._chunking()) as children:
+            yield from transcribe_pooled(
+                videos, functools.partial(self._chunks, source=children.chunks), self.decode,
+                Decoded.keep, _result, self.options.batch_size, reads, cancel=children.close)
 
-    def _chunks(self, video: VideoInfo, task: Task,
-                extra: dict[str, Any]) -> Iterator[tuple[float, np.ndarray]]:
-        """The chunks that reach the model; counts go to ``extra``, silent ones advance ``task``."""
+    def _chunking(self) -> dict[str, float]:
+        """``speech_chunks``' arguments after the path."""
+        return {"chunk_seconds": self.chunk_seconds,
+                "chunk_search_seconds": self.chunk_search_seconds,
+                "block_seconds": self.block_seconds, "search_seconds": self.search_seconds}
+
+    def _chunks(self, video: VideoInfo, task: Task, extra: dict[str, Any],
+                source: Callable[[str], Iterator[tuple[float, np.ndarray, bool]]] | None = None,
+                ) -> Iterator[tuple[float, np.ndarray]]:
+        """The chunks that reach the model; counts go to ``extra``, silent ones advance ``task``.
+        ``source`` reads a path's chunks as ``speech_chunks`` (which reads them here) does."""
         extra.update(chunks=0, silent_chunks=0)
-        for offset, samples, silent in speech_chunks(
-                video.path, self.chunk_seconds, self.chunk_search_seconds, self.block_seconds,
-                self.search_seconds):
+        read = (source(str(video.path)) if source is not None
+                else speech_chunks(video.path, **self._chunking()))
+        for offset, samples, silent in read:
             extra["chunks"] += 1
             if silent:
                 extra["silent_chunks"] += 1

@@ -1,10 +1,11 @@
 """Many videos' speech chunks pooled into one batched stream, results routed back per video.
 
-A decode thread reads each video's audio in turn (``chunks``), putting its non-silent chunks on
-a bounded queue; the caller's thread forms batches from whatever videos the chunks came from and
-decodes them (on the GPU), so audio decoding of the next video overlaps the model's work on the
-current ones. Memory is bounded by the queue and the batching window (a few batches of 30 s
-chunks), never by the folder: a video's audio is dropped as soon as its chunks are decoded.
+A reader thread takes each video's audio in turn (``chunks``; ``hf_whisper``'s decodes it in
+child processes, ``audio_child``), putting its non-silent chunks on a bounded queue; the
+caller's thread forms batches from whatever videos the chunks came from and decodes them (on the
+GPU), so audio decoding of the next video overlaps the model's work on the current ones. Memory
+is bounded by the queue and the batching window (a few batches of 30 s chunks), never by the
+folder: a video's audio is dropped as soon as its chunks are decoded.
 
 Batches are formed from a window of up to two batches of waiting chunks, longest first, so
 chunks of like length (and so like token counts: a batch decodes as long as its longest chunk)
@@ -68,13 +69,15 @@ def transcribe_pooled(
     videos: Sequence[tuple[VideoInfo, Progress]], chunks: Chunker,
     decode: Callable[[list[tuple[float, np.ndarray]]], list[D]], keep: Callable[[D], bool],
     finish: Callable[[list[D], dict[str, Any]], SpeechResult], batch_size: int,
-    reads: AudioReads | None = None,
+    reads: AudioReads | None = None, cancel: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, SpeechResult | Exception]]:
     """Yield ``(video position, result or the exception that stopped that video)`` as each
     video completes. ``chunks`` yields a video's non-silent ``(offset, samples)`` and fills its
     dict with counts; ``decode`` runs one batch; ``finish`` turns kept decodings into a result.
     An exception from ``decode`` stops everything (it is the model's, not one video's). The
-    reader notes its seconds per video and its end in ``reads``."""
+    reader notes its seconds per video and its end in ``reads``. ``cancel`` is called when the
+    stream stops (done, failed or closed early) before the reader thread is waited for: it ends
+    a read blocked outside Python (``audio_child`` kills its processes)."""
     reads = reads if reads is not None else AudioReads()
     size = max(1, batch_size)
     inbox: queue.Queue[tuple[str, int, Any]] = queue.Queue(maxsize=QUEUED_BATCHES * size)
@@ -147,6 +150,8 @@ def transcribe_pooled(
                 yield from _route(c, d, states, keep, finish)
     finally:
         stop.set()
+        if cancel is not None:
+            cancel()
         while reader.is_alive():
             with contextlib.suppress(queue.Empty):
                 inbox.get(timeout=0.05)  # unblocks a reader waiting to put
