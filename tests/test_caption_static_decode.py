@@ -386,3 +386,21 @@ def test_the_caption_stage_decodes_on_its_own_stream(checkpoints: dict[str, Path
     assert tokens(model, scenes) == expected
     model.short_generate(model.prepare(scenes), 2)
     assert entered == ["the caption stream"] * 2
+
+
+def test_the_memory_derived_batch_fills_whole_graph_buckets(
+        checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CUDA graphs (rows padded to buckets of 8) a batch that memory allows at 36 runs as
+    32, so no step reads padding rows; without graphs it stays 36."""
+    from scenescribe.captions.planning import whole_graph_buckets
+    from scenescribe.captions.static_decode import BUCKET
+
+    assert [whole_graph_buckets(n) for n in (1, 7, 8, 36, 64)] == [1, 7, 8, 32, 64]
+    model = captioner(GREEDY[0], checkpoints[GREEDY[0]], "static")
+    monkeypatch.setattr(model, "device", "cuda")  # its planning counts bfloat16 from here
+    per_scene = model.scene_bytes(100)
+    monkeypatch.setattr(torch.cuda, "mem_get_info",
+                        lambda device=None: (int(36.5 * per_scene / 0.85), 0))
+    assert model.batch_size(100) == 36
+    model._static.graphs = True
+    assert model.batch_size(100) == 32 and 32 % BUCKET == 0

@@ -12,10 +12,19 @@ from scenescribe.captions.base import CaptionRequest
 from scenescribe.captions.batching import knee
 from scenescribe.captions.frames import image_size, scene_bytes
 from scenescribe.captions.published import fit_context
+from scenescribe.captions.static_decode import BUCKET
 
 log = logging.getLogger("scenescribe.captions")
 
 GPU_MEMORY_SHARE = 0.85  # of the free memory a batch may plan to use; the rest absorbs fragmentation
+
+
+def whole_graph_buckets(batch: int) -> int:
+    """``batch`` down to a whole number of the static decoder's graph buckets (when it holds
+    one): a graph's padding rows are read at every step like the others. LLaVA-Vicuna's
+    memory-derived 36 ran as graphs of 40 rows (and the rest of 64 scenes, 28, as 32): 8 of 72
+    rows decoded for nothing, where two batches of 32 pad none."""
+    return batch - batch % BUCKET if batch >= BUCKET else batch
 
 
 class BatchPlanner:
@@ -90,7 +99,9 @@ class BatchPlanner:
         cap = knee(self.name, self.options.max_batch)
         log.info("%s: %.1f GiB free, about %.2f GiB per scene -> %d scenes fit; cap %d", self.name,
                  free / 2**30, per_scene / 2**30, fits, cap)
-        return max(1, min(cap, fits))
+        static = getattr(self, "_static", None)
+        graphs = static is not None and static.graphs
+        return whole_graph_buckets(max(1, min(cap, fits))) if graphs else max(1, min(cap, fits))
 
     def scene_bytes(self, prompt_tokens: int) -> int:
         """Estimated GPU bytes one scene adds to a batch: KV cache plus prefill activations.
