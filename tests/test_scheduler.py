@@ -191,3 +191,43 @@ def test_two_turn_takers_in_a_chain_run_one_after_the_other(tmp_path: Path) -> N
                         RunContext(NullProgress()), parallel=True)
     assert all(isinstance(r["then"], StageOutput) for r in results)
     assert log.index("first close") < log.index(f"then run {then.runs[0]}")
+
+
+class _Overlapping(_Model):
+    """A waves stage whose runs may overlap: the run with the first video holds until the run
+    with the last one has started."""
+
+    waves_at_once = 2
+
+    def __init__(self, name: str, inputs: tuple[str, ...], log: list[str],
+                 release: threading.Event) -> None:
+        super().__init__(name, inputs, log)
+        self.release = release
+        self.last_started = threading.Event()
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        names = [t.name for t in tasks]
+        if "b.mp4" in names:
+            self.last_started.set()
+        out = super().run(tasks, ctx)
+        if "a.mp4" in names:
+            self.release.set()  # the upstream may now finish b
+            assert self.last_started.wait(10), "the second wave waited for the first"
+            self.log.append(f"{self.name} first wave ends")
+        return out
+
+
+def test_a_later_wave_starts_beside_a_running_one_where_the_stage_allows(
+        tmp_path: Path) -> None:
+    """``waves_at_once`` 2: video b, ready while the wave of video a still runs, starts in a
+    wave beside it; the node completes once both are done, its model loaded and closed once."""
+    log: list[str] = []
+    release = threading.Event()
+    shots = _Upstream("shots", release, log)
+    objects = _Overlapping("objects", ("shots",), log, release)
+    results = run_graph(Graph([shots, objects]), _videos(tmp_path, ["a", "b"]),
+                        RunContext(NullProgress()), parallel=True)
+    assert all(isinstance(r["objects"], StageOutput) for r in results)
+    assert objects.runs == [["a.mp4"], ["b.mp4"]]
+    assert log.index("objects run ['b.mp4']") < log.index("objects first wave ends")
+    assert (objects.loads, objects.closes) == (1, 1) and log[-1] == "objects close"

@@ -379,6 +379,34 @@ def test_ast_tiny_end_to_end_with_window_arithmetic(tiny_ast: Path) -> None:
         assert _labels(tags[scene.index]) <= known
 
 
+def test_ast_tags_two_videos_at_once_as_one_after_the_other(tiny_ast: Path) -> None:
+    """``concurrent_videos``: two videos tagged from two threads at once give the tags each
+    gives alone."""
+    import threading
+
+    tagger = _ast(tiny_ast, top_k=3, min_score=0.0)
+    tagger.load()
+    assert tagger.concurrent_videos  # type: ignore[attr-defined]
+    jobs = {"synthetic": (probe(media(SYNTHETIC)), [Scene(0, 0.0, 4.0, 0, 100),
+                                                    Scene(1, 4.0, 20.0, 100, 500)]),
+            "bbb": (probe(media("real/big_buck_bunny_0_30.webm")),
+                    [Scene(0, 0.0, 12.0, 0, 288), Scene(1, 12.0, 30.0, 288, 720)])}
+
+    def tags(name: str) -> dict[int, list[SoundTag]]:
+        video, scenes = jobs[name]
+        return _tag(tagger, video, scenes)
+
+    alone = {name: tags(name) for name in jobs}
+    together: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda n=name: together.__setitem__(n, tags(n)))
+               for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone and all(alone.values())
+
+
 # --- no audio --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["yamnet", "ast-audioset"])

@@ -106,6 +106,10 @@ class Stage(ABC):
     # again for later ones (its model stays loaded): a caption stage then starts on the first
     # video's frames, not the last one's.
     waves: bool = False
+    # Waves that may run at once: a wave of videos that became ready while an earlier one
+    # runs starts beside it (only for stages whose ``run`` calls may overlap; each bounds how
+    # many videos it computes at once across them).
+    waves_at_once: int = 1
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -146,6 +150,7 @@ class Fused(ABC):
         self.after = tuple(dict.fromkeys(a for p in parts for a in p.after))
         self.optional = all(p.optional for p in parts)
         self.waves = all(p.waves for p in parts)
+        self.waves_at_once = 1
 
     @abstractmethod
     def run_parts(self, tasks: Sequence[Mapping[str, Task]],

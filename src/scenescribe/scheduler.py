@@ -147,7 +147,7 @@ class _SideBySide:
         self.unready = {n.name: set(range(len(videos))) for n in in_waves}
         self.ready: dict[str, set[int]] = {n.name: set() for n in in_waves}
         self.readers = {n.name: n for n in in_waves}
-        self.busy: set[str] = set()  # nodes with work running
+        self.busy: dict[str, int] = {}  # node name -> its runs (waves) in flight
         self.turn: str | None = None  # the non-concurrent node whose turn it is
         self.times: dict[str, list[float]] = {}  # node name -> [first start, last end]
         # The first captioner's load, started once Stage 1 computes (``_preload``): its
@@ -160,13 +160,14 @@ class _SideBySide:
     def run(self, stop: Callable[[], None] | None) -> Results:
         if self.ctx is not None:
             self.ctx.listener = self._heard
-        with ThreadPoolExecutor(len(self.graph.nodes), thread_name_prefix="stage") as pool:
+        threads = sum(n.waves_at_once if self._in_waves(n) else 1 for n in self.graph.nodes)
+        with ThreadPoolExecutor(threads, thread_name_prefix="stage") as pool:
             try:
                 while self.waiting:
                     self._start(pool)
                     if not self.waiting:
                         break
-                    if not self.busy:  # cannot happen for a checked graph; never spin
+                    if not any(self.busy.values()):  # not for a checked graph; never spin
                         raise ValueError(
                             f"stages {[n.name for n in self.waiting]} can never start")
                     self._handle(self.events.get())
@@ -195,7 +196,7 @@ class _SideBySide:
             self._recheck({v})
             return
         _, node, future = event
-        self.busy.discard(node.name)
+        self.busy[node.name] -= 1
         self.times[node.name][1] = time.perf_counter()
         outcomes = future.result()  # a crashed executor raises here
         merge(outcomes, self.results)
@@ -210,7 +211,7 @@ class _SideBySide:
         GPU turn (the first captioner): two captioners never share the GPU, loaded or not."""
         self.preloaded = True
         node = next((n for n in self.waiting if self._in_waves(n) and not n.concurrent), None)
-        if node is None or node.name in self.busy or self.turn not in (None, node.name):
+        if node is None or self.busy.get(node.name) or self.turn not in (None, node.name):
             return
         thread = threading.Thread(target=node.preload, name=f"preload-{node.name}",
                                   daemon=True)
@@ -241,7 +242,9 @@ class _SideBySide:
         while progress:
             progress = False
             for node in list(self.waiting):
-                if node.name in self.busy or (
+                running = self.busy.get(node.name, 0)
+                at_once = node.waves_at_once if self._in_waves(node) else 1
+                if running >= at_once or (
                         not node.concurrent and self.turn not in (None, node.name)):
                     continue
                 upstream_done = set(node.inputs + node.after) <= self.done
@@ -249,7 +252,7 @@ class _SideBySide:
                     ready = sorted(v for v in self.ready[node.name]
                                    if failure(self.results[v]) is None)
                     self.ready[node.name].clear()
-                    if not ready and upstream_done:
+                    if not ready and upstream_done and not running:
                         self._complete(node)
                         progress = True
                         continue
@@ -262,7 +265,7 @@ class _SideBySide:
                 self._submit(pool, node, ready)
 
     def _submit(self, pool: ThreadPoolExecutor, node: Node, videos: list[int]) -> None:
-        self.busy.add(node.name)
+        self.busy[node.name] = self.busy.get(node.name, 0) + 1
         if not node.concurrent:
             self.turn = node.name
         now = time.perf_counter()

@@ -188,6 +188,9 @@ class ShotsStage(Stage):
         self.detector.unload()
 
 
+COMPONENT_VIDEOS = "SCENESCRIBE_COMPONENT_VIDEOS"  # knob: Stage 1 components' videos at once
+
+
 def videos_at_once(backend: Backend, videos: int, knob: str) -> int:
     """Videos a stage runs side by side: one per 8 cores for backends that allow it
     (``concurrent_videos``; each video's decode already spreads over the cores, two overlap
@@ -323,15 +326,24 @@ class ComponentStage(Stage):
         self.field = self.component.field
         self.backend = backend
         self.load = LazyLoad(backend)
+        # Videos computed at once, across waves: a wave of videos that became ready while an
+        # earlier one runs starts beside it (on W1 the tracker's first video ran alone for 9 s
+        # while the next ones' frames were ready), and waits here for a free slot.
+        self.waves_at_once = videos_at_once(backend, 1 << 20, COMPONENT_VIDEOS)
+        self._slots = threading.BoundedSemaphore(self.waves_at_once)
 
     def identity(self) -> dict[str, Any]:
         return dict(self.backend.cache_key())
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        at_once = videos_at_once(self.backend, len(tasks), "SCENESCRIBE_COMPONENT_VIDEOS")
-        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx, at_once)
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx,
+                    min(self.waves_at_once, len(tasks)))
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
+        with self._slots:
+            return self._compute(task, ctx)
+
+    def _compute(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = _resume(task, self.name)
         with ckpt:
             if todo:

@@ -134,6 +134,9 @@ class ASTTagger(WindowedTagger):
     load_imports = ("torch", "transformers.audio_utils", "transformers:ASTFeatureExtractor",
                     "transformers:ASTForAudioClassification")
     side_by_side = True
+    # Videos side by side: ``score`` keeps no state between calls (features and the forward
+    # in inference mode), and each video reads its own audio.
+    concurrent_videos = True
 
     def _load(self) -> Any:
         model = _Ast(self)
