@@ -3,13 +3,16 @@
 # back to back on one warm machine, each followed by its timeline (timeline.py). On the GPU
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
-#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1] [switch]
+#   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
+#     [switch] [onevideo] [stage1onevideo]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
 # priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
-# job's path only). SPY: py-spy (a wheel in .carry/pyspy) samples
+# job's path only), onevideo (SCENESCRIBE_COMPONENT_VIDEOS=1: the tracker and the sound tagger
+# one video at a time, one wave at a time), stage1onevideo (both). SPY: py-spy (a wheel in
+# .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
 set -uo pipefail
@@ -27,6 +30,8 @@ for variant in "$@"; do
     nice0) env=(SCENESCRIBE_SHOT_NICE=0) ;;
     stagemajor) env=(SCENESCRIBE_WAVES=0) ;;
     nostream) env=(SCENESCRIBE_CAPTION_STREAM=0) ;;
+    onevideo) env=(SCENESCRIBE_COMPONENT_VIDEOS=1) ;;
+    stage1onevideo) model= env=(SCENESCRIBE_COMPONENT_VIDEOS=1) ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
