@@ -99,16 +99,16 @@ class BatchPlanner:
         cap = knee(self.name, self.options.max_batch)
         log.info("%s: %.1f GiB free, about %.2f GiB per scene -> %d scenes fit; cap %d", self.name,
                  free / 2**30, per_scene / 2**30, fits, cap)
+        batch = max(1, min(cap, fits))
         static = getattr(self, "_static", None)
-        graphs = static is not None and static.graphs
-        return whole_graph_buckets(max(1, min(cap, fits))) if graphs else max(1, min(cap, fits))
+        return whole_graph_buckets(batch) if static is not None and static.graphs else batch
 
     def scene_bytes(self, prompt_tokens: int) -> int:
         """Estimated GPU bytes one scene adds to a batch: KV cache plus prefill activations.
-        The static decoder keeps a scene's prompt once for all its beams and its prefill
-        writes into its buffers; where it cannot (a forward that
-        keeps its own cache), a second copy is counted (measured at batch 64 on the H200 with
-        the copy: 109 GiB peak against 75 with ``generate``)."""
+        The static decoder keeps a scene's prompt once for all its beams, and its prefill
+        writes into its buffers; where it cannot (a forward that keeps its own cache), the
+        prompt's cache is counted twice (measured at batch 64 on the H200 with the copy: 109
+        GiB peak against 75 with ``generate``)."""
         static = getattr(self, "_static", None)
         copy = static is not None and not static.in_place
         return scene_bytes(self.model.config.get_text_config(), self.torch_dtype().itemsize,
