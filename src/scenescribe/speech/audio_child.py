@@ -273,6 +273,7 @@ def _child_main() -> int:
         send(END, 0.0, {})
     return 0
 
+
 if __name__ == "__main__":
     try:
         sys.exit(_child_main())
