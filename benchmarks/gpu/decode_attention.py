@@ -5,7 +5,9 @@
 For the shapes of W1's captioners (rows, key/value heads, query heads per key/value head,
 cache positions), times ``decode_attention.attend`` with each kind (``KINDS``) and prints
 milliseconds per layer, the bytes of keys and values read per second, and the largest
-difference from a float32 reference. The static decoder's default kind follows these numbers.
+difference from a float32 reference. Alone on the H200 (2026-12-03) the kinds read alike; the
+static decoder's default follows the step timed in place (``profile_captions.py`` with and
+without ``SCENESCRIBE_DECODE_SDPA=1``), where ``matmul`` was 1.5x faster.
 """
 
 from __future__ import annotations

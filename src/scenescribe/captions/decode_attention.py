@@ -8,8 +8,10 @@ per query position says which cache positions it reads (its beam's ancestry).
 The buffer holds every row's prompt and the tokens decoded so far, padded to a fixed length, so
 each step attends under a mask and SDPA cannot pick its flash kernel: on CUDA it falls to the
 memory-efficient one, which is built for many query rows. Profiled on an H200 (2026-12-03,
-``benchmarks/NOTES.md``), that kernel was 41 of LLaVA-Vicuna's 48 ms per step at 36 rows of
-about 4,100 positions: about 1.9 TB/s of the GPU's 4.8 TB/s, reading each key and value once.
+``benchmarks/NOTES.md``), that kernel was charged 41 of LLaVA-Vicuna's 48 ms per step at 36 rows
+of about 4,100 positions. Timed alone (``benchmarks/gpu/decode_attention.py``) both kinds read
+the cache at 3-4 TB/s; inside the step, back to back, the step took 46.0 ms with SDPA and 30.6
+ms with ``matmul`` (``profile_captions.py``), so CUDA takes ``matmul``.
 
 ``matmul`` computes the same attention as two batched matrix products, which cuBLAS runs as
 bandwidth-bound matrix-vector work: the scores (one per query head and position, a few MB) are
@@ -24,9 +26,9 @@ from __future__ import annotations
 from typing import Any
 
 KINDS = ("matmul", "sdpa")
-# Per device type, the faster kind where measured (``benchmarks/gpu/decode_attention.py``): on
-# this project's CPU machine SDPA was as fast or up to 3x faster at W1's shapes scaled down; CUDA:
-# see benchmarks/NOTES.md.
+# Per device type, the faster kind where measured: on this project's CPU machine SDPA was as
+# fast or up to 3x faster at W1's shapes scaled down (``benchmarks/gpu/decode_attention.py``); on
+# the H200 ``matmul``, in the step (above).
 FASTER = {"cuda": "matmul"}
 
 
