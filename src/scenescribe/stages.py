@@ -191,17 +191,17 @@ class ShotsStage(Stage):
 COMPONENT_VIDEOS = "SCENESCRIBE_COMPONENT_VIDEOS"  # knob: Stage 1 components' videos at once
 
 
-def videos_at_once(backend: Backend, videos: int, knob: str) -> int:
+def videos_at_once(backend: Backend, videos: int | None, knob: str) -> int:
     """Videos a stage runs side by side: one per 8 cores for backends that allow it
     (``concurrent_videos``; each video's decode already spreads over the cores, two overlap
-    their serial parts and waits), so a small machine runs one at a time. ``knob`` (an
-    environment variable) overrides."""
+    their serial parts and waits), so a small machine runs one at a time; never more than
+    ``videos`` (None: no bound). ``knob`` (an environment variable) overrides."""
     if not backend.concurrent_videos:
         return 1
     at_once = env_count(knob)
     if at_once is None:
         at_once = (os.cpu_count() or 1) // 8
-    return max(1, min(videos, at_once))
+    return max(1, at_once if videos is None else min(videos, at_once))
 
 
 def _resume(task: Task, stage: str) -> tuple[JsonlCheckpoint, list[Scene]]:
@@ -329,7 +329,7 @@ class ComponentStage(Stage):
         # Videos computed at once, across waves: a wave of videos that became ready while an
         # earlier one runs starts beside it (on W1 the tracker's first video ran alone for 9 s
         # while the next ones' frames were ready), and waits here for a free slot.
-        self.waves_at_once = videos_at_once(backend, 1 << 20, COMPONENT_VIDEOS)
+        self.waves_at_once = videos_at_once(backend, None, COMPONENT_VIDEOS)
         self._slots = threading.BoundedSemaphore(self.waves_at_once)
 
     def identity(self) -> dict[str, Any]:

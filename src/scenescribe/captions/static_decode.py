@@ -279,7 +279,8 @@ class StaticCaptionDecoder:
         """The language model on each row's token: its keys and values written at ``slot`` +
         its lane in its scene's buffer row; returns the logits [rows, vocab]."""
         lm = self.lm
-        kind = self.attention or decode_attention.default_kind(buf.slot.device.type)
+        kind = self.attention
+        assert kind is not None  # ``generate`` picks it for the device before any step
         rows, heads, kv, dim, beams = buf.rows, lm.heads, lm.kv_heads, lm.head_dim, buf.beams
         scenes, group = rows // beams, heads // kv
         written = buf.slot + buf.lane  # [rows] where each row's keys and values go
