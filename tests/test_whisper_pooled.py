@@ -252,3 +252,7 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
     assert [w.text for w in out.meta["words"]] == [w.text for w in alone.words] != []
     assert out.timing["compute_s"] > 0 and out.timing["load_s"] > 0
     assert out.timing["audio_read_s"] > 0 and out.timing["model_wait_s"] >= 0
+    # The model's phases: all of them ran, within the stream's compute (one video: all of it).
+    phases = [out.timing[f"{p}_s"] for p in ("encode", "decode", "align", "words")]
+    assert all(t > 0 for t in phases)
+    assert sum(phases) <= out.timing["compute_s"]

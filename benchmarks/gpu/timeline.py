@@ -21,7 +21,8 @@ def show(path: Path) -> None:
     stages = {s["stage"]: s for s in job["stages"]}
     for name, s in sorted(stages.items(), key=lambda kv: kv[1].get("from_s", 0.0)):
         details = "".join(f"   {k[:-2]} {s[k]:.2f} s" for k in
-                          ("prepare_wait_s", "generate_s", "audio_read_s") if k in s)
+                          ("prepare_wait_s", "generate_s", "audio_read_s", "encode_s",
+                           "decode_s", "align_s", "words_s") if k in s)
         print(f"  {name:32s} {s.get('from_s', 0.0):7.1f} -> {s.get('to_s', 0.0):7.1f}"
               f"   compute {s['compute_s']:7.2f} s   load {s['load_s']:6.2f} s{details}")
     if "shots" in stages and "frames" in stages:

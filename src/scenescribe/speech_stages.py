@@ -80,15 +80,19 @@ class SpeechStage(Stage):
         jobs = [(tasks[i].info, PrefixedProgress(ctx.progress, tasks[i].name)) for i in pending]
         reads = AudioReads()
         last = time.perf_counter()
+        phases = self.backend.phase_seconds()
         try:
             for j, result in self.backend.transcribe_many(jobs, reads):
                 now = time.perf_counter()
                 task = tasks[pending[j]]
                 # The compute clock starts once the model is loaded: a load reported apart.
                 seconds = now - max(last, self.load.done_at)
+                # Its share of the stream's phases: those of the batches since the last result.
+                phases, before = self.backend.phase_seconds(), phases
+                reading = {**_reading(reads, j, self.load.done_at),
+                           **{k: v - before.get(k, 0.0) for k, v in phases.items()}}
                 outcomes[pending[j]] = guarded(self.name, task, functools.partial(
-                    self._save, result=result, seconds=seconds,
-                    reading=_reading(reads, j, self.load.done_at)), ctx)
+                    self._save, result=result, seconds=seconds, reading=reading), ctx)
                 last = time.perf_counter()
         except Exception as exc:  # the model's failure: every video still waiting fails with it
             for i in pending:

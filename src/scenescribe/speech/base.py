@@ -37,6 +37,12 @@ class SpeechRecognizer(Backend):
     # first batch is ready, so ``SpeechStage`` may load it on another thread meanwhile.
     reads_while_loading = False
 
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds spent so far in each phase of the model's work (``encode_s``, ``decode_s``,
+        ``align_s``, ``words_s``), summed over every batch since the load; {} where the
+        backend does not split its work. ``SpeechStage`` charges each video the difference."""
+        return {}
+
     def transcribe(self, video: VideoInfo, progress: Progress) -> SpeechResult:
         """Transcribe ``video.path``; an empty result for files without audio or speech."""
         if not video.has_audio:

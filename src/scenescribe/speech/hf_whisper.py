@@ -36,6 +36,7 @@ import contextlib
 import functools
 import importlib.util
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,26 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
     side_by_side = True
     reads_while_loading = True
+    _phases: dict[str, float] | None = None
+
+    def phase_seconds(self) -> dict[str, float]:
+        return dict(self._phases or {})
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        """Times a phase of ``decode`` into ``phase_seconds``. On CUDA it waits for the current
+        stream (Whisper's) at the end, so the GPU's work is charged to the phase that queued it:
+        four waits per batch, each one a point where the next phase reads results anyway."""
+        start = time.perf_counter()
+        yield
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.current_stream().synchronize()
+        if self._phases is None:
+            self._phases = {}
+        key = f"{name}_s"
+        self._phases[key] = self._phases.get(key, 0.0) + time.perf_counter() - start
 
     def _load(self) -> Any:
         import torch
@@ -249,28 +270,32 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         stream = self.model.stream
         with launching(), torch.inference_mode(), (
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
-            features = processor.feature_extractor(  # log-mel on the model's device
-                [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
-                device=self.device,
-            ).input_features.to(self.device, model.dtype)
-            encoded = model.model.encoder(features).last_hidden_state
-            languages = self._languages(encoded)
+            with self._phase("encode"):
+                features = processor.feature_extractor(  # log-mel on the model's device
+                    [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                    device=self.device,
+                ).input_features.to(self.device, model.dtype)
+                encoded = model.model.encoder(features).last_hidden_state
+                languages = self._languages(encoded)
             kwargs: dict[str, Any] = {}
             if self.multilingual:
                 kwargs = {"language": [lang for lang, _ in languages], "task": "transcribe"}
             suppress = self._suppress_mask(len(self._prompt(languages[0][0])))
             static = self._static()
-            if static is not None:
-                generated = static.generate(
-                    encoded, [self._prompt(lang) for lang, _ in languages], self.max_new_tokens,
-                    suppress.always, suppress.first, model.generation_config.eos_token_id)
-                return self._align(batch, encoded, generated, languages)
-            generated = model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                logits_processor=LogitsProcessorList([suppress]), return_timestamps=False,
-                num_beams=max(1, self.options.beam_size), do_sample=False,
-                max_new_tokens=self.max_new_tokens, **kwargs)
-            return self._align(batch, encoded, generated.cpu().tolist(), languages)
+            with self._phase("decode"):
+                if static is not None:
+                    generated = static.generate(
+                        encoded, [self._prompt(lang) for lang, _ in languages],
+                        self.max_new_tokens, suppress.always, suppress.first,
+                        model.generation_config.eos_token_id)
+                else:
+                    generated = model.generate(
+                        encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
+                        logits_processor=LogitsProcessorList([suppress]),
+                        return_timestamps=False, num_beams=max(1, self.options.beam_size),
+                        do_sample=False, max_new_tokens=self.max_new_tokens, **kwargs,
+                    ).cpu().tolist()
+            return self._align(batch, encoded, generated, languages)
 
     def _static(self) -> StaticDecoder | None:
         """The loaded model's static decoder, or None where ``generate`` decodes."""
@@ -331,31 +356,34 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         prompts = [self._prompt(lang) for lang, _ in languages]
         sequences = [p + t + [eot] for p, t in zip(prompts, texts, strict=True)]
         width = max(len(s) for s in sequences)
-        ids = torch.tensor([s + [eot] * (width - len(s)) for s in sequences], device=self.device)
-        capture = AttentionCapture(model, self.alignment_heads())
-        with capture:
-            logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids,
-                           use_cache=False).logits
-        logprobs = logits.float().log_softmax(dim=-1)
         rows = [list(range(len(p) - 1, len(p) + len(t))) for p, t in zip(prompts, texts,
                                                                           strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
-        matrices = capture.matrices(encoded, rows, frames)
         starts: list[np.ndarray | None] = [None] * len(batch)
-        if encoded.device.type == "cuda":  # DTW for the whole batch on the GPU
-            spoken = [b for b, t in enumerate(texts) if t]
-            for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
-                                strict=True):
-                starts[b] = found
-        no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
+        with self._phase("align"):
+            ids = torch.tensor([s + [eot] * (width - len(s)) for s in sequences],
+                               device=self.device)
+            capture = AttentionCapture(model, self.alignment_heads())
+            with capture:
+                logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids,
+                               use_cache=False).logits
+            logprobs = logits.float().log_softmax(dim=-1)
+            matrices = capture.matrices(encoded, rows, frames)
+            if encoded.device.type == "cuda":  # DTW for the whole batch on the GPU
+                spoken = [b for b, t in enumerate(texts) if t]
+                for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
+                                    strict=True):
+                    starts[b] = found
+            no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
         out = []
-        for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
-            row = torch.tensor(rows[b], device=logprobs.device)
-            targets = ids[b, row + 1]
-            token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
-            out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
-                                     matrices[b], starts[b], languages[b],
-                                     float(no_speech[b]), truncated[b]))
+        with self._phase("words"):  # per chunk: its tokens' probabilities, words and times
+            for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
+                row = torch.tensor(rows[b], device=logprobs.device)
+                targets = ids[b, row + 1]
+                token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
+                out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
+                                         matrices[b], starts[b], languages[b],
+                                         float(no_speech[b]), truncated[b]))
         return out
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
