@@ -5,8 +5,6 @@ graph layout."""
 from __future__ import annotations
 
 import functools
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,6 @@ from scenescribe import registry
 from scenescribe.captions.base import CaptionRequest
 from scenescribe.captions.decode_attention import KINDS
 from scenescribe.captions.static_layout import language_model
-from scenescribe.gpu_share import capturing, launching
 from scenescribe.options import CaptionOptions
 
 torch = pytest.importorskip("torch")
@@ -197,61 +194,6 @@ def test_decoder_option_is_checked_and_not_in_the_cache_key(checkpoints: dict[st
     assert on_cpu.decoder == "generate"  # auto: graphs are CUDA's
     assert registry.create(name, "captioner", options=CaptionOptions(decoder="graph"),
                            device="cpu", model_dir=None).decoder == "static"
-
-
-def test_a_capture_waits_for_running_launches_and_holds_new_ones() -> None:
-    events: list[str] = []
-    inside = threading.Event()
-    release = threading.Event()
-
-    def component() -> None:
-        with launching():
-            events.append("launch-start")
-            inside.set()
-            release.wait(5)
-            events.append("launch-end")
-
-    worker = threading.Thread(target=component)
-    worker.start()
-    inside.wait(5)
-
-    def capture() -> None:
-        with capturing():
-            events.append("capture")
-            time.sleep(0.05)
-            events.append("capture-end")
-
-    capturer = threading.Thread(target=capture)
-    capturer.start()
-    time.sleep(0.05)
-    late = threading.Thread(target=lambda: (launching().__enter__(), events.append("late")))
-    late.start()
-    time.sleep(0.05)
-    assert events == ["launch-start"]  # the capture waits; the late launch waits behind it
-    release.set()
-    for thread in (worker, capturer, late):
-        thread.join(5)
-    assert events == ["launch-start", "launch-end", "capture", "capture-end", "late"]
-
-
-def test_a_capture_inside_a_launch_sets_its_own_hold_aside() -> None:
-    """The caption thread captures inside its own batch's ``launching()``: no self-deadlock,
-    and a second such thread does not deadlock with it."""
-    done: list[int] = []
-
-    def batch(i: int) -> None:
-        with launching():
-            time.sleep(0.02)
-            with capturing():
-                time.sleep(0.02)
-            done.append(i)
-
-    threads = [threading.Thread(target=batch, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(5)
-    assert sorted(done) == [0, 1]
 
 
 def test_only_length_dependent_rotary_tables_limit_the_static_decoder() -> None:

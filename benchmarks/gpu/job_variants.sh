@@ -4,14 +4,17 @@
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
 #   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
-#     [switch] [onevideo] [stage1onevideo]
+#     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechshared]
+#     [stage1speechshared]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
 # priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
-# job's path only), onevideo (SCENESCRIBE_COMPONENT_VIDEOS=1: the tracker and the sound tagger
-# one video at a time, one wave at a time), stage1onevideo (both). SPY: py-spy (a wheel in
+# job's path only), onevideo / twovideos (SCENESCRIBE_COMPONENT_VIDEOS=1 / 2: the tracker and
+# the sound tagger one video at a time (the default since 2026-12-03j) / two, waves overlapping),
+# speechshared (SCENESCRIBE_SPEECH_SHARED=1: Whisper's batches share the GPU instead of holding
+# it alone); the stage1... variants are the same without captions. SPY: py-spy (a wheel in
 # .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -32,6 +35,10 @@ for variant in "$@"; do
     nostream) env=(SCENESCRIBE_CAPTION_STREAM=0) ;;
     onevideo) env=(SCENESCRIBE_COMPONENT_VIDEOS=1) ;;
     stage1onevideo) model= env=(SCENESCRIBE_COMPONENT_VIDEOS=1) ;;
+    twovideos) env=(SCENESCRIBE_COMPONENT_VIDEOS=2) ;;
+    stage1twovideos) model= env=(SCENESCRIBE_COMPONENT_VIDEOS=2) ;;
+    speechshared) env=(SCENESCRIBE_SPEECH_SHARED=1) ;;
+    stage1speechshared) model= env=(SCENESCRIBE_SPEECH_SHARED=1) ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac

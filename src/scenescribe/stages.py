@@ -191,16 +191,17 @@ class ShotsStage(Stage):
 COMPONENT_VIDEOS = "SCENESCRIBE_COMPONENT_VIDEOS"  # knob: Stage 1 components' videos at once
 
 
-def videos_at_once(backend: Backend, videos: int | None, knob: str) -> int:
-    """Videos a stage runs side by side: one per 8 cores for backends that allow it
-    (``concurrent_videos``; each video's decode already spreads over the cores, two overlap
-    their serial parts and waits), so a small machine runs one at a time; never more than
-    ``videos`` (None: no bound). ``knob`` (an environment variable) overrides."""
+def videos_at_once(backend: Backend, videos: int | None, knob: str,
+                   default: int | None = None) -> int:
+    """Videos a stage runs side by side, for backends that allow it (``concurrent_videos``):
+    ``default``, or one per 8 cores when None (each video's decode already spreads over the
+    cores, two overlap their serial parts and waits), so a small machine runs one at a time;
+    never more than ``videos`` (None: no bound). ``knob`` (an environment variable) overrides."""
     if not backend.concurrent_videos:
         return 1
     at_once = env_count(knob)
     if at_once is None:
-        at_once = (os.cpu_count() or 1) // 8
+        at_once = (os.cpu_count() or 1) // 8 if default is None else default
     return max(1, at_once if videos is None else min(videos, at_once))
 
 
@@ -326,10 +327,12 @@ class ComponentStage(Stage):
         self.field = self.component.field
         self.backend = backend
         self.load = LazyLoad(backend)
-        # Videos computed at once, across waves: a wave of videos that became ready while an
-        # earlier one runs starts beside it (on W1 the tracker's first video ran alone for 9 s
-        # while the next ones' frames were ready), and waits here for a free slot.
-        self.waves_at_once = videos_at_once(backend, None, COMPONENT_VIDEOS)
+        # Videos computed at once, across waves: with more than one, a wave of videos that
+        # became ready while an earlier one runs starts beside it, and waits here for a free
+        # slot. One by default: on W1 (H200, 2026-12-03j) two at once left Stage 1 at 46.7 s
+        # against 45.1 s and the whole job at 85.3 s against 81.3 s (the tagger's compute
+        # summed 51.5 s against 18.8 s: the GPU, not the decode, is what they share).
+        self.waves_at_once = videos_at_once(backend, None, COMPONENT_VIDEOS, default=1)
         self._slots = threading.BoundedSemaphore(self.waves_at_once)
 
     def identity(self) -> dict[str, Any]:

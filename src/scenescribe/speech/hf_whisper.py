@@ -2,7 +2,8 @@
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
 without sound are skipped, and the rest are decoded in batches of ``batch_size`` (fp16 or bf16
-on CUDA, float32 on CPU), on a CUDA stream of Whisper's own. Over several videos (the speech
+on CUDA, float32 on CPU), on a CUDA stream of Whisper's own; on CUDA each batch holds the GPU
+alone (``gpu_share.exclusive``) from its encoder to its alignment. Over several videos (the speech
 stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): child
 processes (``audio_child``) decode the next videos' audio while the model works, and each
 video's result is routed back as its last chunk is decoded. The encoder runs with SDPA
@@ -45,7 +46,8 @@ import numpy as np
 
 from scenescribe.attention import avoid_cudnn_attention
 from scenescribe.backend import load_pretrained, ready_device
-from scenescribe.gpu_share import launching, stream_for_loaded_model
+from scenescribe.gpu_share import exclusive, launching, stream_for_loaded_model
+from scenescribe.knobs import env_flag
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
@@ -94,13 +96,13 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return dict(self._phases or {})
 
     @contextlib.contextmanager
-    def _phase(self, name: str) -> Iterator[None]:
-        """Times a phase of ``decode`` into ``phase_seconds``. On CUDA it waits for the current
-        stream (Whisper's) at the end, so the GPU's work is charged to the phase that queued it:
-        four waits per batch, each one a point where the next phase reads results anyway."""
+    def _phase(self, name: str, gpu: bool = True) -> Iterator[None]:
+        """Times a phase of ``decode`` into ``phase_seconds``. A ``gpu`` phase on CUDA waits for
+        the current stream (Whisper's) at its end, so the GPU's work is charged to the phase
+        that queued it: three waits per batch, each where the next phase reads results anyway."""
         start = time.perf_counter()
         yield
-        if self.device.startswith("cuda"):
+        if gpu and self.device.startswith("cuda"):
             import torch
 
             torch.cuda.current_stream().synchronize()
@@ -268,7 +270,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
         stream = self.model.stream
-        with launching(), torch.inference_mode(), (
+        with self._gpu_hold(), torch.inference_mode(), (
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             with self._phase("encode"):
                 features = processor.feature_extractor(  # log-mel on the model's device
@@ -295,7 +297,19 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                         return_timestamps=False, num_beams=max(1, self.options.beam_size),
                         do_sample=False, max_new_tokens=self.max_new_tokens, **kwargs,
                     ).cpu().tolist()
-            return self._align(batch, encoded, generated, languages)
+            aligned = self._align(batch, encoded, generated, languages)
+        with self._phase("words", gpu=False):  # CPU only: the GPU is the others' meanwhile
+            return [self._decoded(offset, len(samples) / SAMPLE_RATE, *chunk)
+                    for (offset, samples), chunk in zip(batch, aligned, strict=True)]
+
+    def _gpu_hold(self) -> contextlib.AbstractContextManager[None]:
+        """What a batch holds of the GPU (``gpu_share``): on CUDA the GPU alone, unless
+        ``SCENESCRIBE_SPEECH_SHARED=1``. The batch's decoding and alignment are chains of small
+        dependent kernels: beside YOLO's, AST's and TransNetV2's large ones each waits for a
+        free SM (W1 on the H200: 17.5 s inside Stage 1 against about 5.5 s alone)."""
+        if self.device.startswith("cuda") and not env_flag("SCENESCRIBE_SPEECH_SHARED"):
+            return exclusive()
+        return launching()
 
     def _static(self) -> StaticDecoder | None:
         """The loaded model's static decoder, or None where ``generate`` decodes."""
@@ -343,9 +357,11 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return [*prompt, config.no_timestamps_token_id]
 
     def _align(self, batch: list[tuple[float, np.ndarray]], encoded: Any,
-               generated: list[list[int]],
-               languages: list[tuple[str | None, float | None]]) -> list[Decoded]:
-        """Teacher-forced pass: token probabilities, no-speech probability, word times."""
+               generated: list[list[int]], languages: list[tuple[str | None, float | None]],
+               ) -> list[tuple[Any, ...]]:
+        """Teacher-forced pass: per chunk the arguments of ``_decoded`` after its offset and
+        duration (text tokens, their log-probabilities, the alignment matrix or its frames,
+        language, no-speech probability, truncation), all on the CPU."""
         import torch
 
         model = self.model.net
@@ -375,24 +391,19 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                     strict=True):
                     starts[b] = found
             no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
-        out = []
-        with self._phase("words"):  # per chunk: its tokens' probabilities, words and times
-            for b, ((offset, samples), text) in enumerate(zip(batch, texts, strict=True)):
-                row = torch.tensor(rows[b], device=logprobs.device)
-                targets = ids[b, row + 1]
-                token_lp = logprobs[b, row].gather(1, targets[:, None])[:, 0].cpu().numpy()
-                out.append(self._decoded(offset, len(samples) / SAMPLE_RATE, text, token_lp,
-                                         matrices[b], starts[b], languages[b],
-                                         float(no_speech[b]), truncated[b]))
-        return out
+            # Each position's log-probability of the token after it, for every chunk at once.
+            next_lp = logprobs[:, :-1].gather(2, ids[:, 1:, None])[..., 0].cpu().numpy()
+            kept = [m.cpu().numpy() if s is None else None
+                    for m, s in zip(matrices, starts, strict=True)]
+        return [(texts[b], next_lp[b, rows[b]], kept[b], starts[b], languages[b],
+                 float(no_speech[b]), truncated[b]) for b in range(len(batch))]
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
-                 matrix: Any, starts: np.ndarray | None,
+                 matrix: np.ndarray | None, starts: np.ndarray | None,
                  language: tuple[str | None, float | None],
                  no_speech: float, truncated: bool) -> Decoded:
         tokenizer = self.model.processor.tokenizer
-        timed = align_words(text, np.exp(token_lp[:-1]),
-                            None if starts is not None else matrix.cpu().numpy(),
+        timed = align_words(text, np.exp(token_lp[:-1]), matrix,
                             lambda t: tokenizer.decode(t), language[0], frames=starts)
         words = []
         for w in timed:

@@ -1,0 +1,93 @@
+"""``gpu_share``: captures and exclusive batches against the other threads' launches."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from scenescribe.gpu_share import capturing, exclusive, launching
+
+
+def test_a_capture_waits_for_running_launches_and_holds_new_ones() -> None:
+    events: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def component() -> None:
+        with launching():
+            events.append("launch-start")
+            inside.set()
+            release.wait(5)
+            events.append("launch-end")
+
+    worker = threading.Thread(target=component)
+    worker.start()
+    inside.wait(5)
+
+    def capture() -> None:
+        with capturing():
+            events.append("capture")
+            time.sleep(0.05)
+            events.append("capture-end")
+
+    capturer = threading.Thread(target=capture)
+    capturer.start()
+    time.sleep(0.05)
+    late = threading.Thread(target=lambda: (launching().__enter__(), events.append("late")))
+    late.start()
+    time.sleep(0.05)
+    assert events == ["launch-start"]  # the capture waits; the late launch waits behind it
+    release.set()
+    for thread in (worker, capturer, late):
+        thread.join(5)
+    assert events == ["launch-start", "launch-end", "capture", "capture-end", "late"]
+
+
+def test_a_capture_inside_a_launch_sets_its_own_hold_aside() -> None:
+    """The caption thread captures inside its own batch's ``launching()``: no self-deadlock,
+    and a second such thread does not deadlock with it."""
+    done: list[int] = []
+
+    def batch(i: int) -> None:
+        with launching():
+            time.sleep(0.02)
+            with capturing():
+                time.sleep(0.02)
+            done.append(i)
+
+    threads = [threading.Thread(target=batch, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(done) == [0, 1]
+
+
+def test_an_exclusive_batch_holds_launches_off_and_may_capture_inside() -> None:
+    """Whisper's batch holds the GPU alone and captures its step graph inside that hold: no
+    self-deadlock, and another thread's launch waits for the whole batch."""
+    events: list[str] = []
+    holding = threading.Event()
+
+    def batch() -> None:
+        with exclusive():
+            holding.set()
+            time.sleep(0.05)
+            with capturing():
+                events.append("capture")
+            with launching():  # its own calls inside the hold go through
+                events.append("own launch")
+            time.sleep(0.05)
+            events.append("batch-end")
+
+    def other() -> None:
+        holding.wait(5)
+        with launching():
+            events.append("other")
+
+    threads = [threading.Thread(target=batch), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert events == ["capture", "own launch", "batch-end", "other"]
