@@ -91,3 +91,68 @@ def test_an_exclusive_batch_holds_launches_off_and_may_capture_inside() -> None:
     for thread in threads:
         thread.join(5)
     assert events == ["capture", "own launch", "batch-end", "other"]
+
+
+def test_long_holds_go_on_beside_an_exclusive_batch_but_not_beside_a_capture() -> None:
+    """A caption batch (a long hold) neither waits for Whisper's exclusive batch nor holds it
+    up; a capture still waits for the caption batch to end."""
+    events: list[str] = []
+    captioning = threading.Event()
+    finish_caption = threading.Event()
+
+    def caption_batch() -> None:
+        with launching(long=True):
+            events.append("caption")
+            captioning.set()
+            finish_caption.wait(5)
+            events.append("caption-end")
+
+    caption = threading.Thread(target=caption_batch)
+    caption.start()
+    captioning.wait(5)
+    with exclusive():  # does not wait for the caption batch
+        events.append("exclusive")
+        with launching(long=True):
+            events.append("own long launch")
+    capture_done = threading.Event()
+
+    def capture() -> None:
+        with capturing():
+            events.append("capture")
+        capture_done.set()
+
+    capturer = threading.Thread(target=capture)
+    capturer.start()
+    assert not capture_done.wait(0.1)  # the capture waits for the caption batch
+    finish_caption.set()
+    for thread in (caption, capturer):
+        thread.join(5)
+    assert events == ["caption", "exclusive", "own long launch", "caption-end", "capture"]
+
+
+def test_an_exclusive_batch_waits_for_running_short_launches() -> None:
+    events: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def component() -> None:
+        with launching():
+            inside.set()
+            release.wait(5)
+            events.append("launch-end")
+
+    worker = threading.Thread(target=component)
+    worker.start()
+    inside.wait(5)
+    def batch() -> None:
+        with exclusive():
+            events.append("held")
+
+    holder = threading.Thread(target=batch)
+    holder.start()
+    time.sleep(0.05)
+    assert events == []
+    release.set()
+    for thread in (worker, holder):
+        thread.join(5)
+    assert events == ["launch-end", "held"]

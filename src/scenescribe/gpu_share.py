@@ -8,7 +8,7 @@ graphs beside YOLO), and a failed capture can leave the context unusable. So eac
 GPU call holds ``launching()`` (shared: any number at once) and a capture holds ``capturing()``
 (exclusive). A waiting capture goes first: new ``launching()`` callers wait behind it, so a
 steady stream of calls cannot starve it. A capture takes milliseconds; each component's call
-holds the lock for one batch.
+holds the lock for one batch (the caption stage's, seconds long, hold it as ``long``).
 """
 
 from __future__ import annotations
@@ -20,18 +20,29 @@ from typing import Any
 
 
 class _SharedExclusive:
+    """The holds, under one condition: ``launching`` (shared; ``long`` for a hold of seconds,
+    the caption stage's batches), ``exclusive`` (one thread; waits for and holds off the short
+    holds only, so it never waits out a caption batch) and ``capturing`` (one thread; waits for
+    and holds off every hold). Waiting captures and exclusive holds go before new launches."""
+
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._active = 0  # threads inside launching()
+        self._active = {False: 0, True: 0}  # threads inside launching(), short and long
         self._capturing: threading.Thread | None = None
-        self._waiting = 0  # captures waiting to start
+        self._exclusive: threading.Thread | None = None
+        self._waiting_captures = 0
+        self._waiting_exclusive = 0
         self._local = threading.local()
 
+    def _mine(self) -> bool:
+        me = threading.current_thread()
+        return self._capturing is me or self._exclusive is me
+
     @contextlib.contextmanager
-    def launching(self) -> Iterator[None]:
+    def launching(self, long: bool = False) -> Iterator[None]:
         depth = getattr(self._local, "depth", 0)
-        if depth or self._capturing is threading.current_thread():
-            # Nested, or the capturing thread itself: it already holds what it needs.
+        if depth or self._mine():
+            # Nested, or inside this thread's own exclusive hold: it already holds what it needs.
             self._local.depth = depth + 1
             try:
                 yield
@@ -39,53 +50,94 @@ class _SharedExclusive:
                 self._local.depth = depth
             return
         with self._cond:
-            while self._capturing is not None or self._waiting:
+            while (self._capturing is not None or self._waiting_captures
+                   or (not long and (self._exclusive is not None or self._waiting_exclusive))):
                 self._cond.wait()
-            self._active += 1
-        self._local.depth = 1
+            self._active[long] += 1
+        self._local.depth, self._local.long = 1, long
         try:
             yield
         finally:
             self._local.depth = 0
             with self._cond:
-                self._active -= 1
+                self._active[long] -= 1
                 self._cond.notify_all()
+
+    def _set_aside(self) -> bool | None:
+        """Under the condition: this thread's own ``launching()`` hold, if any, set aside while
+        it waits for and holds an exclusive one (two such threads cannot wait on each other);
+        its kind, for ``_restore``."""
+        kind: bool | None = (getattr(self._local, "long", False)
+                             if getattr(self._local, "depth", 0) else None)
+        if kind is not None:
+            self._active[kind] -= 1
+        return kind
+
+    def _restore(self, kind: bool | None) -> None:
+        if kind is not None:
+            self._active[kind] += 1
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[None]:
-        """Exclusive. Called inside this thread's own ``launching()``, that hold is set aside
-        while the capture waits and runs (two such threads cannot wait on each other); called
-        inside its own exclusive hold, it already holds what it needs."""
+        """Exclusive of every other hold. Called inside this thread's own ``launching()``, that
+        hold is set aside while the capture waits and runs; inside its own ``exclusive()``,
+        it also waits for the long holds to end."""
         me = threading.current_thread()
         if self._capturing is me:
             yield
             return
-        inside = 1 if getattr(self._local, "depth", 0) else 0
         with self._cond:
-            self._active -= inside
-            self._waiting += 1
+            aside = self._set_aside()
+            self._waiting_captures += 1
             try:
-                while self._capturing is not None or self._active:
+                while (self._capturing is not None
+                       or self._exclusive not in (None, me) or any(self._active.values())):
                     self._cond.wait()
             finally:
-                self._waiting -= 1
+                self._waiting_captures -= 1
             self._capturing = me
         try:
             yield
         finally:
             with self._cond:
                 self._capturing = None
-                self._active += inside
+                self._restore(aside)
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Exclusive of the other threads' short holds (and of captures); long holds go on."""
+        me = threading.current_thread()
+        if self._mine():
+            yield
+            return
+        with self._cond:
+            aside = self._set_aside()
+            self._waiting_exclusive += 1
+            try:
+                while (self._capturing is not None or self._waiting_captures
+                       or self._exclusive is not None or self._active[False]):
+                    self._cond.wait()
+            finally:
+                self._waiting_exclusive -= 1
+            self._exclusive = me
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = None
+                self._restore(aside)
                 self._cond.notify_all()
 
 
 _SHARE = _SharedExclusive()
 launching = _SHARE.launching
 capturing = _SHARE.capturing
-# The same exclusive hold for work that should have the GPU to itself: a chain of thousands of
-# small dependent kernels (Whisper's decoding steps and word alignment) waits for a free SM
-# behind every large kernel of the other threads; alone it runs several times faster.
-exclusive = _SHARE.capturing
+# For work that should have the GPU to itself: a chain of thousands of small dependent kernels
+# (Whisper's decoding steps and word alignment) waits for a free SM behind every large kernel
+# of the other threads; alone it runs several times faster. The caption stage's batches (long
+# holds) go on beside it: waiting out one would stall every Stage 1 component for seconds.
+exclusive = _SHARE.exclusive
 
 
 def capture_graph(step: Callable[[], None], device: Any, pool: Any) -> Any:
