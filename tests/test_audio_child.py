@@ -182,3 +182,32 @@ def test_the_readers_knob(monkeypatch: pytest.MonkeyPatch) -> None:
     assert audio_child.audio_readers() == audio_child.READERS
     monkeypatch.setenv("SCENESCRIBE_AUDIO_READERS", "0")
     assert audio_child.audio_readers() == 0
+
+
+def test_damage_a_child_found_joins_this_process_report_and_is_not_warned_twice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Six audio packets overwritten: the child's warning is logged here once, its span is in
+    this process's ``damage_report``, and an in-process pass over the audio does not warn again."""
+    import logging
+
+    import av
+
+    from scenescribe.media import damage_report, decode_audio
+    from test_media_robust import _write
+
+    clip = _write(tmp_path / "clean.mp4", 125)
+    with av.open(str(clip)) as container:
+        packets = [p for p in container.demux(audio=0) if p.size]
+    data = bytearray(clip.read_bytes())
+    for packet in packets[len(packets) // 2:len(packets) // 2 + 6]:
+        data[packet.pos:packet.pos + packet.size] = b"\xff" * packet.size
+    damaged = tmp_path / "damaged_audio.mp4"
+    damaged.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="scenescribe.media"):
+        with ChildReader([str(damaged)], 1) as reader:
+            assert list(reader.chunks(str(damaged)))
+        decode_audio(damaged)
+    (span,) = [s for s in damage_report(damaged) if s.stream == "audio"]
+    assert 1.5 < span.start < span.end < 4.5
+    warned = [r for r in caplog.records if "damaged audio" in r.getMessage()]
+    assert len(warned) == 1 and str(damaged) in warned[0].getMessage()

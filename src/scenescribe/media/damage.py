@@ -49,6 +49,17 @@ def damage_report(path: str | Path) -> list[DamagedSpan]:
         return list(_seen.get(str(path), []))
 
 
+def record_damage(path: str | Path, spans: list[DamagedSpan]) -> None:
+    """Spans another process found in ``path`` (the speech stage's audio readers), kept as if a
+    pass here had found them: in ``damage_report``, and not warned of again (the other process's
+    warning was already logged here)."""
+    with _lock:
+        known = _seen.setdefault(str(path), [])
+        known.extend(s for s in spans if s not in known)
+        for kind in {s.stream for s in spans}:
+            _warned.add((str(path), kind, tuple(s for s in spans if s.stream == kind)))
+
+
 class DamageLog:
     """Collects the damaged spans of one pass over one stream of one file."""
 

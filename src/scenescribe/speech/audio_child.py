@@ -16,7 +16,8 @@ the parent stops taking and memory stays flat (``speech_chunks`` holds two 10-mi
 most). The videos are dealt to ``readers`` lanes, one child each reading its videos in turn:
 a process starts once per lane (its imports take 0.3-1 s), the next lane's video is decoded
 while this one's chunks are taken, and chunks still come back in video order. Warnings the
-child logs (damaged audio) are logged again here; an error ends that video only, with one line
+child logs (damaged audio) are logged again here, and the damaged spans it found join this
+process's ``damage_report``; an error ends that video only, with one line
 naming the file, and a child that dies fails its video and is replaced for the lane's next.
 ``close`` kills every child, so a stopped stream leaves none behind.
 """
@@ -24,6 +25,7 @@ naming the file, and a child that dies fails its video and is replaced for the l
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ import numpy as np
 
 from scenescribe.errors import InputError, StageError
 from scenescribe.knobs import env_count
+from scenescribe.media.damage import DamagedSpan, damage_report, record_damage
 from scenescribe.workers import Worker, worker_process
 
 log = logging.getLogger("scenescribe.speech")
@@ -200,6 +203,7 @@ def _receive(child: _Child, path: str) -> Iterator[Chunk]:
             logging.getLogger(message["logger"]).log(message["level"], "%s", message["text"])
             continue
         child.in_step = True  # END or ERROR: the file's last message
+        _record_damage(path, message.get("damage"))
         if kind == ERROR and message["type"] == "InputError":
             raise InputError(message["path"], message["reason"])
         if kind == ERROR:
@@ -209,6 +213,18 @@ def _receive(child: _Child, path: str) -> Iterator[Chunk]:
     with contextlib.suppress(Exception):
         child.worker.process.wait(timeout=5)  # it closed the stream: let its stderr be whole
     raise StageError(f"{path}: the audio reader process failed: {child.worker.failure()}")
+
+
+def _record_damage(path: str, spans: Any) -> None:
+    """The damaged spans the child found in ``path``, into this process's ``damage_report``;
+    a malformed list is dropped (its warnings were logged already)."""
+    try:
+        found = [DamagedSpan(str(d["stream"]), float(d["start"]), float(d["end"]),
+                             str(d["reason"])) for d in spans or ()]
+    except (KeyError, TypeError, ValueError):
+        return
+    if found:
+        record_damage(path, found)
 
 
 def _fill(sock: socket.socket, view: memoryview) -> bool:
@@ -248,6 +264,10 @@ def _child_main() -> int:
     from scenescribe.speech.chunking import speech_chunks
 
     job = json.loads(sys.stdin.read())
+
+    def damage(path: str) -> list[dict[str, Any]]:
+        return [dataclasses.asdict(s) for s in damage_report(path)]
+
     sock = socket.socket(fileno=os.dup(1))
     os.dup2(2, 1)  # a stray print must not land in the stream
 
@@ -267,10 +287,12 @@ def _child_main() -> int:
             return 1  # the parent stopped reading
         except Exception as exc:  # this file's failure: the parent raises it for this video
             text = str(exc).splitlines()[0] if str(exc) else ""
-            send(ERROR, 0.0, {"type": "InputError", "path": exc.path, "reason": exc.reason}
-                 if isinstance(exc, InputError) else {"type": type(exc).__name__, "text": text})
+            send(ERROR, 0.0, {"damage": damage(path),
+                              **({"type": "InputError", "path": exc.path, "reason": exc.reason}
+                                 if isinstance(exc, InputError)
+                                 else {"type": type(exc).__name__, "text": text})})
             continue
-        send(END, 0.0, {})
+        send(END, 0.0, {"damage": damage(path)})
     return 0
 
 
