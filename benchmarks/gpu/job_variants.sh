@@ -4,8 +4,8 @@
 # machine, from the repository root, after W1 and the random models are built (ray_w1.sh's
 # first call) and with .carry/tnw carried:
 #   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
-#     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechshared]
-#     [stage1speechshared]
+#     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
+#     [stage1speechexclusive] [speechshared] [stage1speechshared]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
@@ -13,8 +13,9 @@
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
 # job's path only), onevideo / twovideos (SCENESCRIBE_COMPONENT_VIDEOS=1 / 2: the tracker and
 # the sound tagger one video at a time (the default since 2026-12-03j) / two, waves overlapping),
-# speechshared (SCENESCRIBE_SPEECH_SHARED=1: Whisper's batches share the GPU instead of holding
-# it alone); the stage1... variants are the same without captions. SPY: py-spy (a wheel in
+# speechexclusive (SCENESCRIBE_SPEECH_EXCLUSIVE=1: each Whisper batch holds the GPU alone;
+# speechshared names the default, sharing it, as 2026-12-03j/k measured it); the stage1...
+# variants are the same without captions. SPY: py-spy (a wheel in
 # .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -37,8 +38,10 @@ for variant in "$@"; do
     stage1onevideo) model= env=(SCENESCRIBE_COMPONENT_VIDEOS=1) ;;
     twovideos) env=(SCENESCRIBE_COMPONENT_VIDEOS=2) ;;
     stage1twovideos) model= env=(SCENESCRIBE_COMPONENT_VIDEOS=2) ;;
-    speechshared) env=(SCENESCRIBE_SPEECH_SHARED=1) ;;
-    stage1speechshared) model= env=(SCENESCRIBE_SPEECH_SHARED=1) ;;
+    speechexclusive) env=(SCENESCRIBE_SPEECH_EXCLUSIVE=1) ;;
+    stage1speechexclusive) model= env=(SCENESCRIBE_SPEECH_EXCLUSIVE=1) ;;
+    speechshared) ;;
+    stage1speechshared) model= ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac

@@ -2,19 +2,20 @@
 
 Long-form audio is cut into chunks of at most 30 s at quiet points (``chunking``), chunks
 without sound are skipped, and the rest are decoded in batches of ``batch_size`` (fp16 or bf16
-on CUDA, float32 on CPU), on a CUDA stream of Whisper's own; on CUDA each batch holds the GPU
-alone (``gpu_share.exclusive``) from its encoder to its alignment. Over several videos (the speech
-stage), ``transcribe_many`` pools every video's chunks into one batched stream (``pool``): child
-processes (``audio_child``) decode the next videos' audio while the model works, and each
-video's result is routed back as its last chunk is decoded. The encoder runs with SDPA
-(FlashAttention-2 when ``flash_attn`` is installed on CUDA). Greedy decoding runs in
-``static_decode``: a fixed cache and, on CUDA, one CUDA graph replay per token (``decoder =
-"generate"`` keeps transformers' ``generate``, which beam search still uses). Word times come
-from a second, teacher-forced decoder pass whose alignment-head cross-attention is aligned to
-the audio frames by dynamic time warping (``alignment``), as openai-whisper does. No attention
-weights are kept while decoding: ``generate(return_token_timestamps=True)`` would switch the
-whole model to eager attention and keep every layer's attention at every step; the second pass
-computes only the alignment heads' weights from the queries and keys of their layers.
+on CUDA, float32 on CPU), on a CUDA stream of Whisper's own (with
+``SCENESCRIBE_SPEECH_EXCLUSIVE=1`` each batch holds the GPU alone: see ``_gpu_hold``). Over
+several videos (the speech stage), ``transcribe_many`` pools every video's chunks into one
+batched stream (``pool``): child processes (``audio_child``) decode the next videos' audio
+while the model works, and each video's result is routed back as its last chunk is decoded. The
+encoder runs with SDPA (FlashAttention-2 when ``flash_attn`` is installed on CUDA). Greedy
+decoding runs in ``static_decode``: a fixed cache and, on CUDA, one CUDA graph replay per token
+(``decoder = "generate"`` keeps transformers' ``generate``, which beam search still uses). Word
+times come from a second, teacher-forced decoder pass whose alignment-head cross-attention is
+aligned to the audio frames by dynamic time warping (``alignment``), as openai-whisper does. No
+attention weights are kept while decoding: ``generate(return_token_timestamps=True)`` would
+switch the whole model to eager attention and keep every layer's attention at every step; the
+second pass computes only the alignment heads' weights from the queries and keys of their
+layers.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -303,11 +304,14 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     for (offset, samples), chunk in zip(batch, aligned, strict=True)]
 
     def _gpu_hold(self) -> contextlib.AbstractContextManager[None]:
-        """What a batch holds of the GPU (``gpu_share``): on CUDA the GPU alone, unless
-        ``SCENESCRIBE_SPEECH_SHARED=1``. The batch's decoding and alignment are chains of small
-        dependent kernels: beside YOLO's, AST's and TransNetV2's large ones each waits for a
-        free SM (W1 on the H200: 17.5 s inside Stage 1 against about 5.5 s alone)."""
-        if self.device.startswith("cuda") and not env_flag("SCENESCRIBE_SPEECH_SHARED"):
+        """What a batch holds of the GPU (``gpu_share``): a share beside the other components'
+        calls, or with ``SCENESCRIBE_SPEECH_EXCLUSIVE=1`` on CUDA the GPU alone. Decoding and
+        alignment are chains of small dependent kernels that wait for a free SM behind the
+        others' large ones: on W1 (H200, one host, back to back) speech took 5.1 s alone on the
+        GPU against 17.9 s sharing it (242x against 69x real time), but the shot detector's
+        calls waited out the batch and Stage 1 ended at 55.8 s against 49.8 s. Speech is off
+        Stage 1's critical path, so sharing is the default."""
+        if self.device.startswith("cuda") and env_flag("SCENESCRIBE_SPEECH_EXCLUSIVE"):
             return exclusive()
         return launching()
 
