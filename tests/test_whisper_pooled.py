@@ -256,3 +256,25 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
     phases = [out.timing[f"{p}_s"] for p in ("encode", "decode", "align", "words")]
     assert all(t > 0 for t in phases)
     assert sum(phases) <= out.timing["compute_s"]
+
+
+def test_a_batch_shares_the_gpu_unless_the_exclusive_knob_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SCENESCRIBE_SPEECH_EXCLUSIVE=1`` makes a CUDA batch hold the GPU alone; by default, and
+    on the CPU whatever the knob, it holds a share as the other components do."""
+    import threading
+
+    from scenescribe import gpu_share
+
+    recognizer = _create()
+    me = threading.current_thread()
+    for device, knob, alone in (("cuda", None, False), ("cuda", "1", True),
+                                ("cpu", "1", False)):
+        if knob is None:
+            monkeypatch.delenv("SCENESCRIBE_SPEECH_EXCLUSIVE", raising=False)
+        else:
+            monkeypatch.setenv("SCENESCRIBE_SPEECH_EXCLUSIVE", knob)
+        monkeypatch.setattr(recognizer, "device", device)
+        with recognizer._gpu_hold():
+            assert (gpu_share._SHARE._exclusive is me) is alone
+            assert gpu_share._SHARE._active[False] == (0 if alone else 1)
