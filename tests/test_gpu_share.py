@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from scenescribe import gpu_share
 from scenescribe.gpu_share import capturing, exclusive, launching
 
 
@@ -75,8 +76,10 @@ def test_an_exclusive_batch_holds_launches_off_and_may_capture_inside() -> None:
             time.sleep(0.05)
             with capturing():
                 events.append("capture")
-            with launching():  # its own calls inside the hold go through
+            with launching():  # its own calls inside the hold go through, captures too
                 events.append("own launch")
+                with capturing():
+                    pass
             time.sleep(0.05)
             events.append("batch-end")
 
@@ -91,6 +94,7 @@ def test_an_exclusive_batch_holds_launches_off_and_may_capture_inside() -> None:
     for thread in threads:
         thread.join(5)
     assert events == ["capture", "own launch", "batch-end", "other"]
+    assert gpu_share._SHARE._active == {False: 0, True: 0}  # nothing miscounted
 
 
 def test_long_holds_go_on_beside_an_exclusive_batch_but_not_beside_a_capture() -> None:

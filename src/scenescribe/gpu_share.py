@@ -54,11 +54,11 @@ class _SharedExclusive:
                    or (not long and (self._exclusive is not None or self._waiting_exclusive))):
                 self._cond.wait()
             self._active[long] += 1
-        self._local.depth, self._local.long = 1, long
+        self._local.depth, self._local.counted = 1, long
         try:
             yield
         finally:
-            self._local.depth = 0
+            self._local.depth, self._local.counted = 0, None
             with self._cond:
                 self._active[long] -= 1
                 self._cond.notify_all()
@@ -67,8 +67,8 @@ class _SharedExclusive:
         """Under the condition: this thread's own ``launching()`` hold, if any, set aside while
         it waits for and holds an exclusive one (two such threads cannot wait on each other);
         its kind, for ``_restore``."""
-        kind: bool | None = (getattr(self._local, "long", False)
-                             if getattr(self._local, "depth", 0) else None)
+        # Only a counted hold: one taken inside this thread's exclusive hold counts nothing.
+        kind: bool | None = getattr(self._local, "counted", None)
         if kind is not None:
             self._active[kind] -= 1
         return kind
