@@ -97,15 +97,15 @@ def test_an_exclusive_batch_holds_launches_off_and_may_capture_inside() -> None:
     assert gpu_share._SHARE._active == {False: 0, True: 0}  # nothing miscounted
 
 
-def test_long_holds_go_on_beside_an_exclusive_batch_but_not_beside_a_capture() -> None:
-    """A caption batch (a long hold) neither waits for Whisper's exclusive batch nor holds it
+def test_holds_beside_exclusive_go_on_beside_it_but_not_beside_a_capture() -> None:
+    """A caption batch (held beside exclusive) neither waits for Whisper's exclusive batch nor holds it
     up; a capture still waits for the caption batch to end."""
     events: list[str] = []
     captioning = threading.Event()
     finish_caption = threading.Event()
 
     def caption_batch() -> None:
-        with launching(long=True):
+        with launching(beside_exclusive=True):
             events.append("caption")
             captioning.set()
             finish_caption.wait(5)
@@ -116,8 +116,8 @@ def test_long_holds_go_on_beside_an_exclusive_batch_but_not_beside_a_capture() -
     captioning.wait(5)
     with exclusive():  # does not wait for the caption batch
         events.append("exclusive")
-        with launching(long=True):
-            events.append("own long launch")
+        with launching(beside_exclusive=True):
+            events.append("own launch beside")
     capture_done = threading.Event()
 
     def capture() -> None:
@@ -131,7 +131,7 @@ def test_long_holds_go_on_beside_an_exclusive_batch_but_not_beside_a_capture() -
     finish_caption.set()
     for thread in (caption, capturer):
         thread.join(5)
-    assert events == ["caption", "exclusive", "own long launch", "caption-end", "capture"]
+    assert events == ["caption", "exclusive", "own launch beside", "caption-end", "capture"]
 
 
 def test_an_exclusive_batch_waits_for_running_short_launches() -> None:

@@ -8,7 +8,9 @@ graphs beside YOLO), and a failed capture can leave the context unusable. So eac
 GPU call holds ``launching()`` (shared: any number at once) and a capture holds ``capturing()``
 (exclusive). A waiting capture goes first: new ``launching()`` callers wait behind it, so a
 steady stream of calls cannot starve it. A capture takes milliseconds; each component's call
-holds the lock for one batch (the caption stage's, seconds long, hold it as ``long``).
+holds the lock for one batch. Calls that must not wait out an exclusive batch hold it
+``beside_exclusive``: the caption stage's (seconds long) and the shot detector's (the head of
+Stage 1's critical path).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from typing import Any
 
 
 class _SharedExclusive:
-    """The holds, under one condition: ``launching`` (shared; ``long`` for a hold of seconds,
-    the caption stage's batches), ``exclusive`` (one thread; waits for and holds off the short
-    holds only, so it never waits out a caption batch) and ``capturing`` (one thread; waits for
-    and holds off every hold). Waiting captures and exclusive holds go before new launches."""
+    """The holds, under one condition: ``launching`` (shared; ``beside_exclusive`` for calls
+    an exclusive batch must not hold up), ``exclusive`` (one thread; waits for and holds off
+    the other launches only) and ``capturing`` (one thread; waits for and holds off every
+    hold). Waiting captures and exclusive holds go before new launches."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._active = {False: 0, True: 0}  # threads inside launching(), short and long
+        self._active = {False: 0, True: 0}  # threads inside launching(), by beside_exclusive
         self._capturing: threading.Thread | None = None
         self._exclusive: threading.Thread | None = None
         self._waiting_captures = 0
@@ -39,7 +41,7 @@ class _SharedExclusive:
         return self._capturing is me or self._exclusive is me
 
     @contextlib.contextmanager
-    def launching(self, long: bool = False) -> Iterator[None]:
+    def launching(self, beside_exclusive: bool = False) -> Iterator[None]:
         depth = getattr(self._local, "depth", 0)
         if depth or self._mine():
             # Nested, or inside this thread's own exclusive hold: it already holds what it needs.
@@ -51,16 +53,17 @@ class _SharedExclusive:
             return
         with self._cond:
             while (self._capturing is not None or self._waiting_captures
-                   or (not long and (self._exclusive is not None or self._waiting_exclusive))):
+                   or (not beside_exclusive
+                       and (self._exclusive is not None or self._waiting_exclusive))):
                 self._cond.wait()
-            self._active[long] += 1
-        self._local.depth, self._local.counted = 1, long
+            self._active[beside_exclusive] += 1
+        self._local.depth, self._local.counted = 1, beside_exclusive
         try:
             yield
         finally:
             self._local.depth, self._local.counted = 0, None
             with self._cond:
-                self._active[long] -= 1
+                self._active[beside_exclusive] -= 1
                 self._cond.notify_all()
 
     def _set_aside(self) -> bool | None:
@@ -81,7 +84,7 @@ class _SharedExclusive:
     def capturing(self) -> Iterator[None]:
         """Exclusive of every other hold. Called inside this thread's own ``launching()``, that
         hold is set aside while the capture waits and runs; inside its own ``exclusive()``,
-        it also waits for the long holds to end."""
+        it also waits for the holds that go on beside it to end."""
         me = threading.current_thread()
         if self._capturing is me:
             yield
@@ -106,7 +109,8 @@ class _SharedExclusive:
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
-        """Exclusive of the other threads' short holds (and of captures); long holds go on."""
+        """Exclusive of the other threads' launches (and of captures), but for those held
+        ``beside_exclusive``."""
         me = threading.current_thread()
         if self._mine():
             yield
@@ -135,8 +139,9 @@ launching = _SHARE.launching
 capturing = _SHARE.capturing
 # For work that should have the GPU to itself: a chain of thousands of small dependent kernels
 # (Whisper's decoding steps and word alignment) waits for a free SM behind every large kernel
-# of the other threads; alone it runs several times faster. The caption stage's batches (long
-# holds) go on beside it: waiting out one would stall every Stage 1 component for seconds.
+# of the other threads; alone it runs several times faster. The caption stage's batches go on
+# beside it (waiting out one would stall every Stage 1 component for seconds), and so do the
+# shot detector's calls (on W1 they waited out Whisper's batch and Stage 1 ended 6 s later).
 exclusive = _SHARE.exclusive
 
 

@@ -342,7 +342,7 @@ class TransformersCaptioner(Decoding, BatchPlanner, Captioner):
         """``generate`` on a batch ``prepare`` made."""
         with self._on_own_stream():
             moved = self._to_device(inputs)
-            with launching(long=True):  # a batch of seconds: Whisper's exclusive batches go on
+            with launching(beside_exclusive=True):  # a batch of seconds: never waits one out
                 new = self._decode_static(moved)
                 if new is None:
                     output = self.model.generate(**moved,

@@ -128,7 +128,8 @@ class TransNetV2ShotDetector(ShotDetector):
     def _forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        with launching(), torch.inference_mode():
+        # The head of Stage 1's critical path: it goes on beside an exclusive Whisper batch.
+        with launching(beside_exclusive=True), torch.inference_mode():
             x = torch.from_numpy(np.stack(batch)).to(self.device)
             single, _ = self.model(x)  # logits [B, WINDOW, 1]; the second output is "many hot"
             probs = torch.sigmoid(single[:, CONTEXT:CONTEXT + STEP, 0]).float().cpu().numpy()

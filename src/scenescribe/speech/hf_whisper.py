@@ -310,7 +310,8 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         others' large ones: on W1 (H200, one host, back to back) speech took 5.1 s alone on the
         GPU against 17.9 s sharing it (242x against 69x real time), but the shot detector's
         calls waited out the batch and Stage 1 ended at 55.8 s against 49.8 s. Speech is off
-        Stage 1's critical path, so sharing is the default."""
+        Stage 1's critical path, so sharing is the default; the shot detector's calls now go on
+        beside an exclusive batch (not measured yet)."""
         if self.device.startswith("cuda") and env_flag("SCENESCRIBE_SPEECH_EXCLUSIVE"):
             return exclusive()
         return launching()
