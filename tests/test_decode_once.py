@@ -72,6 +72,11 @@ def test_plan_fuses_only_a_tracker_that_shares_its_decode(
         ["probe"], ["shots", "speech"], ["frames", "transcript", "sounds"], ["objects"],
         ["captions[fake-vlm-a]"]]  # grounded: it reads the objects
     assert graph.stages["objects"].after == ("frames",)
+    stage1 = shared()  # no captioner waits for the JPEGs: the tracker starts on the shots
+    graph = plan(stage1, _preflight(stage1, "cpu", None), [], "cpu", None,
+                 RunContext(NullProgress()))
+    assert graph.stages["objects"].after == () and [n.name for n in graph.levels()[2]] == [
+        "frames", "transcript", "sounds", "objects"]
     monkeypatch.setenv("SCENESCRIBE_DECODE_ONCE", "1")
     graph = plan(options, _preflight(options, "cpu", None), model_specs(options.captions.models),
                  "cpu", None, RunContext(NullProgress()))

@@ -194,7 +194,8 @@ def test_plan_shape(tmp_path: Path) -> None:
     stage1_only = fake_options()
     graph = plan(stage1_only, _preflight(stage1_only, "cpu", None), [], "cpu", None,
                  RunContext(NullProgress()))
-    assert graph.stages["sounds"].after == ()  # nothing waits for the frames: start at once
+    # Nothing waits for the frames: the components start on each video's shots.
+    assert graph.stages["sounds"].after == () and graph.stages["objects"].after == ()
     with pytest.raises(ValueError, match="needs"):
         Graph([graph.stages["shots"]])  # its input, the probe, is not planned
 

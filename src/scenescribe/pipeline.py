@@ -206,11 +206,13 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
             if not isinstance(component, ComponentStage):
                 continue
             tracker = component is objects and shares_decode(component.backend)
-            unread = bool(specs) and component.name not in grounded
-            if tracker or unread:
+            if specs and (tracker or component.name not in grounded):
                 # Frames first: the captioners wait for the JPEGs, so the tracker's decode of
                 # every frame, and a component no captioner reads (the sound tagger's audio
                 # features), start once they are saved, not beside them on the same cores.
+                # Without captioners nothing waits for the JPEGs: the tracker starts on each
+                # video's shots (Stage 1 alone on W1, H200: the tracker is the critical path,
+                # shots -> frames -> tracker, and its first video waited 7 s for its frames).
                 component.after = (frames.name,)
         stages += [frames, *components]
     for spec in specs:
