@@ -110,3 +110,14 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
     assert merged["job"] == report["job"]
     with pytest.raises(ValueError, match="different videos"):
         merge_reports([report, dict(report, stage1=report["stage1"][:1])])
+
+
+def test_the_reference_rows_run_transformers_generate_one_scene_at_a_time() -> None:
+    from scenescribe.bench import caption_mode_options
+    from scenescribe.options import CaptionOptions
+
+    ours = CaptionOptions(batch_size=0, decoder="auto")
+    assert caption_mode_options(ours, "llava-v1.6-vicuna-7b", "scenescribe") is ours
+    reference = caption_mode_options(ours, "llava-v1.6-vicuna-7b", "reference")
+    assert (reference.batch_size, reference.decoder, reference.use_cache) == (1, "generate", True)
+    assert not caption_mode_options(ours, "phi-3.5-vision", "reference").use_cache

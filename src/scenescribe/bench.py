@@ -121,8 +121,11 @@ def bench_run_options(base: RunOptions, *, models: Sequence[str] | None = None,
 
 
 def caption_mode_options(base: CaptionOptions, model: str, mode: str) -> CaptionOptions:
+    """The reference method: one scene per transformers ``generate`` call (never the static
+    decoder, which ``auto`` takes on CUDA), Phi-3.5-Vision without its cache."""
     if mode == "reference":
-        return replace(base, batch_size=1, use_cache=model not in REFERENCE_NO_CACHE)
+        return replace(base, batch_size=1, use_cache=model not in REFERENCE_NO_CACHE,
+                       decoder="generate")
     return base
 
 

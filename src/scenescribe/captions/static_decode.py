@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from scenescribe.captions import decode_attention, static_beams, static_prefill
+from scenescribe.captions import decode_attention, static_beams, static_fusion, static_prefill
 from scenescribe.captions.static_layout import LanguageModel
 from scenescribe.gpu_share import capture_graph
 from scenescribe.knobs import env_flag
@@ -74,6 +74,7 @@ class StaticCaptionDecoder:
     def __init__(self, model: Any, lm: LanguageModel, graphs: bool) -> None:
         self.model = model
         self.lm = lm
+        self.fusion = static_fusion.fuse(lm.body)  # norms in one kernel, projections in one
         self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
         self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
         self._buffers: _Buffers | None = None
@@ -278,6 +279,9 @@ class StaticCaptionDecoder:
     def _forward(self, buf: _Buffers) -> Any:
         """The language model on each row's token: its keys and values written at ``slot`` +
         its lane in its scene's buffer row; returns the logits [rows, vocab]."""
+        import torch
+        import torch.nn.functional as F
+
         lm = self.lm
         kind = self.attention
         assert kind is not None  # ``generate`` picks it for the device before any step
@@ -289,15 +293,18 @@ class StaticCaptionDecoder:
         cos = buf.cos[buf.position][:, None, None, :]  # [rows, 1, 1, rotary_dim]
         sin = buf.sin[buf.position][:, None, None, :]
         h = lm.body.embed_tokens(buf.token)[:, None]  # [rows, 1, hidden]
-        for i, layer in enumerate(lm.body.layers):
+        for i, (layer, fused) in enumerate(zip(lm.body.layers, self.fusion, strict=True)):
             attn = layer.self_attn
             x = layer.input_layernorm(h)
             if hasattr(attn, "qkv_proj"):
-                q, k, v = attn.qkv_proj(x).split((heads * dim, kv * dim, kv * dim), dim=-1)
+                qkv = attn.qkv_proj(x)
+            elif fused.qkv is not None:
+                qkv = F.linear(x, *fused.qkv)
             else:
-                q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-            q = _rotate(q.view(rows, heads, 1, dim), cos, sin)
-            k = _rotate(k.view(rows, kv, 1, dim), cos, sin)
+                qkv = torch.cat((attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)), dim=-1)
+            # Queries and keys side by side: one rotation for both.
+            qk = _rotate(qkv[..., :(heads + kv) * dim].view(rows, heads + kv, 1, dim), cos, sin)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[..., (heads + kv) * dim:]
             positions = written[:beams]  # the same for every scene
             per_scene = decode_attention.per_scene
             buf.keys[i].index_copy_(2, positions, per_scene(k, scenes, beams))
@@ -306,7 +313,12 @@ class StaticCaptionDecoder:
             o = decode_attention.attend_rows(q.view(rows, kv, group, dim), buf.keys[i],
                                              buf.values[i], attend, attn.scaling, kind)
             h = h + attn.o_proj(o)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            x = layer.post_attention_layernorm(h)
+            if fused.gate_up is None:
+                h = h + layer.mlp(x)
+            else:
+                gate, up = F.linear(x, *fused.gate_up).chunk(2, dim=-1)
+                h = h + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
         return lm.head(lm.body.norm(h))[:, 0]
 
     def _graph_step(self, buf: _Buffers, pad_id: int) -> Any | None:
