@@ -117,8 +117,9 @@ def test_random_model_prompt_and_token_limit_as_generate(tmp_path: Path,
     recognizer.unload()
 
 
-def test_dtw_on_the_device_finds_the_cpu_path() -> None:
-    """The batched torch DTW (used on CUDA) gives numpy's frames, matrix by matrix."""
+def test_the_batched_dtw_finds_numpys_path() -> None:
+    """The batched torch DTW (every chunk of a batch at once) gives numpy's frames, matrix by
+    matrix, from float32 matrices as the backend's alignment heads give them."""
     import numpy as np
     import torch
 

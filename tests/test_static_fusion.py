@@ -83,9 +83,14 @@ def test_unknown_norms_and_quantized_or_unlike_projections_are_left_alone() -> N
     first.input_layernorm = OtherNorm()
     attn = first.self_attn
     attn.q_proj = Quantized(64, 64, bias=False)
-    second.mlp.up_proj = torch.nn.Linear(64, 96, bias=True)  # biased beside unbiased
+    second.mlp.up_proj = torch.nn.Linear(64, 96).double()  # unlike its neighbour
+    first.mlp.up_proj = torch.nn.Linear(64, 96, bias=True)  # biased beside unbiased: zeros
+    x = torch.randn(2, 1, 64)
+    gate, up = first.mlp.gate_proj(x), first.mlp.up_proj(x)
     fusion = static_fusion.fuse(model.model)
     assert type(first.input_layernorm) is OtherNorm
     assert fusion[0].qkv is None and fusion[0].gate_up is not None
     assert fusion[1].qkv is not None and fusion[1].gate_up is None
-    assert type(attn.q_proj) is Quantized
+    assert type(attn.q_proj) is Quantized and first.mlp.gate_proj.bias is None
+    both = torch.nn.functional.linear(x, *fusion[0].gate_up)
+    torch.testing.assert_close(both, torch.cat((gate, up), dim=-1))

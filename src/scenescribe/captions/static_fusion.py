@@ -26,6 +26,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from scenescribe.projections import one_product
+
 log = logging.getLogger("scenescribe.captions")
 
 # Norm classes whose forward is exactly ``weight * (x.float() * rsqrt(mean(x^2) + eps)).to(dtype)``
@@ -47,8 +49,8 @@ def fuse(body: Any) -> list[LayerFusion]:
     RMSNorms fused, each layer's projections sharing one weight. Returns per layer what the step
     reads."""
     norms = fuse_norms(body)
-    layers = [LayerFusion(_shared(layer.self_attn, ("q_proj", "k_proj", "v_proj")),
-                          _shared(getattr(layer, "mlp", None), ("gate_proj", "up_proj")))
+    layers = [LayerFusion(one_product(layer.self_attn, ("q_proj", "k_proj", "v_proj")),
+                          one_product(getattr(layer, "mlp", None), ("gate_proj", "up_proj")))
               for layer in body.layers]
     log.info("static decoder: %d RMSNorms fused; q/k/v in one product in %d of %d layers, "
              "gate/up in %d", norms, sum(f.qkv is not None for f in layers), len(layers),
@@ -99,33 +101,3 @@ def _plain_norm(norm: Any) -> bool:
     weight = getattr(norm, "weight", None)
     return (weight is not None and weight.dim() == 1 and weight.is_floating_point()
             and isinstance(getattr(norm, "variance_epsilon", None), float))
-
-
-def _shared(module: Any, names: tuple[str, ...]) -> tuple[Any, Any] | None:
-    """The projections ``names`` of ``module`` as one ``(weight, bias)``, their own weights
-    (and biases) turned into views of it; None where they are not plain, alike linear layers."""
-    import torch
-
-    parts = [getattr(module, n, None) for n in names]
-    if not all(type(p) is torch.nn.Linear for p in parts):  # quantized layers subclass Linear
-        return None
-    weights = [p.weight for p in parts]
-    first = weights[0]
-    if (not first.is_floating_point() or any(w.dtype != first.dtype or w.device != first.device
-                                             or w.shape[1] != first.shape[1] for w in weights)
-            or any(hasattr(p, "_hf_hook") for p in parts)):  # offloaded: its hook moves weights
-        return None
-    biased = [p.bias is not None for p in parts]
-    if any(biased) and not all(biased):
-        return None
-    with torch.no_grad():
-        weight = torch.cat([w.detach() for w in weights])
-        bias = torch.cat([p.bias.detach() for p in parts]) if all(biased) else None
-        start = 0
-        for part in parts:
-            rows = part.weight.shape[0]
-            part.weight = torch.nn.Parameter(weight[start:start + rows], requires_grad=False)
-            if bias is not None:
-                part.bias = torch.nn.Parameter(bias[start:start + rows], requires_grad=False)
-            start += rows
-    return weight, bias

@@ -96,13 +96,17 @@ def token_frames(matrix: np.ndarray) -> np.ndarray:
     return cols[jumps]
 
 
-def token_frames_torch(matrices: Sequence[Any]) -> list[np.ndarray]:
-    """``token_frames`` of many device tensors: the DTW recurrence for the whole batch on their
-    device (float64, ``dtw_path``'s row formula, zero padding below and right of each matrix,
-    which no cell of its own reads), then each path traced back on the CPU from its own last
-    cell. On a GPU this is about 2,700 kernel launches for a batch instead of about 2,250 numpy
-    calls per chunk (0.6-3.8 s for W1's 45 chunks of 225 x 1,500, see benchmarks/NOTES-speech.md).
-    Ties can break differently from numpy's where the device sums in another order."""
+def token_frames_torch(matrices: Sequence[Any], device: Any = "cpu") -> list[np.ndarray]:
+    """``token_frames`` of many tensors: the DTW recurrence for the whole batch at once on
+    ``device`` (None: the matrices' own; float64, ``dtw_path``'s row formula, zero padding below
+    and right of each matrix, which no cell of its own reads), then each path traced back from
+    its own last cell. About 2,700 torch calls for a batch instead of about 2,250 numpy calls
+    per chunk (0.6-3.8 s for W1's 45 chunks of 225 x 1,500, see benchmarks/NOTES-speech.md).
+
+    The CPU by default: on the GPU each of those calls is a small dependent kernel, and inside
+    Stage 1 each waited for a free SM behind the shot detector's, tagger's and tracker's
+    kernels (the speech stage's whole alignment took 3-9 s there, 0.26 s alone on an H200). Ties
+    can break differently from numpy's where the device sums in another order."""
     import torch
 
     out: list[np.ndarray | None] = [None] * len(matrices)
@@ -116,11 +120,13 @@ def token_frames_torch(matrices: Sequence[Any]) -> list[np.ndarray]:
     if warp:
         n = max(matrices[k].shape[0] for k in warp)
         m = max(matrices[k].shape[1] for k in warp)
-        dev = matrices[warp[0]].device
-        cost = torch.zeros(len(warp), n, m, dtype=torch.float64, device=dev)
+        source = matrices[warp[0]].device
+        dev = source if device is None else torch.device(device)
+        cost = torch.zeros(len(warp), n, m, dtype=matrices[warp[0]].dtype, device=source)
         for b, k in enumerate(warp):
             rows, frames = matrices[k].shape
-            cost[b, :rows, :frames] = -matrices[k].double()
+            cost[b, :rows, :frames] = -matrices[k]
+        cost = cost.to(dev, torch.float64)  # one copy for the batch (float32 widens exactly)
         trace = torch.full((len(warp), n + 1, m + 1), 2, dtype=torch.int8, device=dev)
         trace[:, 1:, 0] = 1  # 0 diagonal, 1 down, 2 right
         above = torch.full((len(warp), m + 1), float("inf"), dtype=torch.float64, device=dev)

@@ -390,11 +390,11 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                use_cache=False).logits
             logprobs = logits.float().log_softmax(dim=-1)
             matrices = capture.matrices(encoded, rows, frames)
-            if encoded.device.type == "cuda":  # DTW for the whole batch on the GPU
-                spoken = [b for b, t in enumerate(texts) if t]
-                for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
-                                    strict=True):
-                    starts[b] = found
+            # DTW for the whole batch at once, on the CPU (``token_frames_torch``).
+            spoken = [b for b, t in enumerate(texts) if t]
+            for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
+                                strict=True):
+                starts[b] = found
             no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
             # Each position's log-probability of the token after it, for every chunk at once.
             next_lp = logprobs[:, :-1].gather(2, ids[:, 1:, None])[..., 0].cpu().numpy()

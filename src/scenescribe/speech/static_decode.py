@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenescribe.gpu_share import capture_graph
+from scenescribe.projections import one_product
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -61,6 +62,11 @@ class StaticDecoder:
         self._buffers: _Buffers | None = None
         self._graphs: dict[int, Any] = {}
         self._pool: Any = None
+        # Each layer's self-attention q, k and v as one product (``projections``): a step is
+        # many small dependent kernels, and inside Stage 1 each waits for a free SM behind the
+        # other components' kernels, so every launch saved counts.
+        self._qkv = [one_product(layer.self_attn, ("q_proj", "k_proj", "v_proj"))
+                     for layer in model.model.decoder.layers]
 
     def generate(self, encoded: Any, prompts: list[list[int]], max_new_tokens: int,
                  always: Any, first: Any, eot: int) -> list[list[int]]:
@@ -172,22 +178,26 @@ class StaticDecoder:
         keys = torch.arange(buf.length, device=buf.pos.device)
         bias = torch.zeros(1, 1, 1, buf.length, device=h.device, dtype=h.dtype)
         bias = bias.masked_fill(keys > buf.pos, float("-inf"))
-        for i, layer in enumerate(decoder.layers):
+        for i, (layer, fused) in enumerate(zip(decoder.layers, self._qkv, strict=True)):
             attn = layer.self_attn
             heads, dim = attn.num_heads, attn.head_dim
             x = layer.self_attn_layer_norm(h)
-            q = (attn.q_proj(x) * attn.scaling).view(rows, 1, heads, dim).transpose(1, 2)
-            buf.self_k[i].index_copy_(2, buf.pos, attn.k_proj(x).view(rows, 1, heads, dim)
-                                      .transpose(1, 2))
-            buf.self_v[i].index_copy_(2, buf.pos, attn.v_proj(x).view(rows, 1, heads, dim)
-                                      .transpose(1, 2))
+            if fused is not None:
+                q, k, v = F.linear(x, *fused).chunk(3, dim=-1)
+            else:
+                q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+            q = q.view(rows, 1, heads, dim).transpose(1, 2)
+            buf.self_k[i].index_copy_(2, buf.pos, k.view(rows, 1, heads, dim).transpose(1, 2))
+            buf.self_v[i].index_copy_(2, buf.pos, v.view(rows, 1, heads, dim).transpose(1, 2))
+            # The queries' scaling inside the attention: one kernel fewer than scaling them.
             o = F.scaled_dot_product_attention(q, buf.self_k[i], buf.self_v[i],
-                                               attn_mask=bias, scale=1.0)
+                                               attn_mask=bias, scale=attn.scaling)
             h = h + attn.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
             cross = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
-            q = (cross.q_proj(x) * cross.scaling).view(rows, 1, heads, dim).transpose(1, 2)
-            o = F.scaled_dot_product_attention(q, buf.cross_k[i], buf.cross_v[i], scale=1.0)
+            q = cross.q_proj(x).view(rows, 1, heads, dim).transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, buf.cross_k[i], buf.cross_v[i],
+                                               scale=cross.scaling)
             h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
             h = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
         logits = model.proj_out(decoder.layer_norm(h))[:, 0]
