@@ -260,7 +260,7 @@ def test_alignment_head_weights_equal_the_models_own_cross_attention() -> None:
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from scenescribe.speech.alignment import AttentionCapture
+    from scenescribe.speech.alignment_heads import AttentionCapture
 
     config = WhisperConfig(vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=1,
                            decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
@@ -276,17 +276,54 @@ def test_alignment_head_weights_equal_the_models_own_cross_attention() -> None:
     with torch.inference_mode(), AttentionCapture(model, heads) as capture:
         out = model(encoder_outputs=(encoded,), decoder_input_ids=ids, output_attentions=True,
                     use_cache=False)
-        mine = capture.weights(encoded, [list(range(2, 7))] * 2, [1500, 1500])
+        mine = capture.weights(encoded, [0, 1], range(2, 7), 1500)
+        second = capture.weights(encoded, [1], range(3, 5), 1500)  # a sample alone, some rows
     for b in range(2):
         theirs = torch.cat([out.cross_attentions[layer][b, hs] for layer, hs in heads.items()])
         np.testing.assert_allclose(mine[b].numpy(), theirs[:, 2:7].numpy(), rtol=1e-4,
                                    atol=1e-6)
+    np.testing.assert_allclose(second[0].numpy(), mine[1, :, 1:3].numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_chunks_together_give_each_chunks_own_alignment_matrix() -> None:
+    """Chunks of differing token and frame counts, batched by frame count with their rows
+    masked, give what each chunk alone gives (and openai-whisper's treatment alone)."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    from scenescribe.speech.alignment_heads import AttentionCapture, alignment_matrix
+
+    config = WhisperConfig(vocab_size=100, num_mel_bins=80, d_model=32, encoder_layers=1,
+                           decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                           encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=1500,
+                           max_target_positions=64, pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2, decoder_start_token_id=1)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    encoded = torch.randn(4, 1500, 32)
+    ids = torch.randint(3, 100, (4, 12))
+    heads = {0: [1], 1: [0, 2]}
+    spans = [range(2, 12), range(2, 5), range(2, 9), range(2, 12)]
+    frames = [1500, 1500, 640, 1500]
+    with torch.inference_mode(), AttentionCapture(model, heads) as capture:
+        model(encoder_outputs=(encoded,), decoder_input_ids=ids, use_cache=False)
+        together = capture.matrices(encoded, [0, 1, 2, 3], spans, frames)
+        alone = [alignment_matrix(capture.weights(encoded, [b], spans[b], frames[b])[0]).numpy()
+                 for b in range(4)]
+        picked = capture.matrices(encoded, [1, 3], [spans[1], spans[3]], [1500, 1500])
+    for b in range(4):
+        assert together[b].shape == (len(spans[b]), frames[b])
+        # float32 sums in another order, and medians of near ties: a padding row that leaked
+        # into the z-scores moves values by about 1
+        np.testing.assert_allclose(together[b], alone[b], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(picked[0], alone[1], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(picked[1], alone[3], rtol=1e-3, atol=1e-3)
 
 
 def test_alignment_matrix_is_openai_whispers_normalise_filter_average() -> None:
     import torch
 
-    from scenescribe.speech.alignment import alignment_matrix
+    from scenescribe.speech.alignment_heads import alignment_matrix
 
     w = np.random.default_rng(1).random((3, 5, 40)).astype(np.float32)
     z = (w - w.mean(axis=1, keepdims=True)) / (w.std(axis=1, keepdims=True) + 1e-8)

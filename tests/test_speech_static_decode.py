@@ -118,19 +118,24 @@ def test_random_model_prompt_and_token_limit_as_generate(tmp_path: Path,
 
 
 def test_the_batched_dtw_finds_numpys_path() -> None:
-    """The batched torch DTW (every chunk of a batch at once) gives numpy's frames, matrix by
+    """The batched DTW (every chunk of a batch at once) gives numpy's frames, matrix by
     matrix, from float32 matrices as the backend's alignment heads give them."""
     import numpy as np
-    import torch
 
-    from scenescribe.speech.alignment import token_frames, token_frames_torch
+    from scenescribe.speech import dtw_child
+    from scenescribe.speech.alignment import token_frames, token_frames_batch
 
     rng = np.random.default_rng(3)
     shapes = [(30, 400), (5, 3), (1, 50), (12, 12), (60, 1500)]  # (5, 3): no path
     matrices = [rng.normal(size=s).astype(np.float32) for s in shapes]
-    got = token_frames_torch([torch.from_numpy(m) for m in matrices])
-    for matrix, frames in zip(matrices, got, strict=True):
-        assert frames.tolist() == token_frames(matrix).tolist()
+    expected = [token_frames(m).tolist() for m in matrices]
+    assert [f.tolist() for f in token_frames_batch(matrices)] == expected
+    # Large batches are warped in a child process: the same frames come back.
+    big = [*matrices, *(rng.normal(size=(200, 1500)).astype(np.float32) for _ in range(4))]
+    assert sum(m.size for m in big) >= dtw_child.CHILD_CELLS
+    got = dtw_child.token_frames_apart(big)
+    assert [f.tolist() for f in got[:5]] == expected
+    assert [f.tolist() for f in got[5:]] == [token_frames(m).tolist() for m in big[5:]]
 
 
 def test_the_decoder_is_a_validated_speech_option() -> None:

@@ -2,10 +2,10 @@
 
 The decoder is run once more over the tokens it produced (teacher forcing); the attention
 weights of the checkpoint's *alignment heads* over the encoder frames (20 ms each) are
-normalised, median-filtered and averaged (on the model's device, in the backend), and dynamic
-time warping finds the monotonic path from tokens to frames. A word starts where the path
-reaches its first token. The capture and filtering run in torch on the model's device (torch
-is imported inside them); DTW and word grouping are numpy.
+normalised, median-filtered and averaged (``alignment_heads``, in torch on the model's device),
+and dynamic time warping finds the monotonic path from tokens to frames (numpy, here; for a
+batch in a process of its own, ``dtw_child``). A word starts where the path reaches its first
+token.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from __future__ import annotations
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 FRAMES_PER_SECOND = 50  # encoder output frames: 20 ms each
-MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
 # Languages written without spaces: each character-level unit is a word.
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "yue"})
 _APPEND = "\"'.。,，!！?？:：”)]}、"
@@ -96,19 +94,13 @@ def token_frames(matrix: np.ndarray) -> np.ndarray:
     return cols[jumps]
 
 
-def token_frames_torch(matrices: Sequence[Any], device: Any = "cpu") -> list[np.ndarray]:
-    """``token_frames`` of many tensors: the DTW recurrence for the whole batch at once on
-    ``device`` (None: the matrices' own; float64, ``dtw_path``'s row formula, zero padding below
+def token_frames_batch(matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``token_frames`` of many matrices at once: the DTW recurrence for the whole batch in one
+    pass over rows (``dtw_path``'s row formula on ``[batch, frames]`` arrays; zero padding below
     and right of each matrix, which no cell of its own reads), then each path traced back from
-    its own last cell. About 2,700 torch calls for a batch instead of about 2,250 numpy calls
-    per chunk (0.6-3.8 s for W1's 45 chunks of 225 x 1,500, see benchmarks/NOTES-speech.md).
-
-    The CPU by default: on the GPU each of those calls is a small dependent kernel, and inside
-    Stage 1 each waited for a free SM behind the shot detector's, tagger's and tracker's
-    kernels (the speech stage's whole alignment took 3-9 s there, 0.26 s alone on an H200). Ties
-    can break differently from numpy's where the device sums in another order."""
-    import torch
-
+    its own last cell. About 2,000 numpy calls for a batch instead of about 2,250 per chunk
+    (W1's 45 chunks of 225 x 1,500: 0.4 s on this project's CPU machine, against 0.6-3.8 s
+    chunk by chunk). ``dtw_child`` runs it in a process of its own (see there)."""
     out: list[np.ndarray | None] = [None] * len(matrices)
     warp = []
     for k, matrix in enumerate(matrices):
@@ -120,35 +112,40 @@ def token_frames_torch(matrices: Sequence[Any], device: Any = "cpu") -> list[np.
     if warp:
         n = max(matrices[k].shape[0] for k in warp)
         m = max(matrices[k].shape[1] for k in warp)
-        source = matrices[warp[0]].device
-        dev = source if device is None else torch.device(device)
-        cost = torch.zeros(len(warp), n, m, dtype=matrices[warp[0]].dtype, device=source)
+        cost = np.zeros((len(warp), n, m))
         for b, k in enumerate(warp):
             rows, frames = matrices[k].shape
             cost[b, :rows, :frames] = -matrices[k]
-        cost = cost.to(dev, torch.float64)  # one copy for the batch (float32 widens exactly)
-        trace = torch.full((len(warp), n + 1, m + 1), 2, dtype=torch.int8, device=dev)
-        trace[:, 1:, 0] = 1  # 0 diagonal, 1 down, 2 right
-        above = torch.full((len(warp), m + 1), float("inf"), dtype=torch.float64, device=dev)
-        above[:, 0] = 0.0
-        zero = torch.zeros(len(warp), 1, dtype=torch.float64, device=dev)
-        for i in range(1, n + 1):
-            diag, up = above[:, :-1], above[:, 1:]
-            prefix = torch.cat([zero, cost[:, i - 1].cumsum(dim=1)], dim=1)
-            b_ = torch.minimum(diag, up) - prefix[:, :-1]
-            best = torch.cummin(b_, dim=1).values
-            came_right = torch.cat([zero.bool(), best[:, :-1] < b_[:, 1:]], dim=1)
-            trace[:, i, 1:] = torch.where(came_right, 2, (diag >= up).to(torch.int8))
-            row = torch.full_like(above, float("inf"))
-            row[:, 1:] = prefix[:, 1:] + best
-            above = row
-        traces = trace.cpu().numpy()
+        trace = _batch_trace(cost)
         for b, k in enumerate(warp):
             rows, frames = matrices[k].shape
-            path_rows, cols = _backtrace(traces[b, : rows + 1, : frames + 1])
+            path_rows, cols = _backtrace(trace[b, : rows + 1, : frames + 1])
             jumps = np.concatenate([[True], np.diff(path_rows) > 0])
             out[k] = cols[jumps]
     return [f for f in out if f is not None]
+
+
+def _batch_trace(cost: np.ndarray) -> np.ndarray:
+    """``dtw_path``'s moves for every ``[rows, frames]`` matrix of ``cost`` at once."""
+    batch, n, m = cost.shape
+    trace = np.full((batch, n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
+    trace[:, 1:, 0] = 1
+    prefix = np.zeros((batch, n, m + 1))
+    np.cumsum(cost, axis=2, out=prefix[:, :, 1:])
+    above = np.full((batch, m + 1), np.inf)
+    above[:, 0] = 0.0
+    for i in range(1, n + 1):
+        diag, up = above[:, :-1], above[:, 1:]
+        row_prefix = prefix[:, i - 1]
+        b = np.minimum(diag, up) - row_prefix[:, :-1]
+        best = np.minimum.accumulate(b, axis=1)
+        moves = trace[:, i, 1:]
+        moves[...] = up <= diag  # 0 diagonal where strictly better, else 1 down
+        moves[:, 1:][best[:, :-1] < b[:, 1:]] = 2
+        above = np.empty_like(above)
+        above[:, 0] = np.inf
+        above[:, 1:] = row_prefix[:, 1:] + best
+    return trace
 
 
 def group_words(tokens: Sequence[int], decode: Callable[[list[int]], str],
@@ -201,7 +198,7 @@ def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray | N
 
     ``tokens``: the text tokens; ``probs``: each one's probability; ``matrix``:
     ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``), or ``frames``, its
-    ``token_frames`` computed already (``token_frames_torch``).
+    ``token_frames`` computed already (``token_frames_batch``).
     """
     if not tokens:
         return []
@@ -241,69 +238,3 @@ def clamp_long_words(words: list[TimedWord]) -> list[TimedWord]:
                 start = end - limit
         out.append(TimedWord(w.text, start, end, w.probability))
     return out
-
-
-class AttentionCapture:
-    """Forward pre-hooks keeping the decoder states that enter the alignment layers'
-    cross-attention, so only those heads' weights are computed afterwards."""
-
-    def __init__(self, model: Any, heads: dict[int, list[int]]) -> None:
-        self.layers = model.model.decoder.layers
-        self.heads = heads
-        self.states: dict[int, Any] = {}
-        self._handles: list[Any] = []
-
-    def __enter__(self) -> AttentionCapture:
-        for layer in self.heads:
-            def hook(module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
-                self.states[layer] = args[0] if args else kwargs["hidden_states"]
-
-            attn = self.layers[layer].encoder_attn
-            self._handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def weights(self, encoder_states: Any, rows: list[list[int]], frames: list[int]) -> list[Any]:
-        """Per sample, ``[heads, rows, frames]`` float32 softmax weights over its real frames."""
-        import torch
-
-        per_layer = []
-        for layer, heads in self.heads.items():
-            attn = self.layers[layer].encoder_attn
-            n, d = attn.num_heads, attn.head_dim
-            q = attn.q_proj(self.states[layer]) * attn.scaling
-            k = attn.k_proj(encoder_states)
-            q = q.view(q.shape[0], q.shape[1], n, d)[:, :, heads].transpose(1, 2)
-            k = k.view(k.shape[0], k.shape[1], n, d)[:, :, heads].transpose(1, 2)
-            per_layer.append((q, k))
-        out = []
-        for b, (row_index, n_frames) in enumerate(zip(rows, frames, strict=True)):
-            scores = [q[b][:, row_index] @ k[b][:, :n_frames].transpose(-1, -2)
-                      for q, k in per_layer]
-            out.append(torch.cat(scores).float().softmax(dim=-1))
-        return out
-
-    def matrices(self, encoder_states: Any, rows: list[list[int]],
-                 frames: list[int]) -> list[Any]:
-        """Per sample, the ``[rows, frames]`` alignment matrix that ``alignment`` warps, a tensor
-        on the model's device."""
-        return [alignment_matrix(w) for w in self.weights(encoder_states, rows, frames)]
-
-
-def alignment_matrix(weights: Any, width: int = MEDIAN_WIDTH) -> Any:
-    """openai-whisper's treatment of alignment-head weights ``[heads, rows, frames]``: z-scored
-    over rows, median-filtered over frames, averaged over heads. Runs on the model's device:
-    numpy's median took 0.25 s per 30 s chunk of large-v3, longer than decoding it on a GPU."""
-    import torch
-    import torch.nn.functional as F
-
-    std, mean = torch.std_mean(weights, dim=-2, keepdim=True, correction=0)
-    x = (weights - mean) / (std + 1e-8)
-    if x.shape[-1] > width // 2:
-        x = F.pad(x, (width // 2, width // 2), mode="reflect")
-        x = x.unfold(-1, width, 1).median(dim=-1).values
-    return x.mean(dim=0)

@@ -52,10 +52,12 @@ from scenescribe.knobs import env_flag
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
-from scenescribe.speech.alignment import AttentionCapture, align_words, token_frames_torch
+from scenescribe.speech.alignment import align_words
+from scenescribe.speech.alignment_heads import AttentionCapture
 from scenescribe.speech.audio_child import ChildReader, audio_readers
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
+from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import StaticDecoder
@@ -377,8 +379,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         prompts = [self._prompt(lang) for lang, _ in languages]
         sequences = [p + t + [eot] for p, t in zip(prompts, texts, strict=True)]
         width = max(len(s) for s in sequences)
-        rows = [list(range(len(p) - 1, len(p) + len(t))) for p, t in zip(prompts, texts,
-                                                                          strict=True)]
+        rows = [range(len(p) - 1, len(p) + len(t)) for p, t in zip(prompts, texts, strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
         starts: list[np.ndarray | None] = [None] * len(batch)
         with self._phase("align"):
@@ -389,18 +390,16 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                 logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids,
                                use_cache=False).logits
             logprobs = logits.float().log_softmax(dim=-1)
-            matrices = capture.matrices(encoded, rows, frames)
-            # DTW for the whole batch at once, on the CPU (``token_frames_torch``).
-            spoken = [b for b, t in enumerate(texts) if t]
-            for b, found in zip(spoken, token_frames_torch([matrices[b] for b in spoken]),
-                                strict=True):
-                starts[b] = found
+            spoken = [b for b, t in enumerate(texts) if t]  # the others have no words to time
+            matrices = capture.matrices(encoded, spoken, [rows[b] for b in spoken],
+                                        [frames[b] for b in spoken])
             no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
             # Each position's log-probability of the token after it, for every chunk at once.
             next_lp = logprobs[:, :-1].gather(2, ids[:, 1:, None])[..., 0].cpu().numpy()
-            kept = [m.cpu().numpy() if s is None else None
-                    for m, s in zip(matrices, starts, strict=True)]
-        return [(texts[b], next_lp[b, rows[b]], kept[b], starts[b], languages[b],
+        # DTW for the whole batch at once (in a child process when it is large: ``dtw_child``).
+        for b, found in zip(spoken, token_frames_apart(matrices), strict=True):
+            starts[b] = found
+        return [(texts[b], next_lp[b, rows[b].start:rows[b].stop], None, starts[b], languages[b],
                  float(no_speech[b]), truncated[b]) for b in range(len(batch))]
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,

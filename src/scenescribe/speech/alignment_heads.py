@@ -1,0 +1,118 @@
+"""The alignment heads' cross-attention over the audio frames, for a batch of chunks at once.
+
+After the teacher-forced pass (``hf_whisper``), the states entering each alignment layer's
+cross-attention are kept (``AttentionCapture``) and only the alignment heads' weights are
+computed from them, then treated as openai-whisper does (``alignment_matrix``). The DTW that
+follows is numpy (``alignment``, ``dtw_child``).
+
+Chunks are taken together, not one by one: those of a batch that share their first text row
+and their frame count (every full 30 s chunk; each video's last chunk is shorter) are one
+product per layer and one normalisation, their differing token counts masked. Chunk by chunk
+this was about 40 small kernels each (1,800 for W1's 45 chunks); inside Stage 1 each such call
+waits twice, for the interpreter lock (every torch call releases and retakes it, and beside busy
+threads the retake waits out their switch interval) and for a free SM behind the other
+components' kernels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
+
+
+class AttentionCapture:
+    """Forward pre-hooks keeping the decoder states that enter the alignment layers'
+    cross-attention, so only those heads' weights are computed afterwards."""
+
+    def __init__(self, model: Any, heads: dict[int, list[int]]) -> None:
+        self.layers = model.model.decoder.layers
+        self.heads = heads
+        self.states: dict[int, Any] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> AttentionCapture:
+        for layer in self.heads:
+            def hook(module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
+                self.states[layer] = args[0] if args else kwargs["hidden_states"]
+
+            attn = self.layers[layer].encoder_attn
+            self._handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def weights(self, encoder_states: Any, samples: Sequence[int], rows: range,
+                frames: int) -> Any:
+        """``[len(samples), heads, len(rows), frames]`` float32 softmax weights of the alignment
+        heads: the decoder positions ``rows`` of each of ``samples`` over its first ``frames``
+        encoder frames."""
+        import torch
+
+        index = list(samples)
+        whole = index == list(range(encoder_states.shape[0]))
+        scores = []
+        for layer, heads in self.heads.items():
+            attn = self.layers[layer].encoder_attn
+            n, d = attn.num_heads, attn.head_dim
+            states = self.states[layer] if whole else self.states[layer][index]
+            encoded = encoder_states if whole else encoder_states[index]
+            q = attn.q_proj(states[:, rows.start:rows.stop]) * attn.scaling
+            k = attn.k_proj(encoded[:, :frames])
+            q = q.view(q.shape[0], q.shape[1], n, d)[:, :, heads].transpose(1, 2)
+            k = k.view(k.shape[0], k.shape[1], n, d)[:, :, heads].transpose(1, 2)
+            scores.append(q @ k.transpose(-1, -2))
+        return torch.cat(scores, dim=1).float().softmax(dim=-1)
+
+    def matrices(self, encoder_states: Any, samples: Sequence[int], rows: Sequence[range],
+                 frames: Sequence[int]) -> list[np.ndarray]:
+        """Per sample ``samples[i]`` of the batch, the ``[len(rows[i]), frames[i]]`` alignment
+        matrix that ``alignment`` warps (float32, on the CPU); samples alike in first row and
+        frame count computed together."""
+        import torch
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (span, count) in enumerate(zip(rows, frames, strict=True)):
+            groups.setdefault((span.start, count), []).append(i)
+        out: list[np.ndarray] = [np.empty((0, 0), np.float32)] * len(rows)
+        for (start, count), members in groups.items():
+            tall = max(len(rows[i]) for i in members)
+            weights = self.weights(encoder_states, [samples[i] for i in members],
+                                   range(start, start + tall), count)
+            real = torch.tensor([len(rows[i]) for i in members], device=weights.device)
+            host = alignment_matrix(weights, real).cpu().numpy()  # one copy for the group
+            for g, i in enumerate(members):
+                out[i] = host[g, : len(rows[i])]
+        return out
+
+
+def alignment_matrix(weights: Any, rows: Any = None, width: int = MEDIAN_WIDTH) -> Any:
+    """openai-whisper's treatment of alignment-head weights ``[..., heads, rows, frames]``:
+    z-scored over rows, median-filtered over frames, averaged over heads. ``rows`` (with a
+    batch dimension first): each sample's real rows, the rest padding, left out of its z-scores
+    (and zero after them). Runs on the model's device: numpy's median took 0.25 s per 30 s chunk
+    of large-v3, longer than decoding it on a GPU."""
+    import torch
+    import torch.nn.functional as F
+
+    if rows is None:
+        std, mean = torch.std_mean(weights, dim=-2, keepdim=True, correction=0)
+        x = (weights - mean) / (std + 1e-8)
+    else:
+        real = torch.arange(weights.shape[-2], device=weights.device) < rows[:, None]
+        keep = real[:, None, :, None].to(weights.dtype)  # [batch, 1, rows, 1]
+        count = rows.to(weights.dtype)[:, None, None, None]
+        mean = (weights * keep).sum(dim=-2, keepdim=True) / count
+        spread = (((weights - mean) * keep) ** 2).sum(dim=-2, keepdim=True) / count
+        x = (weights - mean) / (spread.sqrt() + 1e-8) * keep
+    if x.shape[-1] > width // 2:
+        shape = x.shape  # reflect padding takes at most three dimensions
+        x = F.pad(x.reshape(-1, *shape[-2:]), (width // 2, width // 2), mode="reflect")
+        x = x.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
+    return x.mean(dim=-3)
