@@ -42,22 +42,7 @@ def dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     column ``j`` is ``P[j] + min_{k<=j}(a[k] - P[k-1])`` with ``P`` the row's prefix sums and
     ``a`` the best entry from the row above, so a cumulative minimum replaces the inner loop.
     """
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    trace = np.full((n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
-    trace[1:, 0] = 1
-    for i in range(1, n + 1):
-        diag, up = acc[i - 1, :-1], acc[i - 1, 1:]
-        a = np.minimum(diag, up)
-        from_above = np.where(diag < up, 0, 1).astype(np.int8)
-        prefix = np.concatenate([[0.0], np.cumsum(cost[i - 1])])
-        b = a - prefix[:-1]
-        best = np.minimum.accumulate(b)
-        acc[i, 1:] = prefix[1:] + best
-        came_right = np.concatenate([[False], best[:-1] < b[1:]])
-        trace[i, 1:] = np.where(came_right, 2, from_above)
-    return _backtrace(trace)
+    return _backtrace(_batch_trace(np.asarray(cost, dtype=np.float64)[None])[0])
 
 
 def _backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +111,8 @@ def token_frames_batch(matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 def _batch_trace(cost: np.ndarray) -> np.ndarray:
-    """``dtw_path``'s moves for every ``[rows, frames]`` matrix of ``cost`` at once."""
+    """The moves (0 diagonal, 1 down, 2 right) of ``dtw_path`` for every ``[rows, frames]``
+    matrix of ``cost`` at once, one numpy pass per row for the whole batch."""
     batch, n, m = cost.shape
     trace = np.full((batch, n + 1, m + 1), 2, np.int8)  # 0 diagonal, 1 down, 2 right
     trace[:, 1:, 0] = 1
