@@ -151,3 +151,23 @@ def test_the_decoder_is_a_validated_speech_option() -> None:
     assert chosen.cache_key()["options"]["decoder"] == "generate"  # part of the identity
     with pytest.raises(OptionError, match="decoder"):
         SpeechOptions(decoder="fast")
+
+
+def test_a_failing_dtw_child_is_reported_once_and_the_batch_warped_here(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from scenescribe.speech import dtw_child
+    from scenescribe.speech.alignment import token_frames
+
+    monkeypatch.setattr(dtw_child, "_failed", [])
+    monkeypatch.setattr(dtw_child, "MODULE", "scenescribe.no_such_module")
+    rng = np.random.default_rng(5)
+    big = [rng.normal(size=(120, 1500)).astype(np.float32) for _ in range(6)]
+    with caplog.at_level("WARNING", logger="scenescribe.speech"):
+        first = dtw_child.token_frames_apart(big)
+        second = dtw_child.token_frames_apart(big[:3] * 2)
+    assert [f.tolist() for f in first] == [token_frames(m).tolist() for m in big]
+    assert len(second) == 6
+    warnings = [r.getMessage() for r in caplog.records if "child process failed" in r.getMessage()]
+    assert len(warnings) == 1 and "no_such_module" in warnings[0]

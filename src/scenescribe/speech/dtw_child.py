@@ -10,7 +10,8 @@ imported) would cost more than the warping.
 
 The matrices go to the child and the frames come back as ``.npz`` files in a private
 temporary folder (no pickles either way); the job is their two paths as JSON on stdin
-(``workers.worker_process``). A child that fails is logged once and the batch is warped here.
+(``workers.worker_process``). A child that fails is logged once, and this batch and every
+later one is warped here.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ MODULE = "scenescribe.speech.dtw_child"
 CHILD_CELLS = 1_000_000  # matrix cells from which a batch is warped in a child (3 full chunks)
 
 
+_failed: list[str] = []  # why the first child failed: later batches are warped here
+
+
 def token_frames_apart(matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
     """``token_frames_batch(matrices)``, computed in a child process when the batch is large."""
-    if sum(m.size for m in matrices) < CHILD_CELLS:
+    if sum(m.size for m in matrices) < CHILD_CELLS or _failed:
         return token_frames_batch(matrices)
     with tempfile.TemporaryDirectory(prefix="scenescribe-dtw-") as folder:
         given, taken = Path(folder) / "matrices.npz", Path(folder) / "frames.npz"
@@ -54,7 +58,9 @@ def token_frames_apart(matrices: Sequence[np.ndarray]) -> list[np.ndarray]:
                 failure = f"{len(frames)} results for {len(matrices)} matrices"
             except (OSError, ValueError, KeyError) as exc:
                 failure = str(exc)
-    log.warning("word alignment in a child process failed (%s); aligning here", failure)
+    _failed.append(failure)
+    log.warning("word alignment in a child process failed (%s); aligning in this process from "
+                "now on", failure)
     return token_frames_batch(matrices)
 
 
