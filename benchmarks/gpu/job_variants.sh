@@ -5,13 +5,15 @@
 # first call) and with .carry/tnw carried:
 #   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
 #     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
-#     [stage1speechexclusive] [speechshared] [stage1speechshared]
+#     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
 # priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
-# job's path only), onevideo / twovideos (SCENESCRIBE_COMPONENT_VIDEOS=1 / 2: the tracker and
+# job's path only; stage1switch: the same for Stage 1 alone: small-call loops such as speech's
+# wait out other threads' switch interval at each call, see benchmarks/bench_dtw.py), onevideo
+# / twovideos (SCENESCRIBE_COMPONENT_VIDEOS=1 / 2: the tracker and
 # the sound tagger one video at a time (the default since 2026-12-03j) / two, waves overlapping),
 # speechexclusive (SCENESCRIBE_SPEECH_EXCLUSIVE=1: each Whisper batch holds the GPU alone;
 # speechshared names the default, sharing it, as 2026-12-03j/k measured it); the stage1...
@@ -43,6 +45,8 @@ for variant in "$@"; do
     speechshared) ;;
     stage1speechshared) model= ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
+    stage1switch) model=
+      echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
   env ${env[@]+"${env[@]}"} bash benchmarks/gpu/ray_w1.sh "$out/$variant" local $model \
