@@ -5,12 +5,13 @@ Every numpy (or torch) call in the DTW's loop releases the interpreter lock and 
 beside threads that hold it (Stage 1's tracker, frame writers, stage threads) each retake waits
 out their switch interval (5 ms by default). A child has a lock of its own.
 
-    python benchmarks/bench_dtw.py [--chunks 45] [--busy 0 1 3]
+    python benchmarks/bench_dtw.py [--chunks 45] [--busy 0 1 3] [--switch-ms 0.5]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -47,12 +48,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=45)
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1, 3])
+    parser.add_argument("--switch-ms", type=float, default=None,
+                        help="the interpreter's switch interval (default: Python's 5 ms)")
     args = parser.parse_args()
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
     rng = np.random.default_rng(0)
     matrices = [rng.normal(size=(225, 1500)).astype(np.float32) for _ in range(args.chunks)]
     assert [f.tolist() for f in token_frames_apart(matrices)] == [
         f.tolist() for f in token_frames_batch(matrices)]
-    print(f"{args.chunks} chunks of 225 x 1500")
+    print(f"{args.chunks} chunks of 225 x 1500, switch interval "
+          f"{sys.getswitchinterval() * 1000:g} ms")
     for threads in args.busy:
         here = timed(lambda: token_frames_batch(matrices), threads)
         apart = timed(lambda: token_frames_apart(matrices), threads)
