@@ -177,20 +177,17 @@ def _merge_punctuation(words: list[tuple[str, list[int]]]) -> list[tuple[str, li
     return merged
 
 
-def align_words(tokens: Sequence[int], probs: np.ndarray, matrix: np.ndarray | None,
-                decode: Callable[[list[int]], str], language: str | None,
-                frames: np.ndarray | None = None) -> list[TimedWord]:
+def align_words(tokens: Sequence[int], probs: np.ndarray, frames: np.ndarray | None,
+                decode: Callable[[list[int]], str], language: str | None) -> list[TimedWord]:
     """Timed words of one chunk.
 
-    ``tokens``: the text tokens; ``probs``: each one's probability; ``matrix``:
-    ``[len(tokens) + 1, frames]`` alignment matrix (see ``token_frames``), or ``frames``, its
-    ``token_frames`` computed already (``token_frames_batch``).
+    ``tokens``: the text tokens; ``probs``: each one's probability; ``frames``: the frame each
+    token starts at, plus end-of-text (``token_frames`` of the chunk's alignment matrix; None
+    only without tokens).
     """
     if not tokens:
         return []
-    if frames is None:
-        assert matrix is not None
-        frames = token_frames(matrix)  # one start frame per token, plus end-of-text
+    assert frames is not None
     times = frames / FRAMES_PER_SECOND
     out = []
     for text, indices in group_words(tokens, decode, language):

@@ -367,7 +367,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                generated: list[list[int]], languages: list[tuple[str | None, float | None]],
                ) -> list[tuple[Any, ...]]:
         """Teacher-forced pass: per chunk the arguments of ``_decoded`` after its offset and
-        duration (text tokens, their log-probabilities, the alignment matrix or its frames,
+        duration (text tokens, their log-probabilities, the frame each token starts at,
         language, no-speech probability, truncation), all on the CPU."""
         import torch
 
@@ -399,16 +399,16 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         # DTW for the whole batch at once (in a child process when it is large: ``dtw_child``).
         for b, found in zip(spoken, token_frames_apart(matrices), strict=True):
             starts[b] = found
-        return [(texts[b], next_lp[b, rows[b].start:rows[b].stop], None, starts[b], languages[b],
+        return [(texts[b], next_lp[b, rows[b].start:rows[b].stop], starts[b], languages[b],
                  float(no_speech[b]), truncated[b]) for b in range(len(batch))]
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
-                 matrix: np.ndarray | None, starts: np.ndarray | None,
+                 starts: np.ndarray | None,
                  language: tuple[str | None, float | None],
                  no_speech: float, truncated: bool) -> Decoded:
         tokenizer = self.model.processor.tokenizer
-        timed = align_words(text, np.exp(token_lp[:-1]), matrix,
-                            lambda t: tokenizer.decode(t), language[0], frames=starts)
+        timed = align_words(text, np.exp(token_lp[:-1]), starts,
+                            lambda t: tokenizer.decode(t), language[0])
         words = []
         for w in timed:
             start = offset + min(w.start, duration)
