@@ -273,11 +273,11 @@ def test_alignment_head_weights_equal_the_models_own_cross_attention() -> None:
     encoded = torch.randn(2, 1500, 32)
     ids = torch.randint(3, 100, (2, 7))
     heads = {1: [0, 3], 2: [2]}
-    with torch.inference_mode(), AttentionCapture(model, heads) as capture:
+    with torch.inference_mode(), AttentionCapture(model, heads, encoded) as capture:
         out = model(encoder_outputs=(encoded,), decoder_input_ids=ids, output_attentions=True,
                     use_cache=False)
-        mine = capture.weights(encoded, [0, 1], range(2, 7), 1500)
-        second = capture.weights(encoded, [1], range(3, 5), 1500)  # a sample alone, some rows
+        mine = capture.weights([0, 1], range(2, 7), 1500)
+        second = capture.weights([1], range(3, 5), 1500)  # a sample alone, some rows
     for b in range(2):
         theirs = torch.cat([out.cross_attentions[layer][b, hs] for layer, hs in heads.items()])
         np.testing.assert_allclose(mine[b].numpy(), theirs[:, 2:7].numpy(), rtol=1e-4,
@@ -285,10 +285,17 @@ def test_alignment_head_weights_equal_the_models_own_cross_attention() -> None:
     np.testing.assert_allclose(second[0].numpy(), mine[1, :, 1:3].numpy(), rtol=1e-5, atol=1e-7)
 
 
-def test_chunks_together_give_each_chunks_own_alignment_matrix() -> None:
+@pytest.mark.parametrize("piece_cells", [1 << 27, 1])  # 1: every chunk a piece of its own
+def test_chunks_together_give_each_chunks_own_alignment_matrix(
+        monkeypatch: pytest.MonkeyPatch, piece_cells: int) -> None:
     """Chunks of differing token and frame counts, batched by frame count with their rows
-    masked, give what each chunk alone gives (and openai-whisper's treatment alone)."""
+    masked, give what each chunk alone gives (and openai-whisper's treatment alone), however
+    the weights are split into pieces."""
     import torch
+
+    from scenescribe.speech import alignment_heads
+
+    monkeypatch.setattr(alignment_heads, "PIECE_CELLS", piece_cells)
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     from scenescribe.speech.alignment_heads import AttentionCapture, alignment_matrix
@@ -305,12 +312,12 @@ def test_chunks_together_give_each_chunks_own_alignment_matrix() -> None:
     heads = {0: [1], 1: [0, 2]}
     spans = [range(2, 12), range(2, 5), range(2, 9), range(2, 12)]
     frames = [1500, 1500, 640, 1500]
-    with torch.inference_mode(), AttentionCapture(model, heads) as capture:
+    with torch.inference_mode(), AttentionCapture(model, heads, encoded) as capture:
         model(encoder_outputs=(encoded,), decoder_input_ids=ids, use_cache=False)
-        together = capture.matrices(encoded, [0, 1, 2, 3], spans, frames)
-        alone = [alignment_matrix(capture.weights(encoded, [b], spans[b], frames[b])[0]).numpy()
+        together = capture.matrices([0, 1, 2, 3], spans, frames)
+        alone = [alignment_matrix(capture.weights([b], spans[b], frames[b])[0]).numpy()
                  for b in range(4)]
-        picked = capture.matrices(encoded, [1, 3], [spans[1], spans[3]], [1500, 1500])
+        picked = capture.matrices([1, 3], [spans[1], spans[3]], [1500, 1500])
     for b in range(4):
         assert together[b].shape == (len(spans[b]), frames[b])
         # float32 sums in another order, and medians of near ties: a padding row that leaked

@@ -171,3 +171,43 @@ def test_a_failing_dtw_child_is_reported_once_and_the_batch_warped_here(
     assert len(second) == 6
     warnings = [r.getMessage() for r in caplog.records if "child process failed" in r.getMessage()]
     assert len(warnings) == 1 and "no_such_module" in warnings[0]
+
+
+@pytest.mark.parametrize("max_new_tokens", [224, 5])  # 5: every row cut at the token limit
+def test_what_the_steps_keep_equals_a_teacher_forced_pass(tiny, max_new_tokens: int) -> None:
+    """The static decoder's kept log-probabilities and alignment-head weights are the
+    teacher-forced pass's over the same tokens (``token_scores``), rows cut at the limit
+    included: real speech, the real tiny.en."""
+    import numpy as np
+    import torch
+
+    from scenescribe.speech.hf_whisper import _text_tokens
+    from scenescribe.speech.token_scores import decoded_scores, forced_scores, watched_tokens
+
+    batch = [decode_audio(media(g)) for g in GRID[:3]]
+    model = tiny.model.net
+    config = model.generation_config
+    eot = config.eos_token_id
+    prompt = tiny._prompt("en")
+    with torch.inference_mode():
+        features = tiny.model.processor.feature_extractor(
+            batch, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        encoded = model.model.encoder(features).last_hidden_state
+        mask = tiny._suppress_mask(len(prompt))
+        decoding = tiny._static().generate(encoded, [prompt] * 3, max_new_tokens, mask.always,
+                                           mask.first, eot)
+        texts = [_text_tokens(t, eot) for t in decoding.tokens]
+        assert all(texts) and all((len(t) == 5) == (max_new_tokens == 5) for t in texts)
+        rows = [range(len(prompt) - 1, len(prompt) + len(t)) for t in texts]
+        kept = decoded_scores(decoding, rows)
+        forced = forced_scores(model, tiny.alignment_heads(), encoded,
+                               [prompt + t + [eot] for t in texts], rows,
+                               watched_tokens(config)[1], eot)
+        frames = [len(a) // 320 for a in batch]
+        ours = kept.attention.matrices([0, 1, 2], rows, frames)
+        theirs = forced.attention.matrices([0, 1, 2], rows, frames)
+    np.testing.assert_allclose(kept.no_speech, forced.no_speech, atol=1e-5)
+    for b in range(3):
+        assert ours[b].shape == (len(rows[b]), frames[b])
+        np.testing.assert_allclose(kept.next_lp[b], forced.next_lp[b], atol=2e-4)
+        np.testing.assert_allclose(ours[b], theirs[b], atol=2e-3)

@@ -1,9 +1,10 @@
 """The alignment heads' cross-attention over the audio frames, for a batch of chunks at once.
 
-After the teacher-forced pass (``hf_whisper``), the states entering each alignment layer's
-cross-attention are kept (``AttentionCapture``) and only the alignment heads' weights are
-computed from them, then treated as openai-whisper does (``alignment_matrix``). The DTW that
-follows is numpy (``alignment``, ``dtw_child``).
+Only the alignment heads' weights are computed, from their queries and the encoder's keys, then
+treated as openai-whisper does (``alignment_matrix``). The queries are kept while decoding by
+``static_decode`` (``DecodedAttention``), or, after ``generate``, by a teacher-forced pass
+whose states entering each alignment layer's cross-attention are kept (``AttentionCapture``).
+The DTW that follows is numpy (``alignment``, ``dtw_child``).
 
 Chunks are taken together, not one by one: those of a batch that share their first text row
 and their frame count (every full 30 s chunk; each video's last chunk is shorter) are one
@@ -22,15 +23,80 @@ from typing import Any
 import numpy as np
 
 MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
+# Weights computed at once: 512 MiB of float32, and about 7 times that while the median filter
+# runs over its windows. W1's 45 chunks of large-v3 (10 heads, 225 rows, 1,500 frames) are
+# two pieces; a checkpoint without published heads (every head of the upper half) takes more.
+PIECE_CELLS = 1 << 27
 
 
-class AttentionCapture:
+class HeadAttention:
+    """A batch's alignment-head weights over the audio frames, from wherever the heads'
+    queries and keys were kept (``AttentionCapture`` after a teacher-forced pass;
+    ``static_decode`` while decoding)."""
+
+    heads: dict[int, list[int]]  # decoder layer -> alignment heads
+
+    def head_products(self, index: list[int], whole: bool, layer: int, heads: list[int],
+                      rows: range, frames: int) -> tuple[Any, Any]:
+        """Layer ``layer``'s scaled queries ``[samples, heads, rows, dim]`` and keys
+        ``[samples, heads, frames, dim]`` for the samples ``index`` (``whole``: every sample of
+        the batch, in order)."""
+        raise NotImplementedError
+
+    def weights(self, samples: Sequence[int], rows: range, frames: int) -> Any:
+        """``[len(samples), heads, len(rows), frames]`` float32 softmax weights of the alignment
+        heads: the decoder positions ``rows`` of each of ``samples`` over its first ``frames``
+        encoder frames."""
+        import torch
+
+        index = list(samples)
+        whole = index == list(range(self.batch_size))
+        scores = []
+        for layer, heads in self.heads.items():
+            q, k = self.head_products(index, whole, layer, heads, rows, frames)
+            scores.append(q @ k.transpose(-1, -2))
+        return torch.cat(scores, dim=1).float().softmax(dim=-1)
+
+    @property
+    def batch_size(self) -> int:
+        raise NotImplementedError
+
+    def matrices(self, samples: Sequence[int], rows: Sequence[range],
+                 frames: Sequence[int]) -> list[np.ndarray]:
+        """Per sample ``samples[i]`` of the batch, the ``[len(rows[i]), frames[i]]`` alignment
+        matrix that ``alignment`` warps (float32, on the CPU); samples alike in first row and
+        frame count computed together, at most ``PIECE_CELLS`` weights at a time."""
+        import torch
+
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (span, count) in enumerate(zip(rows, frames, strict=True)):
+            groups.setdefault((span.start, count), []).append(i)
+        heads = sum(len(h) for h in self.heads.values())
+        out: list[np.ndarray] = [np.empty((0, 0), np.float32)] * len(rows)
+        for (start, count), alike in groups.items():
+            tall = max(len(rows[i]) for i in alike)
+            per_sample = max(1, heads * tall * count)
+            step = max(1, PIECE_CELLS // per_sample)
+            for first in range(0, len(alike), step):
+                members = alike[first:first + step]
+                weights = self.weights([samples[i] for i in members], range(start, start + tall),
+                                       count)
+                real = torch.tensor([len(rows[i]) for i in members], device=weights.device)
+                host = alignment_matrix(weights, real).cpu().numpy()  # one copy per piece
+                for g, i in enumerate(members):
+                    out[i] = host[g, : len(rows[i])]
+        return out
+
+
+class AttentionCapture(HeadAttention):
     """Forward pre-hooks keeping the decoder states that enter the alignment layers'
-    cross-attention, so only those heads' weights are computed afterwards."""
+    cross-attention during a teacher-forced pass over ``encoder_states``, so only those heads'
+    weights are computed afterwards."""
 
-    def __init__(self, model: Any, heads: dict[int, list[int]]) -> None:
+    def __init__(self, model: Any, heads: dict[int, list[int]], encoder_states: Any) -> None:
         self.layers = model.model.decoder.layers
         self.heads = heads
+        self.encoder_states = encoder_states
         self.states: dict[int, Any] = {}
         self._handles: list[Any] = []
 
@@ -48,48 +114,21 @@ class AttentionCapture:
             handle.remove()
         self._handles.clear()
 
-    def weights(self, encoder_states: Any, samples: Sequence[int], rows: range,
-                frames: int) -> Any:
-        """``[len(samples), heads, len(rows), frames]`` float32 softmax weights of the alignment
-        heads: the decoder positions ``rows`` of each of ``samples`` over its first ``frames``
-        encoder frames."""
-        import torch
+    @property
+    def batch_size(self) -> int:
+        return int(self.encoder_states.shape[0])
 
-        index = list(samples)
-        whole = index == list(range(encoder_states.shape[0]))
-        scores = []
-        for layer, heads in self.heads.items():
-            attn = self.layers[layer].encoder_attn
-            n, d = attn.num_heads, attn.head_dim
-            states = self.states[layer] if whole else self.states[layer][index]
-            encoded = encoder_states if whole else encoder_states[index]
-            q = attn.q_proj(states[:, rows.start:rows.stop]) * attn.scaling
-            k = attn.k_proj(encoded[:, :frames])
-            q = q.view(q.shape[0], q.shape[1], n, d)[:, :, heads].transpose(1, 2)
-            k = k.view(k.shape[0], k.shape[1], n, d)[:, :, heads].transpose(1, 2)
-            scores.append(q @ k.transpose(-1, -2))
-        return torch.cat(scores, dim=1).float().softmax(dim=-1)
-
-    def matrices(self, encoder_states: Any, samples: Sequence[int], rows: Sequence[range],
-                 frames: Sequence[int]) -> list[np.ndarray]:
-        """Per sample ``samples[i]`` of the batch, the ``[len(rows[i]), frames[i]]`` alignment
-        matrix that ``alignment`` warps (float32, on the CPU); samples alike in first row and
-        frame count computed together."""
-        import torch
-
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (span, count) in enumerate(zip(rows, frames, strict=True)):
-            groups.setdefault((span.start, count), []).append(i)
-        out: list[np.ndarray] = [np.empty((0, 0), np.float32)] * len(rows)
-        for (start, count), members in groups.items():
-            tall = max(len(rows[i]) for i in members)
-            weights = self.weights(encoder_states, [samples[i] for i in members],
-                                   range(start, start + tall), count)
-            real = torch.tensor([len(rows[i]) for i in members], device=weights.device)
-            host = alignment_matrix(weights, real).cpu().numpy()  # one copy for the group
-            for g, i in enumerate(members):
-                out[i] = host[g, : len(rows[i])]
-        return out
+    def head_products(self, index: list[int], whole: bool, layer: int, heads: list[int],
+                      rows: range, frames: int) -> tuple[Any, Any]:
+        attn = self.layers[layer].encoder_attn
+        n, d = attn.num_heads, attn.head_dim
+        states = self.states[layer] if whole else self.states[layer][index]
+        encoded = self.encoder_states if whole else self.encoder_states[index]
+        q = attn.q_proj(states[:, rows.start:rows.stop]) * attn.scaling
+        k = attn.k_proj(encoded[:, :frames])
+        q = q.view(q.shape[0], q.shape[1], n, d)[:, :, heads].transpose(1, 2)
+        k = k.view(k.shape[0], k.shape[1], n, d)[:, :, heads].transpose(1, 2)
+        return q, k
 
 
 def alignment_matrix(weights: Any, rows: Any = None, width: int = MEDIAN_WIDTH) -> Any:

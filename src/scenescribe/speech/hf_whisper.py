@@ -53,14 +53,14 @@ from scenescribe.media import SAMPLE_RATE
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import align_words
-from scenescribe.speech.alignment_heads import AttentionCapture
 from scenescribe.speech.audio_child import ChildReader, audio_readers
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.pool import transcribe_pooled
-from scenescribe.speech.static_decode import StaticDecoder
+from scenescribe.speech.static_decode import Decoding, StaticDecoder
+from scenescribe.speech.token_scores import NO_SPEECH, decoded_scores, forced_scores, watched_tokens
 from scenescribe.speech.whisper_parts import Decoded, SuppressMask, dtype_name_for
 
 log = logging.getLogger("scenescribe.speech")
@@ -287,20 +287,21 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                 kwargs = {"language": [lang for lang, _ in languages], "task": "transcribe"}
             suppress = self._suppress_mask(len(self._prompt(languages[0][0])))
             static = self._static()
+            decoded: list[list[int]] | Decoding
             with self._phase("decode"):
                 if static is not None:
-                    generated = static.generate(
+                    decoded = static.generate(
                         encoded, [self._prompt(lang) for lang, _ in languages],
                         self.max_new_tokens, suppress.always, suppress.first,
                         model.generation_config.eos_token_id)
                 else:
-                    generated = model.generate(
+                    decoded = model.generate(
                         encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                         logits_processor=LogitsProcessorList([suppress]),
                         return_timestamps=False, num_beams=max(1, self.options.beam_size),
                         do_sample=False, max_new_tokens=self.max_new_tokens, **kwargs,
                     ).cpu().tolist()
-            aligned = self._align(batch, encoded, generated, languages)
+            aligned = self._align(batch, encoded, decoded, languages)
         with self._phase("words", gpu=False):  # CPU only: the GPU is the others' meanwhile
             return [self._decoded(offset, len(samples) / SAMPLE_RATE, *chunk)
                     for (offset, samples), chunk in zip(batch, aligned, strict=True)]
@@ -325,7 +326,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         loaded: _Loaded = self.model
         graphs = self.decoder == "graph"
         if graphs not in loaded.static:
-            loaded.static[graphs] = StaticDecoder(loaded.net, graphs)
+            loaded.static[graphs] = StaticDecoder(
+                loaded.net, graphs, self.alignment_heads(),
+                watched_tokens(loaded.net.generation_config))
         return loaded.static[graphs]
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
@@ -364,43 +367,40 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return [*prompt, config.no_timestamps_token_id]
 
     def _align(self, batch: list[tuple[float, np.ndarray]], encoded: Any,
-               generated: list[list[int]], languages: list[tuple[str | None, float | None]],
-               ) -> list[tuple[Any, ...]]:
-        """Teacher-forced pass: per chunk the arguments of ``_decoded`` after its offset and
-        duration (text tokens, their log-probabilities, the frame each token starts at,
-        language, no-speech probability, truncation), all on the CPU."""
-        import torch
-
+               decoded: list[list[int]] | Decoding,
+               languages: list[tuple[str | None, float | None]]) -> list[tuple[Any, ...]]:
+        """Per chunk the arguments of ``_decoded`` after its offset and duration (text tokens,
+        their log-probabilities, the frame each token starts at, language, no-speech
+        probability, truncation), all on the CPU. ``decoded``: the static decoder's batch, or
+        ``generate``'s sequences (then a teacher-forced pass scores them: ``token_scores``)."""
         model = self.model.net
         config = model.generation_config
         eot = config.eos_token_id
+        generated = decoded.tokens if isinstance(decoded, Decoding) else decoded
         texts = [_text_tokens(seq, eot) for seq in generated]
         truncated = [len(t) >= self.max_new_tokens for t in texts]
         prompts = [self._prompt(lang) for lang, _ in languages]
-        sequences = [p + t + [eot] for p, t in zip(prompts, texts, strict=True)]
-        width = max(len(s) for s in sequences)
+        # The positions whose next token is a text token or the final end-of-text.
         rows = [range(len(p) - 1, len(p) + len(t)) for p, t in zip(prompts, texts, strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
         starts: list[np.ndarray | None] = [None] * len(batch)
         with self._phase("align"):
-            ids = torch.tensor([s + [eot] * (width - len(s)) for s in sequences],
-                               device=self.device)
-            capture = AttentionCapture(model, self.alignment_heads())
-            with capture:
-                logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids,
-                               use_cache=False).logits
-            logprobs = logits.float().log_softmax(dim=-1)
+            if isinstance(decoded, Decoding):
+                scores = decoded_scores(decoded, rows)
+            else:
+                scores = forced_scores(
+                    model, self.alignment_heads(), encoded,
+                    [p + t + [eot] for p, t in zip(prompts, texts, strict=True)], rows,
+                    watched_tokens(config)[NO_SPEECH], eot)
             spoken = [b for b, t in enumerate(texts) if t]  # the others have no words to time
-            matrices = capture.matrices(encoded, spoken, [rows[b] for b in spoken],
-                                        [frames[b] for b in spoken])
-            no_speech = logprobs[:, 0, config.no_timestamps_token_id - 1].exp().cpu().numpy()
-            # Each position's log-probability of the token after it, for every chunk at once.
-            next_lp = logprobs[:, :-1].gather(2, ids[:, 1:, None])[..., 0].cpu().numpy()
-        # DTW for the whole batch at once (in a child process when it is large: ``dtw_child``).
-        for b, found in zip(spoken, token_frames_apart(matrices), strict=True):
-            starts[b] = found
-        return [(texts[b], next_lp[b, rows[b].start:rows[b].stop], starts[b], languages[b],
-                 float(no_speech[b]), truncated[b]) for b in range(len(batch))]
+            matrices = scores.attention.matrices(spoken, [rows[b] for b in spoken],
+                                                 [frames[b] for b in spoken])
+        with self._phase("dtw", gpu=False):
+            # The whole batch at once (in a child process when it is large: ``dtw_child``).
+            for b, found in zip(spoken, token_frames_apart(matrices), strict=True):
+                starts[b] = found
+        return [(texts[b], scores.next_lp[b], starts[b], languages[b],
+                 float(scores.no_speech[b]), truncated[b]) for b in range(len(batch))]
 
     def _decoded(self, offset: float, duration: float, text: list[int], token_lp: np.ndarray,
                  starts: np.ndarray | None,

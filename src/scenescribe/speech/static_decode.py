@@ -15,16 +15,29 @@ that step is captured once per batch-size bucket as a CUDA graph and replayed: o
 token, with no Python between kernels. On CPU (and if capture fails) the same step runs eagerly.
 The decoding is ``generate``'s: greedy, the prompt forced, the suppression mask of
 ``hf_whisper.SuppressMask``, a row stopping at end-of-text, at most ``max_new_tokens`` tokens.
+
+What word times and the hallucination guard need is kept by the same step (``Decoding``): each
+position's log-probability of the token after it and of a few watched tokens (end-of-text,
+no-speech), and the alignment heads' cross-attention queries. The inputs of a causal decoder at
+a position are the same whether it decodes or is teacher-forced over the final tokens, so these
+are the teacher-forced pass's values (``alignment_heads``), without that pass: a 32-layer
+forward of about 1,000 small calls per batch, each of which waits for the interpreter lock and
+for a free SM beside Stage 1's other components. One step more than ``generate`` runs, so that
+a row cut at the token limit has its last token's queries too.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from scenescribe.gpu_share import capture_graph
 from scenescribe.projections import one_product
+from scenescribe.speech.alignment_heads import HeadAttention
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -50,14 +63,35 @@ class _Buffers:
     self_v: list[Any]
     cross_k: list[Any]
     cross_v: list[Any]
+    watched: Any  # [watch] token ids whose log-probabilities every position keeps
+    token_lp: Any  # [rows, length] float32: log-probability of the token after each position
+    watch_lp: Any  # [rows, length, watch] float32: log-probabilities of ``watched``
+    head_q: list[Any]  # per alignment layer [rows, heads, length, head_dim]: unscaled queries
+
+
+@dataclass(slots=True)
+class Decoding:
+    """One batch's tokens and what the step kept for them; ``attention`` reads the decoder's
+    buffers, valid until its next ``generate``."""
+
+    tokens: list[list[int]]  # per row: the prompt, then the chosen tokens up to end-of-text
+    token_lp: np.ndarray  # [rows, positions]: log-probability of the token after each position
+    watch_lp: np.ndarray  # [rows, positions, watch]: log-probabilities of the watched tokens
+    attention: HeadAttention
 
 
 class StaticDecoder:
-    """Greedy decoding of a ``WhisperForConditionalGeneration`` from encoder states."""
+    """Greedy decoding of a ``WhisperForConditionalGeneration`` from encoder states, keeping
+    the alignment heads' queries (``heads``: layer -> heads) and the log-probabilities of the
+    tokens chosen and of ``watched``."""
 
-    def __init__(self, model: Any, graphs: bool) -> None:
+    def __init__(self, model: Any, graphs: bool, heads: dict[int, list[int]],
+                 watched: Sequence[int]) -> None:
         self.model = model
         self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
+        self.heads = {layer: list(h) for layer, h in heads.items()}
+        self.watched = list(watched)
+        self._kept: dict[int, tuple[int, Any]] | None = None
         self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
         self._buffers: _Buffers | None = None
         self._graphs: dict[int, Any] = {}
@@ -69,8 +103,9 @@ class StaticDecoder:
                      for layer in model.model.decoder.layers]
 
     def generate(self, encoded: Any, prompts: list[list[int]], max_new_tokens: int,
-                 always: Any, first: Any, eot: int) -> list[list[int]]:
-        """Per row: the prompt then the chosen tokens, up to and including end-of-text.
+                 always: Any, first: Any, eot: int) -> Decoding:
+        """Per row: the prompt then the chosen tokens, up to and including end-of-text, with
+        what the steps kept (``Decoding``).
 
         ``encoded``: ``[rows, frames, d_model]`` encoder states; ``always``/``first``: boolean
         vocabulary masks of tokens never chosen / not chosen first (``SuppressMask``)."""
@@ -79,7 +114,9 @@ class StaticDecoder:
         start = len(prompts[0])
         if any(len(p) != start for p in prompts):
             raise ValueError("prompts of one batch must have one length")
-        length = -(-(start + max_new_tokens) // BUCKET) * BUCKET
+        limit = start + max_new_tokens  # positions a row may fill
+        # One position more: the step that reads a row's last token at the limit.
+        length = -(-(limit + 1) // BUCKET) * BUCKET
         use_graph = self.graphs and encoded.device.type == "cuda"
         rows = -(-n // BUCKET) * BUCKET if use_graph or self.pad else n
         buf = self._ensure(rows, length, encoded, always.shape[0])
@@ -88,8 +125,9 @@ class StaticDecoder:
         # Copied, not referenced: a captured graph reads the addresses it saw at capture.
         view.always.copy_(always)
         view.first.copy_(first)
+        self._kept_heads(encoded.device)
         step = self._graph_step(view, eot) if use_graph else None
-        steps = start - 1 + max_new_tokens
+        steps = limit  # the last one reads the token at the limit; its choice is dropped
         for i in range(steps):
             if step is not None:
                 step.replay()
@@ -98,8 +136,9 @@ class StaticDecoder:
             if (i + 1) % STOP_CHECK == 0 and i + 1 >= start and bool(view.done[:n].all()):
                 steps = i + 1
                 break
-        out = view.seq[:n, : steps + 1].cpu().tolist()
-        return [_cut(row, eot) for row in out]
+        out = view.seq[:n, : min(steps + 1, limit)].cpu().tolist()
+        return Decoding([_cut(row, eot) for row in out], view.token_lp[:n, :steps].cpu().numpy(),
+                        view.watch_lp[:n, :steps].cpu().numpy(), _Attention(self, view, n))
 
     # buffers
 
@@ -127,13 +166,18 @@ class StaticDecoder:
                     for _ in range(layers)]
 
         long = {"device": dev, "dtype": torch.long}
+        wide = {"device": dev, "dtype": torch.float32}
         self._buffers = _Buffers(
             rows, length, torch.zeros(rows, **long), torch.zeros(1, **long),
             torch.full((rows, length), -1, **long), torch.zeros((rows, length), **long),
             torch.zeros(rows, device=dev, dtype=torch.bool), torch.zeros(1, **long),
             torch.zeros(vocab, device=dev, dtype=torch.bool),
             torch.zeros(vocab, device=dev, dtype=torch.bool),
-            zeros(length), zeros(length), zeros(frames), zeros(frames))
+            zeros(length), zeros(length), zeros(frames), zeros(frames),
+            torch.tensor(self.watched, **long), torch.zeros((rows, length), **wide),
+            torch.zeros((rows, length, len(self.watched)), **wide),
+            [torch.zeros(rows, len(h), length, dim, device=dev, dtype=dtype)
+             for h in self.heads.values()])
         return self._buffers
 
     def _fill(self, buf: _Buffers, encoded: Any, prompts: list[list[int]], eot: int) -> None:
@@ -178,6 +222,7 @@ class StaticDecoder:
         keys = torch.arange(buf.length, device=buf.pos.device)
         bias = torch.zeros(1, 1, 1, buf.length, device=h.device, dtype=h.dtype)
         bias = bias.masked_fill(keys > buf.pos, float("-inf"))
+        kept = self._kept_heads(buf.pos.device)  # made before a capture, which copies nothing
         for i, (layer, fused) in enumerate(zip(decoder.layers, self._qkv, strict=True)):
             attn = layer.self_attn
             heads, dim = attn.num_heads, attn.head_dim
@@ -196,6 +241,9 @@ class StaticDecoder:
             cross = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
             q = cross.q_proj(x).view(rows, 1, heads, dim).transpose(1, 2)
+            if i in kept:  # an alignment layer: keep its heads' queries at this position
+                j, which = kept[i]
+                buf.head_q[j].index_copy_(2, buf.pos, q if which is None else q.index_select(1, which))
             o = F.scaled_dot_product_attention(q, buf.cross_k[i], buf.cross_v[i],
                                                scale=cross.scaling)
             h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
@@ -208,9 +256,25 @@ class StaticDecoder:
         chosen = torch.where(forced >= 0, forced, chosen)
         chosen = torch.where(buf.done, torch.full_like(chosen, eot), chosen)
         buf.done |= chosen == eot
+        # Unsuppressed, as a teacher-forced pass scores them.
+        logprobs = logits.float().log_softmax(dim=-1)
+        buf.token_lp.index_copy_(1, buf.pos, logprobs.gather(1, chosen[:, None]))
+        buf.watch_lp.index_copy_(1, buf.pos, logprobs.index_select(1, buf.watched)[:, None])
         buf.seq.index_copy_(1, after, chosen[:, None])
         buf.token.copy_(chosen)
         buf.pos.add_(1)
+
+    def _kept_heads(self, device: Any) -> dict[int, tuple[int, Any]]:
+        """Layer -> (its index in ``head_q``, the heads as an index tensor, or None for all)."""
+        import torch
+
+        if self._kept is None:
+            decoder = self.model.model.decoder
+            self._kept = {}
+            for j, (layer, heads) in enumerate(self.heads.items()):
+                every = heads == list(range(decoder.layers[layer].encoder_attn.num_heads))
+                self._kept[layer] = (j, None if every else torch.tensor(heads, device=device))
+        return self._kept
 
     def _graph_step(self, buf: _Buffers, eot: int) -> Any | None:
         """The step captured as a CUDA graph for ``buf.rows`` rows, or None to run eagerly."""
@@ -242,6 +306,29 @@ class StaticDecoder:
         return graph
 
 
+class _Attention(HeadAttention):
+    """The alignment heads' weights from the queries a batch's steps kept and its
+    cross-attention keys (``buf``'s first ``rows`` rows)."""
+
+    def __init__(self, decoder: StaticDecoder, buf: _Buffers, rows: int) -> None:
+        self.heads = decoder.heads
+        self.layers = decoder.model.model.decoder.layers
+        self.buf = buf
+        self.rows = rows
+
+    @property
+    def batch_size(self) -> int:
+        return self.rows
+
+    def head_products(self, index: list[int], whole: bool, layer: int, heads: list[int],
+                      rows: range, frames: int) -> tuple[Any, Any]:
+        j = list(self.heads).index(layer)
+        q = self.buf.head_q[j][: self.rows] if whole else self.buf.head_q[j][index]
+        keys = self.buf.cross_k[layer][: self.rows] if whole else self.buf.cross_k[layer][index]
+        scaling = self.layers[layer].encoder_attn.scaling
+        return q[:, :, rows.start:rows.stop] * scaling, keys[:, heads, :frames]
+
+
 def _rows(buf: _Buffers, rows: int) -> _Buffers:
     """The first ``rows`` rows of ``buf`` (views: graphs captured on them stay valid)."""
     if rows == buf.rows:
@@ -249,7 +336,9 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
     return _Buffers(rows, buf.length, buf.token[:rows], buf.pos, buf.prompt[:rows],
                     buf.seq[:rows], buf.done[:rows], buf.begin, buf.always, buf.first,
                     [k[:rows] for k in buf.self_k], [v[:rows] for v in buf.self_v],
-                    [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v])
+                    [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v],
+                    buf.watched, buf.token_lp[:rows], buf.watch_lp[:rows],
+                    [q[:rows] for q in buf.head_q])
 
 
 def _cut(row: list[int], eot: int) -> list[int]:
