@@ -1,8 +1,8 @@
 """Word timestamps from Whisper's cross-attention, as openai-whisper computes them.
 
-The decoder is run once more over the tokens it produced (teacher forcing); the attention
-weights of the checkpoint's *alignment heads* over the encoder frames (20 ms each) are
-normalised, median-filtered and averaged (``alignment_heads``, in torch on the model's device),
+The attention weights of the checkpoint's *alignment heads* over the encoder frames (20 ms
+each), for the positions of the tokens the decoder produced (kept while decoding, or from a
+teacher-forced pass after ``generate``: ``token_scores``), are normalised, median-filtered and averaged (``alignment_heads``, in torch on the model's device),
 and dynamic time warping finds the monotonic path from tokens to frames (numpy, here; for a
 batch in a process of its own, ``dtw_child``). A word starts where the path reaches its first
 token.

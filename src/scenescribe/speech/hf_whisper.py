@@ -10,12 +10,13 @@ while the model works, and each video's result is routed back as its last chunk 
 encoder runs with SDPA (FlashAttention-2 when ``flash_attn`` is installed on CUDA). Greedy
 decoding runs in ``static_decode``: a fixed cache and, on CUDA, one CUDA graph replay per token
 (``decoder = "generate"`` keeps transformers' ``generate``, which beam search still uses). Word
-times come from a second, teacher-forced decoder pass whose alignment-head cross-attention is
-aligned to the audio frames by dynamic time warping (``alignment``), as openai-whisper does. No
-attention weights are kept while decoding: ``generate(return_token_timestamps=True)`` would
-switch the whole model to eager attention and keep every layer's attention at every step; the
-second pass computes only the alignment heads' weights from the queries and keys of their
-layers.
+times come from the alignment heads' cross-attention over the audio frames, aligned to the
+frames by dynamic time warping (``alignment``), as openai-whisper does. The static decoder keeps
+those heads' queries, each token's log-probability and, where no language is forced, detects
+the language in its own first step (``static_decode``, ``token_scores``); after ``generate``,
+a second, teacher-forced pass computes them. No attention weights are kept while decoding:
+``generate(return_token_timestamps=True)`` would switch the whole model to eager attention and
+keep every layer's attention at every step.
 
 Hallucination guard: an energy gate (no chunk whose loudest 10 ms is below -55 dBFS reaches the
 model), then the shared ``guard.SpeechGuard`` with a floor on the mean token log-probability
@@ -60,7 +61,13 @@ from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import Decoding, StaticDecoder
-from scenescribe.speech.token_scores import NO_SPEECH, decoded_scores, forced_scores, watched_tokens
+from scenescribe.speech.token_scores import (
+    LANGUAGES,
+    NO_SPEECH,
+    decoded_scores,
+    forced_scores,
+    watched_tokens,
+)
 from scenescribe.speech.whisper_parts import Decoded, SuppressMask, dtype_name_for
 
 log = logging.getLogger("scenescribe.speech")
@@ -281,20 +288,26 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     device=self.device,
                 ).input_features.to(self.device, model.dtype)
                 encoded = model.model.encoder(features).last_hidden_state
-                languages = self._languages(encoded)
-            kwargs: dict[str, Any] = {}
-            if self.multilingual:
-                kwargs = {"language": [lang for lang, _ in languages], "task": "transcribe"}
-            suppress = self._suppress_mask(len(self._prompt(languages[0][0])))
-            static = self._static()
+                static = self._static()
+                # The static decoder detects the language in its first step.
+                detect = static is not None and self._detects_language()
+                languages = [] if detect else self._languages(encoded)
+            suppress = self._suppress_mask(len(self._prompt(None)))
             decoded: list[list[int]] | Decoding
             with self._phase("decode"):
                 if static is not None:
                     decoded = static.generate(
-                        encoded, [self._prompt(lang) for lang, _ in languages],
+                        encoded, [self._prompt(lang) for lang, _ in languages]
+                        or [self._prompt(None)] * len(batch),
                         self.max_new_tokens, suppress.always, suppress.first,
                         model.generation_config.eos_token_id)
+                    if detect:
+                        languages = self._chosen_languages(decoded)
                 else:
+                    kwargs: dict[str, Any] = {}
+                    if self.multilingual:
+                        kwargs = {"language": [lang for lang, _ in languages],
+                                  "task": "transcribe"}
                     decoded = model.generate(
                         encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
                         logits_processor=LogitsProcessorList([suppress]),
@@ -326,9 +339,12 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         loaded: _Loaded = self.model
         graphs = self.decoder == "graph"
         if graphs not in loaded.static:
+            config = loaded.net.generation_config
+            languages = list(config.lang_to_id.values()) if self._detects_language() else []
+            # Watched: end-of-text, no-speech, then the language tokens (``_chosen_languages``).
             loaded.static[graphs] = StaticDecoder(
                 loaded.net, graphs, self.alignment_heads(),
-                watched_tokens(loaded.net.generation_config))
+                [*watched_tokens(config), *languages], languages)
         return loaded.static[graphs]
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
@@ -336,6 +352,20 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         loaded = self.model
         return SuppressMask(loaded.net.config.vocab_size, loaded.suppress, loaded.begin,
                             prompt_length, self.device)
+
+    def _detects_language(self) -> bool:
+        return self.multilingual and not self.options.language
+
+    def _chosen_languages(self, decoding: Decoding) -> list[tuple[str | None, float | None]]:
+        """Per chunk: the language token the static decoder chose after start-of-transcript,
+        and its probability among the language tokens (``_languages``' figure)."""
+        lang_to_id = self.model.net.generation_config.lang_to_id
+        names = {token: name.strip("<|>") for name, token in lang_to_id.items()}
+        logprobs = decoding.watch_lp[:, 0, LANGUAGES:]
+        probs = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return [(names[row[1]], float(p.max())) for row, p in zip(decoding.tokens, probs,
+                                                                   strict=True)]
 
     def _languages(self, encoded: Any) -> list[tuple[str | None, float | None]]:
         """Per chunk: the forced language, "en" for English-only models, or the detected one."""
@@ -360,10 +390,13 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return [(names[int(p.argmax())], float(p.max())) for p in probs]
 
     def _prompt(self, language: str | None) -> list[int]:
+        """The forced tokens before the text; a multilingual model's language None is -1, left
+        to the static decoder to choose (``StaticDecoder``)."""
         config = self.model.net.generation_config
         prompt = [config.decoder_start_token_id]
         if self.multilingual:
-            prompt += [config.lang_to_id[f"<|{language}|>"], config.task_to_id["transcribe"]]
+            chosen = -1 if language is None else config.lang_to_id[f"<|{language}|>"]
+            prompt += [chosen, config.task_to_id["transcribe"]]
         return [*prompt, config.no_timestamps_token_id]
 
     def _align(self, batch: list[tuple[float, np.ndarray]], encoded: Any,

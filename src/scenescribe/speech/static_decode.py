@@ -59,6 +59,7 @@ class _Buffers:
     begin: Any  # [1] the position whose output is the first free token
     always: Any  # [vocab] tokens never chosen
     first: Any  # [vocab] tokens never chosen first
+    not_language: Any  # [vocab] tokens not chosen where a prompt leaves its language open
     self_k: list[Any]
     self_v: list[Any]
     cross_k: list[Any]
@@ -83,14 +84,17 @@ class Decoding:
 class StaticDecoder:
     """Greedy decoding of a ``WhisperForConditionalGeneration`` from encoder states, keeping
     the alignment heads' queries (``heads``: layer -> heads) and the log-probabilities of the
-    tokens chosen and of ``watched``."""
+    tokens chosen and of ``watched``. A prompt entry of -1 before the first free position is
+    chosen among ``languages`` (language detection, as transformers' ``detect_language``:
+    the likeliest language token after start-of-transcript)."""
 
     def __init__(self, model: Any, graphs: bool, heads: dict[int, list[int]],
-                 watched: Sequence[int]) -> None:
+                 watched: Sequence[int], languages: Sequence[int] = ()) -> None:
         self.model = model
         self.graphs = graphs  # CUDA graphs on a CUDA device (off after a failed capture)
         self.heads = {layer: list(h) for layer, h in heads.items()}
         self.watched = list(watched)
+        self.languages = list(languages)
         self._kept: dict[int, tuple[int, Any]] | None = None
         self.pad = False  # pad batches to buckets without graphs too (tests the graph layout)
         self._buffers: _Buffers | None = None
@@ -114,6 +118,8 @@ class StaticDecoder:
         start = len(prompts[0])
         if any(len(p) != start for p in prompts):
             raise ValueError("prompts of one batch must have one length")
+        if not self.languages and any(t < 0 for p in prompts for t in p):
+            raise ValueError("an open prompt position needs the language tokens to choose from")
         limit = start + max_new_tokens  # positions a row may fill
         # One position more: the step that reads a row's last token at the limit.
         length = -(-(limit + 1) // BUCKET) * BUCKET
@@ -172,13 +178,20 @@ class StaticDecoder:
             torch.full((rows, length), -1, **long), torch.zeros((rows, length), **long),
             torch.zeros(rows, device=dev, dtype=torch.bool), torch.zeros(1, **long),
             torch.zeros(vocab, device=dev, dtype=torch.bool),
-            torch.zeros(vocab, device=dev, dtype=torch.bool),
+            torch.zeros(vocab, device=dev, dtype=torch.bool), self._not_language(vocab, dev),
             zeros(length), zeros(length), zeros(frames), zeros(frames),
             torch.tensor(self.watched, **long), torch.zeros((rows, length), **wide),
             torch.zeros((rows, length, len(self.watched)), **wide),
             [torch.zeros(rows, len(h), length, dim, device=dev, dtype=dtype)
              for h in self.heads.values()])
         return self._buffers
+
+    def _not_language(self, vocab: int, device: Any) -> Any:
+        import torch
+
+        mask = torch.ones(vocab, device=device, dtype=torch.bool)
+        mask[[t for t in self.languages if t < vocab]] = False
+        return mask
 
     def _fill(self, buf: _Buffers, encoded: Any, prompts: list[list[int]], eot: int) -> None:
         """This batch's cross-attention keys and values, prompts and a cleared cache."""
@@ -249,7 +262,10 @@ class StaticDecoder:
             h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))
             h = h + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(h))))
         logits = model.proj_out(decoder.layer_norm(h))[:, 0]
-        mask = torch.where(buf.pos == buf.begin, buf.first, buf.always)[: logits.shape[-1]]
+        mask = torch.where(buf.pos == buf.begin, buf.first, buf.always)
+        if self.languages:  # an open prompt position: a language token (detection)
+            mask = torch.where(buf.pos < buf.begin, buf.not_language, mask)
+        mask = mask[: logits.shape[-1]]
         chosen = logits.masked_fill(mask, float("-inf")).argmax(dim=-1)
         after = buf.pos + 1
         forced = buf.prompt.index_select(1, after)[:, 0]
@@ -335,6 +351,7 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
         return buf
     return _Buffers(rows, buf.length, buf.token[:rows], buf.pos, buf.prompt[:rows],
                     buf.seq[:rows], buf.done[:rows], buf.begin, buf.always, buf.first,
+                    buf.not_language,
                     [k[:rows] for k in buf.self_k], [v[:rows] for v in buf.self_v],
                     [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v],
                     buf.watched, buf.token_lp[:rows], buf.watch_lp[:rows],

@@ -17,7 +17,9 @@ import numpy as np
 from scenescribe.speech.alignment_heads import AttentionCapture, HeadAttention
 from scenescribe.speech.static_decode import Decoding
 
-EOT, NO_SPEECH = 0, 1  # columns of ``Decoding.watch_lp`` (the decoder's ``watched`` order)
+# Columns of ``Decoding.watch_lp`` (the decoder's ``watched`` order): end-of-text, no-speech,
+# then the language tokens where the decoder detects the language.
+EOT, NO_SPEECH, LANGUAGES = 0, 1, 2
 
 
 @dataclass(slots=True)
