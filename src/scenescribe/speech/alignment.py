@@ -2,10 +2,10 @@
 
 The attention weights of the checkpoint's *alignment heads* over the encoder frames (20 ms
 each), for the positions of the tokens the decoder produced (kept while decoding, or from a
-teacher-forced pass after ``generate``: ``token_scores``), are normalised, median-filtered and averaged (``alignment_heads``, in torch on the model's device),
-and dynamic time warping finds the monotonic path from tokens to frames (numpy, here; for a
-batch in a process of its own, ``dtw_child``). A word starts where the path reaches its first
-token.
+teacher-forced pass after ``generate``: ``token_scores``), are normalised, median-filtered and
+averaged (``alignment_heads``, in torch on the model's device), and dynamic time warping finds
+the monotonic path from tokens to frames (numpy, here; for a batch in a process of its own,
+``dtw_child``). A word starts where the path reaches its first token.
 """
 
 from __future__ import annotations
