@@ -327,6 +327,23 @@ def test_chunks_together_give_each_chunks_own_alignment_matrix(
     np.testing.assert_allclose(picked[1], alone[3], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("width", [3, 5, 7, 9])
+def test_the_median_network_is_the_median(width: int) -> None:
+    """``sliding_median`` (CUDA's filter) against torch's median: every 0/1 window (the 0-1
+    principle: a compare-exchange network that selects right on those does on any input), then
+    random values with ties."""
+    import itertools
+
+    import torch
+
+    from scenescribe.speech.alignment_heads import sliding_median
+
+    windows = torch.tensor(list(itertools.product([0.0, 1.0], repeat=width)))
+    assert torch.equal(sliding_median(windows, width)[:, 0], windows.median(dim=-1).values)
+    x = torch.randint(0, 4, (3, 5, 60)).float()
+    assert torch.equal(sliding_median(x, width), x.unfold(-1, width, 1).median(dim=-1).values)
+
+
 def test_alignment_matrix_is_openai_whispers_normalise_filter_average() -> None:
     import torch
 

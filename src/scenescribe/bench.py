@@ -253,7 +253,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
 # caption engine's waits for preprocessing and its model calls, the speech reader's seconds
 # and the speech model's phases (``SpeechRecognizer.phase_seconds``).
 SPLIT_DETAILS = ("prepare_wait_s", "generate_s", "audio_read_s", "encode_s", "decode_s",
-                 "align_s", "words_s")
+                 "align_s", "dtw_s", "words_s")
 
 
 def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,
