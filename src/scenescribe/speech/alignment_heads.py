@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 
 MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
-# Weights computed at once: 128 MiB of float32, and about 8 times that while the median filter
-# holds its lanes. W1's 45 chunks of large-v3 (10 heads, 225 rows, 1,500 frames) are five
+# Weights computed at once: 256 MiB of float32, and about 8 times that while the median filter
+# holds its lanes. W1's 45 chunks of large-v3 (10 heads, 225 rows, 1,500 frames) are three
 # pieces; a checkpoint without published heads (every head of the upper half) takes more.
-PIECE_CELLS = 1 << 25
+# Fewer, larger pieces mean fewer calls, and inside Stage 1 each call may wait for the
+# interpreter lock (``dtw_child``).
+PIECE_CELLS = 1 << 26
 
 
 class HeadAttention:
