@@ -60,7 +60,9 @@ class _Buffers:
     always: Any  # [vocab] tokens never chosen
     first: Any  # [vocab] tokens never chosen first
     not_language: Any  # [vocab] tokens not chosen where a prompt leaves its language open
-    self_k: list[Any]
+    self_kv: Any  # [2, layers, rows, heads, length, head_dim]: the self-attention cache
+    cross_kv: Any  # [layers, 2, rows, heads, frames, head_dim]: cross-attention keys, values
+    self_k: list[Any]  # per layer, views of those two
     self_v: list[Any]
     cross_k: list[Any]
     cross_v: list[Any]
@@ -105,6 +107,9 @@ class StaticDecoder:
         # other components' kernels, so every launch saved counts.
         self._qkv = [one_product(layer.self_attn, ("q_proj", "k_proj", "v_proj"))
                      for layer in model.model.decoder.layers]
+        # And each layer's cross-attention keys and values, once per batch (``_fill``).
+        self._cross = [one_product(layer.encoder_attn, ("k_proj", "v_proj"))
+                       for layer in model.model.decoder.layers]
 
     def generate(self, encoded: Any, prompts: list[list[int]], max_new_tokens: int,
                  always: Any, first: Any, eot: int) -> Decoding:
@@ -167,10 +172,9 @@ class StaticDecoder:
         rows = max(rows, old_rows)
         layers = len(decoder.layers)
 
-        def zeros(size: int) -> list[Any]:
-            return [torch.zeros(rows, heads, size, dim, device=dev, dtype=dtype)
-                    for _ in range(layers)]
-
+        # One tensor each, so that a batch clears or fills them in a few calls (``_fill``).
+        self_kv = torch.zeros(2, layers, rows, heads, length, dim, device=dev, dtype=dtype)
+        cross_kv = torch.zeros(layers, 2, rows, heads, frames, dim, device=dev, dtype=dtype)
         long = {"device": dev, "dtype": torch.long}
         wide = {"device": dev, "dtype": torch.float32}
         self._buffers = _Buffers(
@@ -179,7 +183,8 @@ class StaticDecoder:
             torch.zeros(rows, device=dev, dtype=torch.bool), torch.zeros(1, **long),
             torch.zeros(vocab, device=dev, dtype=torch.bool),
             torch.zeros(vocab, device=dev, dtype=torch.bool), self._not_language(vocab, dev),
-            zeros(length), zeros(length), zeros(frames), zeros(frames),
+            self_kv, cross_kv, list(self_kv[0]), list(self_kv[1]), list(cross_kv[:, 0]),
+            list(cross_kv[:, 1]),
             torch.tensor(self.watched, **long), torch.zeros((rows, length), **wide),
             torch.zeros((rows, length, len(self.watched)), **wide),
             [torch.zeros(rows, len(h), length, dim, device=dev, dtype=dtype)
@@ -196,18 +201,21 @@ class StaticDecoder:
     def _fill(self, buf: _Buffers, encoded: Any, prompts: list[list[int]], eot: int) -> None:
         """This batch's cross-attention keys and values, prompts and a cleared cache."""
         import torch
+        import torch.nn.functional as F
 
-        n = encoded.shape[0]
-        for layer, k, v in zip(self.model.model.decoder.layers, buf.cross_k, buf.cross_v,
-                               strict=True):
+        n, frames = encoded.shape[:2]
+        layers = self.model.model.decoder.layers
+        for i, (layer, fused) in enumerate(zip(layers, self._cross, strict=True)):
             attn = layer.encoder_attn
-            shape = (n, -1, attn.num_heads, attn.head_dim)
-            k[:n].copy_(attn.k_proj(encoded).view(shape).transpose(1, 2))
-            v[:n].copy_(attn.v_proj(encoded).view(shape).transpose(1, 2))
-            k[n:].zero_()
-            v[n:].zero_()
-        for cache in (*buf.self_k, *buf.self_v):
-            cache.zero_()  # masked positions are multiplied by 0: they must hold no NaN
+            shape = (n, frames, attn.num_heads, attn.head_dim)
+            if fused is not None:  # keys and values from one product, in one copy
+                both = F.linear(encoded, *fused).view(n, frames, 2, *shape[2:])
+                buf.cross_kv[i, :, :n].copy_(both.permute(2, 0, 3, 1, 4))
+            else:
+                buf.cross_k[i][:n].copy_(attn.k_proj(encoded).view(shape).transpose(1, 2))
+                buf.cross_v[i][:n].copy_(attn.v_proj(encoded).view(shape).transpose(1, 2))
+        buf.cross_kv[:, :, n:].zero_()
+        buf.self_kv.zero_()  # masked positions are multiplied by 0: they must hold no NaN
         prompt = torch.tensor(prompts, device=buf.prompt.device)
         start = prompt.shape[1]
         buf.prompt.fill_(-1)
@@ -317,8 +325,7 @@ class StaticDecoder:
         buf.seq.copy_(saved[1])
         buf.done.copy_(saved[2])
         buf.pos.zero_()
-        for cache in (*buf.self_k, *buf.self_v):
-            cache.zero_()
+        buf.self_kv.zero_()
         return graph
 
 
@@ -352,6 +359,7 @@ def _rows(buf: _Buffers, rows: int) -> _Buffers:
     return _Buffers(rows, buf.length, buf.token[:rows], buf.pos, buf.prompt[:rows],
                     buf.seq[:rows], buf.done[:rows], buf.begin, buf.always, buf.first,
                     buf.not_language,
+                    buf.self_kv[:, :, :rows], buf.cross_kv[:, :, :rows],
                     [k[:rows] for k in buf.self_k], [v[:rows] for v in buf.self_v],
                     [k[:rows] for k in buf.cross_k], [v[:rows] for v in buf.cross_v],
                     buf.watched, buf.token_lp[:rows], buf.watch_lp[:rows],
