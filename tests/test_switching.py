@@ -17,8 +17,15 @@ def _restore_interval():
     sys.setswitchinterval(before)
 
 
-def test_shortened_while_held_and_restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SCENESCRIBE_SWITCH_US", raising=False)
+    sys.setswitchinterval(0.005)
+    with short_switches():
+        assert sys.getswitchinterval() == pytest.approx(0.005, rel=0.05)
+
+
+def test_shortened_while_held_and_restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCENESCRIBE_SWITCH_US", "500")
     sys.setswitchinterval(0.005)
     with short_switches():
         assert sys.getswitchinterval() == pytest.approx(0.0005, rel=0.05)
@@ -62,7 +69,7 @@ def test_never_lengthened_and_zero_leaves_it(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_restored_when_the_body_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SCENESCRIBE_SWITCH_US", raising=False)
+    monkeypatch.setenv("SCENESCRIBE_SWITCH_US", "500")
     sys.setswitchinterval(0.005)
     with pytest.raises(ValueError), short_switches():
         raise ValueError("boom")

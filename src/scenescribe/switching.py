@@ -7,12 +7,16 @@ calls then waits about that long per call. Stage 1's process has such threads (t
 ByteTrack, the frame writers, the stages' own threads). ``benchmarks/bench_dtw.py`` measured
 this on a CPU: a loop of about 2,000 numpy calls took 0.43 s alone, 12.2 s beside one busy
 thread, and 1.96 s beside it with a 0.5 ms interval. On the H200, Whisper's encoder phase
-(about 700 calls) took 4.7 s inside Stage 1 at 5 ms and 1.0 s with the whole run at 0.5 ms.
+(about 700 calls) took 4.7 s inside Stage 1 at 5 ms and 1.0 s with the whole run at 0.5 ms,
+but that did not repeat (below).
 
-``short_switches`` sets the interval to ``SCENESCRIBE_SWITCH_US`` microseconds (default 500;
-0 leaves the interpreter's own) while at least one thread is inside it, and puts the previous
-value back when the last one leaves. It only ever shortens the interval. The cost is more
-frequent hand-overs between the other threads while it is held.
+``short_switches`` sets the interval to ``SCENESCRIBE_SWITCH_US`` microseconds while at least
+one thread is inside it, and puts the previous value back when the last one leaves. It only
+ever shortens the interval. Off by default (0 leaves the interpreter's own): around Whisper's
+batches inside Stage 1 on the H200 (W1, one host, back to back, 2026-12-03m) speech took 19.5 s
+at 500 us against 18.4 s at 5 ms, and a whole run at 0.5 ms took 17.9 s against 18.4 s on
+another host: no gain beyond the run-to-run spread, whose encoder phase alone varied from 1.0
+to 9.8 s.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 
 from scenescribe.knobs import env_count
 
-DEFAULT_MICROSECONDS = 500
+DEFAULT_MICROSECONDS = 0  # measured: no gain (above)
 
 _lock = threading.Lock()
 _holders = 0

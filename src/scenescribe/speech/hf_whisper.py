@@ -281,8 +281,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
         stream = self.model.stream
-        # Short switches: a batch is about 1,000 calls, each of which would otherwise wait out
-        # the other threads' switch interval to take the interpreter lock back (``switching``).
+        # A batch is about 1,000 calls, each of which may wait out the other threads' switch
+        # interval to take the interpreter lock back: ``SCENESCRIBE_SWITCH_US`` shortens it
+        # (``switching``; off by default, no gain measured).
         with self._gpu_hold(), short_switches(), torch.inference_mode(), (
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             with self._phase("encode"):
