@@ -251,9 +251,12 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
 
 # Parts of a stage's compute some stages report per video (summed like ``compute_s``): the
 # caption engine's waits for preprocessing and its model calls, the speech reader's seconds
-# and the speech model's phases (``SpeechRecognizer.phase_seconds``).
-SPLIT_DETAILS = ("prepare_wait_s", "generate_s", "audio_read_s", "encode_s", "decode_s",
-                 "align_s", "dtw_s", "words_s")
+# and the speech model's phases (``SpeechRecognizer.phase_seconds``; with the thread's CPU
+# seconds and context switches in each, ``speech.phases``).
+SPEECH_PHASES = ("encode", "decode", "align", "dtw", "words")
+SPLIT_DETAILS = ("prepare_wait_s", "generate_s", "audio_read_s",
+                 *(f"{phase}{part}" for phase in SPEECH_PHASES
+                   for part in ("_s", "_cpu_s", "_blocked", "_preempted")))
 
 
 def job_split(timings: Sequence[dict[str, dict[str, Any]]], wall_s: float,

@@ -105,7 +105,8 @@ class AttentionCapture(HeadAttention):
 
     def __enter__(self) -> AttentionCapture:
         for layer in self.heads:
-            def hook(module: Any, args: tuple, kwargs: dict, layer: int = layer) -> None:
+            def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     layer: int = layer) -> None:
                 self.states[layer] = args[0] if args else kwargs["hidden_states"]
 
             attn = self.layers[layer].encoder_attn

@@ -39,7 +39,6 @@ import contextlib
 import functools
 import importlib.util
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +58,7 @@ from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.guard import LanguageVote
+from scenescribe.speech.phases import PhaseClock
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import Decoding, StaticDecoder
 from scenescribe.speech.token_scores import (
@@ -101,26 +101,23 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
     side_by_side = True
     reads_while_loading = True
-    _phases: dict[str, float] | None = None
+    _clock: PhaseClock | None = None
 
     def phase_seconds(self) -> dict[str, float]:
-        return dict(self._phases or {})
+        return self._clock.seconds() if self._clock is not None else {}
 
-    @contextlib.contextmanager
-    def _phase(self, name: str, gpu: bool = True) -> Iterator[None]:
-        """Times a phase of ``decode`` into ``phase_seconds``. A ``gpu`` phase on CUDA waits for
-        the current stream (Whisper's) at its end, so the GPU's work is charged to the phase
-        that queued it: three waits per batch, each where the next phase reads results anyway."""
-        start = time.perf_counter()
-        yield
+    def _phase(self, name: str, gpu: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Times a phase of ``decode`` (``phases``). A ``gpu`` phase on CUDA waits for the
+        current stream (Whisper's) at its end, so the GPU's work is charged to the phase that
+        queued it: three waits per batch, each where the next phase reads results anyway."""
+        if self._clock is None:
+            self._clock = PhaseClock()
+        wait = None
         if gpu and self.device.startswith("cuda"):
             import torch
 
-            torch.cuda.current_stream().synchronize()
-        if self._phases is None:
-            self._phases = {}
-        key = f"{name}_s"
-        self._phases[key] = self._phases.get(key, 0.0) + time.perf_counter() - start
+            wait = torch.cuda.current_stream().synchronize
+        return self._clock.phase(name, wait)
 
     def _load(self) -> Any:
         import torch
