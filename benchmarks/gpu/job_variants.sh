@@ -5,18 +5,14 @@
 # first call) and with .carry/tnw carried:
 #   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
 #     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
-#     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch] [stage1noswitch]
-#     [stage1speechswitch]
+#     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
 # priority), stage1 (the same job without captions: Stage 1's wall clock), switch (the
 # interpreter's thread switch interval at 0.5 ms instead of 5 ms, set by a sitecustomize on the
 # job's path only; stage1switch: the same for Stage 1 alone: small-call loops such as speech's
-# wait out other threads' switch interval at each call, see benchmarks/bench_dtw.py;
-# stage1noswitch: Stage 1 with SCENESCRIBE_SWITCH_US=0, the interval left at 5 ms during
-# Whisper's batches, the default since 2026-12-03m; stage1speechswitch: 500 us during them),
-# onevideo
+# wait out other threads' switch interval at each call, see benchmarks/bench_dtw.py), onevideo
 # / twovideos (SCENESCRIBE_COMPONENT_VIDEOS=1 / 2: the tracker and
 # the sound tagger one video at a time (the default since 2026-12-03j) / two, waves overlapping),
 # speechexclusive (SCENESCRIBE_SPEECH_EXCLUSIVE=1: each Whisper batch holds the GPU alone;
@@ -49,8 +45,6 @@ for variant in "$@"; do
     speechshared) ;;
     stage1speechshared) model= ;;
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
-    stage1noswitch) model= env=(SCENESCRIBE_SWITCH_US=0) ;;
-    stage1speechswitch) model= env=(SCENESCRIBE_SWITCH_US=500) ;;
     stage1switch) model=
       echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;

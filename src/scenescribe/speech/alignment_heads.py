@@ -9,10 +9,8 @@ The DTW that follows is numpy (``alignment``, ``dtw_child``).
 Chunks are taken together, not one by one: those of a batch that share their first text row
 and their frame count (every full 30 s chunk; each video's last chunk is shorter) are one
 product per layer and one normalisation, their differing token counts masked. Chunk by chunk
-this was about 40 small kernels each (1,800 for W1's 45 chunks); inside Stage 1 each such call
-waits twice, for the interpreter lock (every torch call releases and retakes it, and beside busy
-threads the retake waits out their switch interval) and for a free SM behind the other
-components' kernels.
+this was about 40 small kernels each (1,800 for W1's 45 chunks), and inside Stage 1 each small
+kernel waits for a free SM behind the other components' large ones.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ MEDIAN_WIDTH = 7  # openai-whisper's median filter over attention frames
 # Weights computed at once: 256 MiB of float32, and about 8 times that while the median filter
 # holds its lanes. W1's 45 chunks of large-v3 (10 heads, 225 rows, 1,500 frames) are three
 # pieces; a checkpoint without published heads (every head of the upper half) takes more.
-# Fewer, larger pieces mean fewer calls, and inside Stage 1 each call may wait for the
-# interpreter lock (``dtw_child``).
+# Fewer, larger pieces mean fewer kernels, each of which may wait for the GPU inside Stage 1.
 PIECE_CELLS = 1 << 26
 
 

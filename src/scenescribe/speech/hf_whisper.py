@@ -69,7 +69,6 @@ from scenescribe.speech.token_scores import (
     watched_tokens,
 )
 from scenescribe.speech.whisper_parts import Decoded, SuppressMask, dtype_name_for
-from scenescribe.switching import short_switches
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -278,10 +277,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
         stream = self.model.stream
-        # A batch is about 1,000 calls, each of which may wait out the other threads' switch
-        # interval to take the interpreter lock back: ``SCENESCRIBE_SWITCH_US`` shortens it
-        # (``switching``; off by default, no gain measured).
-        with self._gpu_hold(), short_switches(), torch.inference_mode(), (
+        with self._gpu_hold(), torch.inference_mode(), (
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             with self._phase("encode"):
                 features = processor.feature_extractor(  # log-mel on the model's device

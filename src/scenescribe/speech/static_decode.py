@@ -4,8 +4,8 @@
 (640 for large-v3's 32 layers) and walks its cache classes, logits processors and stopping
 criteria at every step: a large-v3 step costs tens of milliseconds whatever the batch, while
 the GPU's own work for it (reading 1.8 GB of decoder weights and the batch's cross-attention
-keys and values) is 1-3 ms. In Stage 1 the loop also shares the interpreter lock with the
-other components' threads, and every kernel launch releases and retakes it.
+keys and values) is 1-3 ms. In Stage 1 that Python also shares the interpreter and the CPUs
+with the other components' threads.
 
 Here the cross-attention keys and values are computed once per batch into fixed buffers, the
 self-attention cache is a fixed ``[batch, heads, length, head_dim]`` buffer written at a
@@ -21,8 +21,8 @@ position's log-probability of the token after it and of a few watched tokens (en
 no-speech), and the alignment heads' cross-attention queries. The inputs of a causal decoder at
 a position are the same whether it decodes or is teacher-forced over the final tokens, so these
 are the teacher-forced pass's values (``alignment_heads``), without that pass: a 32-layer
-forward of about 1,000 small calls per batch, each of which waits for the interpreter lock and
-for a free SM beside Stage 1's other components. One step more than ``generate`` runs, so that
+forward of about 1,000 small kernels per batch, each of which waits for a free SM beside Stage
+1's other components. One step more than ``generate`` runs, so that
 a row cut at the token limit has its last token's queries too.
 """
 
