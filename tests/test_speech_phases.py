@@ -14,9 +14,9 @@ def test_waiting_and_working_phases_are_told_apart() -> None:
     clock = PhaseClock()
     with clock.phase("sleep"):
         time.sleep(0.2)
-    with clock.phase("work"):
-        end = time.perf_counter() + 0.2
-        while time.perf_counter() < end:
+    with clock.phase("work"):  # until this thread has had 0.2 s of CPU, however loaded
+        end = time.thread_time() + 0.2
+        while time.thread_time() < end:
             pass
     waited = []
     with clock.phase("sleep", wait=lambda: waited.append(True)):  # sums over entries
@@ -24,7 +24,7 @@ def test_waiting_and_working_phases_are_told_apart() -> None:
     got = clock.seconds()
     assert waited == [True]
     assert got["sleep_s"] >= 0.25 and got["sleep_cpu_s"] < 0.1
-    assert got["work_s"] >= 0.2 and got["work_cpu_s"] >= 0.1
+    assert got["work_s"] >= 0.2 and got["work_cpu_s"] >= 0.15  # ticks: a little under 0.2
     if sys.platform.startswith("linux"):  # a sleep gives the CPU up
         assert got["sleep_blocked"] >= 2
     assert set(got) == {f"{n}_{k}" for n in ("sleep", "work")
@@ -51,6 +51,8 @@ def test_whisper_reports_its_phases() -> None:
     recognizer.decode([(0.0, decode_audio(media("real/grid/bbaf2n.mpg")))])
     got = recognizer.phase_seconds()
     for phase in ("encode", "decode", "align", "dtw", "words"):
-        assert got[f"{phase}_s"] >= got[f"{phase}_cpu_s"] * 0.5 >= 0  # threads may add CPU
-    assert got["decode_s"] > 0
+        # CPU seconds are counted in scheduler ticks: a short phase may show more than its wall
+        assert min(got[f"{phase}{part}"] for part in ("_s", "_cpu_s", "_blocked",
+                                                        "_preempted")) >= 0
+    assert got["decode_s"] > 0 and got["decode_cpu_s"] > 0
     recognizer.unload()

@@ -214,3 +214,23 @@ def test_what_the_steps_keep_equals_a_teacher_forced_pass(tiny, max_new_tokens: 
         assert ours[b].shape == (len(rows[b]), frames[b])
         np.testing.assert_allclose(kept.next_lp[b], forced.next_lp[b], atol=2e-4)
         np.testing.assert_allclose(ours[b], theirs[b], atol=2e-3)
+
+
+def test_log_mel_is_the_feature_extractors(tiny) -> None:
+    """``LogMel`` gives the extractor's features (padded, cut at 30 s, short chunks), and its
+    reused buffer holds nothing of an earlier, larger batch."""
+    import numpy as np
+    import torch
+
+    from scenescribe.speech.log_mel import LogMel
+
+    extractor = tiny.model.processor.feature_extractor
+    synthetic = decode_audio(media(SYNTHETIC))
+    chunks = [synthetic[: 30 * SAMPLE_RATE], decode_audio(media(GRID[0])),
+              synthetic[: 35 * SAMPLE_RATE], synthetic[:800]]
+    mel = LogMel(extractor, "cpu")
+    for batch in (chunks, chunks[1:2]):
+        theirs = extractor(batch, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        ours = mel(batch, torch.float32)
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=2e-5, rtol=0)

@@ -58,6 +58,7 @@ from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.guard import LanguageVote
+from scenescribe.speech.log_mel import LogMel
 from scenescribe.speech.phases import PhaseClock
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import Decoding, StaticDecoder
@@ -83,6 +84,7 @@ class _Loaded:
     stream: Any = None  # Whisper's own CUDA stream (see ``decode``)
     # Greedy decoders without ``generate`` (see ``decode``), with and without CUDA graphs.
     static: dict[bool, StaticDecoder] = field(default_factory=dict)
+    log_mel: LogMel | None = None  # made at the first batch
 
 
 class TransformersWhisperRecognizer(SpeechRecognizer):
@@ -273,17 +275,14 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         from transformers import LogitsProcessorList
         from transformers.modeling_outputs import BaseModelOutput
 
-        model, processor = self.model.net, self.model.processor
+        model = self.model.net
         # Stage 1's components share the GPU from threads of one process; on the default stream
         # Whisper's many small decoding kernels would queue behind the taggers' and detector's.
         stream = self.model.stream
         with self._gpu_hold(), torch.inference_mode(), (
                 torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
             with self._phase("encode"):
-                features = processor.feature_extractor(  # log-mel on the model's device
-                    [s for _, s in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt",
-                    device=self.device,
-                ).input_features.to(self.device, model.dtype)
+                features = self._log_mel([s for _, s in batch], model.dtype)
                 encoded = model.model.encoder(features).last_hidden_state
                 static = self._static()
                 # The static decoder detects the language in its first step.
@@ -315,6 +314,13 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         with self._phase("words", gpu=False):  # CPU only: the GPU is the others' meanwhile
             return [self._decoded(offset, len(samples) / SAMPLE_RATE, *chunk)
                     for (offset, samples), chunk in zip(batch, aligned, strict=True)]
+
+    def _log_mel(self, chunks: list[np.ndarray], dtype: Any) -> Any:
+        """The batch's log-mel features on the model's device (``log_mel``)."""
+        loaded: _Loaded = self.model
+        if loaded.log_mel is None:
+            loaded.log_mel = LogMel(loaded.processor.feature_extractor, self.device)
+        return loaded.log_mel(chunks, dtype)
 
     def _gpu_hold(self) -> contextlib.AbstractContextManager[None]:
         """What a batch holds of the GPU (``gpu_share``): a share beside the other components'
