@@ -184,14 +184,14 @@ def test_what_the_steps_keep_equals_a_teacher_forced_pass(tiny, max_new_tokens: 
     import numpy as np
     import torch
 
-    from scenescribe.speech.hf_whisper import _text_tokens
     from scenescribe.speech.token_scores import decoded_scores, forced_scores, watched_tokens
+    from scenescribe.speech.whisper_parts import text_tokens
 
     batch = [decode_audio(media(g)) for g in GRID[:3]]
     model = tiny.model.net
     config = model.generation_config
     eot = config.eos_token_id
-    prompt = tiny._prompt("en")
+    prompt = tiny._langs.prompt("en")
     with torch.inference_mode():
         features = tiny.model.processor.feature_extractor(
             batch, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
@@ -199,7 +199,7 @@ def test_what_the_steps_keep_equals_a_teacher_forced_pass(tiny, max_new_tokens: 
         mask = tiny._suppress_mask(len(prompt))
         decoding = tiny._static().generate(encoded, [prompt] * 3, max_new_tokens, mask.always,
                                            mask.first, eot)
-        texts = [_text_tokens(t, eot) for t in decoding.tokens]
+        texts = [text_tokens(t, eot) for t in decoding.tokens]
         assert all(texts) and all((len(t) == 5) == (max_new_tokens == 5) for t in texts)
         rows = [range(len(prompt) - 1, len(prompt) + len(t)) for t in texts]
         kept = decoded_scores(decoding, rows)

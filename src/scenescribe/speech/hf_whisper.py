@@ -57,19 +57,24 @@ from scenescribe.speech.audio_child import ChildReader, audio_readers
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart
-from scenescribe.speech.guard import LanguageVote
 from scenescribe.speech.log_mel import LogMel
 from scenescribe.speech.phases import PhaseClock
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import Decoding, StaticDecoder
 from scenescribe.speech.token_scores import (
-    LANGUAGES,
     NO_SPEECH,
     decoded_scores,
     forced_scores,
     watched_tokens,
 )
-from scenescribe.speech.whisper_parts import Decoded, SuppressMask, dtype_name_for
+from scenescribe.speech.whisper_languages import WhisperLanguages
+from scenescribe.speech.whisper_parts import (
+    Decoded,
+    SuppressMask,
+    dtype_name_for,
+    speech_result,
+    text_tokens,
+)
 
 log = logging.getLogger("scenescribe.speech")
 
@@ -85,6 +90,7 @@ class _Loaded:
     # Greedy decoders without ``generate`` (see ``decode``), with and without CUDA graphs.
     static: dict[bool, StaticDecoder] = field(default_factory=dict)
     log_mel: LogMel | None = None  # made at the first batch
+    languages: WhisperLanguages | None = None  # made when first asked
 
 
 class TransformersWhisperRecognizer(SpeechRecognizer):
@@ -195,7 +201,16 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
 
     @property
     def multilingual(self) -> bool:
-        return bool(getattr(self.model.net.generation_config, "is_multilingual", False))
+        return self._langs.multilingual
+
+    @property
+    def _langs(self) -> WhisperLanguages:
+        """The loaded checkpoint's prompts and languages under the ``language`` option."""
+        loaded: _Loaded = self.model
+        if loaded.languages is None:
+            loaded.languages = WhisperLanguages(loaded.net.generation_config,
+                                                self.options.language)
+        return loaded.languages
 
     def alignment_heads(self) -> dict[int, list[int]]:
         """Layer -> heads; openai-whisper's fallback is every head of the upper half."""
@@ -224,7 +239,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         if batch:
             kept.extend(d for d in self.decode(batch) if d.keep())
             task.advance(sum(len(s) for _, s in batch) / SAMPLE_RATE)
-        return _result(kept, extra)
+        return speech_result(kept, extra)
 
     def transcribe_many(self, videos: Sequence[tuple[VideoInfo, Progress]],
                         reads: AudioReads | None = None,
@@ -236,13 +251,13 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         readers = audio_readers()
         if readers == 0:
             yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep,
-                                         _result, self.options.batch_size, reads)
+                                         speech_result, self.options.batch_size, reads)
             return
         paths = [str(video.path) for video, _ in videos if video.has_audio]
         with ChildReader(paths, readers, **self._chunking()) as children:
             yield from transcribe_pooled(
                 videos, functools.partial(self._chunks, source=children.chunks), self.decode,
-                Decoded.keep, _result, self.options.batch_size, reads, cancel=children.close)
+                Decoded.keep, speech_result, self.options.batch_size, reads, cancel=children.close)
 
     def _chunking(self) -> dict[str, float]:
         """``speech_chunks``' arguments after the path."""
@@ -286,22 +301,27 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                 encoded = model.model.encoder(features).last_hidden_state
                 static = self._static()
                 # The static decoder detects the language in its first step.
-                detect = static is not None and self._detects_language()
-                languages = [] if detect else self._languages(encoded)
-            suppress = self._suppress_mask(len(self._prompt(None)))
+                langs = self._langs
+                if static is not None and langs.detects:
+                    languages = []  # the static decoder detects them in its first step
+                elif langs.detects:
+                    languages = langs.detect(model, encoded)
+                else:
+                    languages = langs.fixed(len(batch), self.name)
+            suppress = self._suppress_mask(len(langs.prompt(None)))
             decoded: list[list[int]] | Decoding
             with self._phase("decode"):
                 if static is not None:
                     decoded = static.generate(
-                        encoded, [self._prompt(lang) for lang, _ in languages]
-                        or [self._prompt(None)] * len(batch),
+                        encoded, [langs.prompt(lang) for lang, _ in languages]
+                        or [langs.prompt(None)] * len(batch),
                         self.max_new_tokens, suppress.always, suppress.first,
                         model.generation_config.eos_token_id)
-                    if detect:
-                        languages = self._chosen_languages(decoded)
+                    if not languages:
+                        languages = langs.chosen(decoded)
                 else:
                     kwargs: dict[str, Any] = {}
-                    if self.multilingual:
+                    if langs.multilingual:
                         kwargs = {"language": [lang for lang, _ in languages],
                                   "task": "transcribe"}
                     decoded = model.generate(
@@ -342,12 +362,11 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         loaded: _Loaded = self.model
         graphs = self.decoder == "graph"
         if graphs not in loaded.static:
-            config = loaded.net.generation_config
-            languages = list(config.lang_to_id.values()) if self._detects_language() else []
-            # Watched: end-of-text, no-speech, then the language tokens (``_chosen_languages``).
+            languages = self._langs.tokens()
+            # Watched: end-of-text, no-speech, then the language tokens (``WhisperLanguages``).
             loaded.static[graphs] = StaticDecoder(
                 loaded.net, graphs, self.alignment_heads(),
-                [*watched_tokens(config), *languages], languages)
+                [*watched_tokens(loaded.net.generation_config), *languages], languages)
         return loaded.static[graphs]
 
     def _suppress_mask(self, prompt_length: int) -> SuppressMask:
@@ -355,52 +374,6 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         loaded = self.model
         return SuppressMask(loaded.net.config.vocab_size, loaded.suppress, loaded.begin,
                             prompt_length, self.device)
-
-    def _detects_language(self) -> bool:
-        return self.multilingual and not self.options.language
-
-    def _chosen_languages(self, decoding: Decoding) -> list[tuple[str | None, float | None]]:
-        """Per chunk: the language token the static decoder chose after start-of-transcript,
-        and its probability among the language tokens (``_languages``' figure)."""
-        lang_to_id = self.model.net.generation_config.lang_to_id
-        names = {token: name.strip("<|>") for name, token in lang_to_id.items()}
-        logprobs = decoding.watch_lp[:, 0, LANGUAGES:]
-        probs = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
-        return [(names[row[1]], float(p.max())) for row, p in zip(decoding.tokens, probs,
-                                                                   strict=True)]
-
-    def _languages(self, encoded: Any) -> list[tuple[str | None, float | None]]:
-        """Per chunk: the forced language, "en" for English-only models, or the detected one."""
-        model = self.model.net
-        n = encoded.shape[0]
-        if not self.multilingual:
-            if self.options.language not in (None, "en"):
-                log.warning("%s is English-only; language %r ignored", self.name,
-                            self.options.language)
-            return [("en", 1.0)] * n
-        if self.options.language:
-            return [(self.options.language, 1.0)] * n
-        import torch
-
-        lang_to_id = model.generation_config.lang_to_id
-        sot = model.generation_config.decoder_start_token_id
-        ids = encoded.new_full((n, 1), sot, dtype=torch.long)
-        logits = model(encoder_outputs=(encoded,), decoder_input_ids=ids).logits[:, 0].float()
-        tokens = list(lang_to_id.values())
-        probs = logits[:, tokens].softmax(dim=-1).cpu().numpy()
-        names = [t.strip("<|>") for t in lang_to_id]
-        return [(names[int(p.argmax())], float(p.max())) for p in probs]
-
-    def _prompt(self, language: str | None) -> list[int]:
-        """The forced tokens before the text; a multilingual model's language None is -1, left
-        to the static decoder to choose (``StaticDecoder``)."""
-        config = self.model.net.generation_config
-        prompt = [config.decoder_start_token_id]
-        if self.multilingual:
-            chosen = -1 if language is None else config.lang_to_id[f"<|{language}|>"]
-            prompt += [chosen, config.task_to_id["transcribe"]]
-        return [*prompt, config.no_timestamps_token_id]
 
     def _align(self, batch: list[tuple[float, np.ndarray]], encoded: Any,
                decoded: list[list[int]] | Decoding,
@@ -413,9 +386,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         config = model.generation_config
         eot = config.eos_token_id
         generated = decoded.tokens if isinstance(decoded, Decoding) else decoded
-        texts = [_text_tokens(seq, eot) for seq in generated]
+        texts = [text_tokens(seq, eot) for seq in generated]
         truncated = [len(t) >= self.max_new_tokens for t in texts]
-        prompts = [self._prompt(lang) for lang, _ in languages]
+        prompts = [self._langs.prompt(lang) for lang, _ in languages]
         # The positions whose next token is a text token or the final end-of-text.
         rows = [range(len(p) - 1, len(p) + len(t)) for p, t in zip(prompts, texts, strict=True)]
         frames = [min(encoded.shape[1], -(-len(s) // SAMPLES_PER_FRAME)) for _, s in batch]
@@ -453,27 +426,3 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         return Decoded(words, tokenizer.decode(text), language[0], language[1], no_speech,
                        float(token_lp.sum() / len(token_lp)), truncated)
 
-
-def _text_tokens(sequence: list[int], eot: int) -> list[int]:
-    """Text tokens of one generated sequence: any prompt skipped, up to the first special."""
-    start = 0
-    while start < len(sequence) and sequence[start] > eot:  # prompt tokens follow eot's id
-        start += 1
-    out = []
-    for token in sequence[start:]:
-        if token >= eot:
-            break
-        out.append(token)
-    return out
-
-
-def _result(kept: list[Decoded], extra: dict[str, object]) -> SpeechResult:
-    words = sorted((w for d in kept for w in d.words), key=lambda w: w.start)
-    if not words:
-        return SpeechResult(extra=extra)
-    vote = LanguageVote()
-    for d in kept:
-        if d.words:  # a chunk votes for the span its words cover
-            vote.add(d.language, d.words[-1].end - d.words[0].start, d.language_probability)
-    language, probability = vote.result()
-    return SpeechResult(tuple(words), language, probability, extra=extra)

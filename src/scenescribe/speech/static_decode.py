@@ -22,8 +22,8 @@ no-speech), and the alignment heads' cross-attention queries. The inputs of a ca
 a position are the same whether it decodes or is teacher-forced over the final tokens, so these
 are the teacher-forced pass's values (``alignment_heads``), without that pass: a 32-layer
 forward of about 1,000 small kernels per batch, each of which waits for a free SM beside Stage
-1's other components. One step more than ``generate`` runs, so that
-a row cut at the token limit has its last token's queries too.
+1's other components. One step more than ``generate`` runs, so that a row cut at the token
+limit has its last token's queries too.
 """
 
 from __future__ import annotations
@@ -264,7 +264,8 @@ class StaticDecoder:
             q = cross.q_proj(x).view(rows, 1, heads, dim).transpose(1, 2)
             if i in kept:  # an alignment layer: keep its heads' queries at this position
                 j, which = kept[i]
-                buf.head_q[j].index_copy_(2, buf.pos, q if which is None else q.index_select(1, which))
+                kept_q = q if which is None else q.index_select(1, which)
+                buf.head_q[j].index_copy_(2, buf.pos, kept_q)
             o = F.scaled_dot_product_attention(q, buf.cross_k[i], buf.cross_v[i],
                                                scale=cross.scaling)
             h = h + cross.out_proj(o.transpose(1, 2).reshape(rows, 1, -1))

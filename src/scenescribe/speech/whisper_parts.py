@@ -1,5 +1,6 @@
-"""Small pieces of transformers Whisper decoding: the compute dtype, a chunk's decoding, and the
-checkpoint's token suppression as one precomputed mask."""
+"""Small pieces of transformers Whisper decoding: the compute dtype, a chunk's decoding, the
+checkpoint's token suppression as one precomputed mask, a sequence's text tokens and a video's
+result from its chunks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from scenescribe.errors import ConfigError
 from scenescribe.records import Word
-from scenescribe.speech.guard import LOG_PROB_FLOOR, SpeechGuard
+from scenescribe.speech.base import SpeechResult
+from scenescribe.speech.guard import LOG_PROB_FLOOR, LanguageVote, SpeechGuard
 
 log = logging.getLogger("scenescribe.speech")
 GUARD = SpeechGuard(log_prob_floor=LOG_PROB_FLOOR)
@@ -64,3 +66,29 @@ class SuppressMask:
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         mask = self.first if input_ids.shape[-1] == self.begin_index else self.always
         return scores.masked_fill(mask[: scores.shape[-1]], float("-inf"))
+
+
+def text_tokens(sequence: list[int], eot: int) -> list[int]:
+    """Text tokens of one generated sequence: any prompt skipped, up to the first special."""
+    start = 0
+    while start < len(sequence) and sequence[start] > eot:  # prompt tokens follow eot's id
+        start += 1
+    out = []
+    for token in sequence[start:]:
+        if token >= eot:
+            break
+        out.append(token)
+    return out
+
+
+def speech_result(kept: list[Decoded], extra: dict[str, object]) -> SpeechResult:
+    """A video's result from its kept chunks: words in time order, the language by vote."""
+    words = sorted((w for d in kept for w in d.words), key=lambda w: w.start)
+    if not words:
+        return SpeechResult(extra=extra)
+    vote = LanguageVote()
+    for d in kept:
+        if d.words:  # a chunk votes for the span its words cover
+            vote.add(d.language, d.words[-1].end - d.words[0].start, d.language_probability)
+    language, probability = vote.result()
+    return SpeechResult(tuple(words), language, probability, extra=extra)
