@@ -2,7 +2,7 @@
 
 Only the alignment heads' weights are computed, from their queries and the encoder's keys, then
 treated as openai-whisper does (``alignment_matrix``). The queries are kept while decoding by
-``static_decode`` (``DecodedAttention``), or, after ``generate``, by a teacher-forced pass
+``static_decode`` (its ``Decoding.attention``), or, after ``generate``, by a teacher-forced pass
 whose states entering each alignment layer's cross-attention are kept (``AttentionCapture``).
 The DTW that follows is numpy (``alignment``, ``dtw_child``).
 

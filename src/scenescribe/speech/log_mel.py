@@ -25,7 +25,7 @@ class LogMel:
     def __init__(self, extractor: Any, device: str) -> None:
         self.extractor = extractor
         self.device = device
-        self._host: Any = None  # pinned on CUDA, reused while large enough
+        self._host: Any = None  # pinned (CUDA only), reused while large enough
         self._copied: Any = None  # the event after the last copy out of ``_host``
         self._filters: Any = None
         self._window: Any = None
@@ -61,17 +61,20 @@ class LogMel:
 
         rows, samples = len(chunks), int(self.extractor.n_samples)
         cuda = self.device.startswith("cuda")
-        if self._copied is not None:
-            self._copied.synchronize()  # the last batch's copy has left the buffer
-        if self._host is None or self._host.shape[0] < rows:
-            self._host = torch.empty((rows, samples), dtype=torch.float32, pin_memory=cuda)
-        host = self._host[:rows]
+        if cuda:  # one pinned buffer, kept: pinning is slow and the batches are alike
+            if self._copied is not None:
+                self._copied.synchronize()  # the last batch's copy has left the buffer
+            if self._host is None or self._host.shape[0] < rows:
+                self._host = torch.empty((rows, samples), dtype=torch.float32, pin_memory=True)
+            host = self._host[:rows]
+        else:  # filled in place and returned: nothing to keep
+            host = torch.empty((rows, samples), dtype=torch.float32)
         for row, chunk in zip(host, chunks, strict=True):
             data = torch.from_numpy(np.ascontiguousarray(chunk[:samples], dtype=np.float32))
             row[: len(data)].copy_(data)
             row[len(data):].zero_()
         if not cuda:
-            return host.clone() if self.device == "cpu" else host.to(self.device)
+            return host if self.device == "cpu" else host.to(self.device)
         wave = host.to(self.device, non_blocking=True)
         self._copied = torch.cuda.Event()
         self._copied.record()
