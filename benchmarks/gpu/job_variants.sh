@@ -17,8 +17,11 @@
 # the sound tagger one video at a time (the default since 2026-12-03j) / two, waves overlapping),
 # speechexclusive (SCENESCRIBE_SPEECH_EXCLUSIVE=1: each Whisper batch holds the GPU alone;
 # speechshared names the default, sharing it, as 2026-12-03j/k measured it); the stage1...
-# variants are the same without captions. SPY: py-spy (a wheel in
-# .carry/pyspy) samples
+# variants are the same without captions. stage1trace: Stage 1 alone with a CUDA trace of
+# Whisper's first batch (cuda_window.py; trace_summary.py's reading in OUT/trace_summary.txt).
+# stage1lean: Stage 1 with 4 frame decoders and 2 tracker decoders (16 and 4 by default): does
+# speech wait for the CPU?
+# SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
 set -uo pipefail
@@ -47,6 +50,11 @@ for variant in "$@"; do
     switch) echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     stage1switch) model=
       echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
+    stage1lean) model= env=(SCENESCRIBE_FRAME_WORKERS=4 SCENESCRIBE_DECODE_WORKERS=2) ;;
+    stage1trace) model= env=(TRACE_OUT=/tmp/trace)
+      rm -rf /tmp/trace
+      printf 'import sys\nsys.path.insert(0, "%s")\nimport cuda_window\ncuda_window.arm()\n' \
+        "$PWD/benchmarks/gpu" > "$site/sitecustomize.py" ;;
     *) echo "unknown variant $variant"; exit 2 ;;
   esac
   env ${env[@]+"${env[@]}"} bash benchmarks/gpu/ray_w1.sh "$out/$variant" local $model \
@@ -64,6 +72,10 @@ for variant in "$@"; do
   rm -f "$site/sitecustomize.py"
   tail -2 "$out/$variant.log"
   python3 benchmarks/gpu/timeline.py "$out/$variant/local/bench.json" || true
+  if [ "$variant" = stage1trace ] && [ -f /tmp/trace/trace.json ]; then
+    python3 benchmarks/gpu/trace_summary.py /tmp/trace > "$out/trace_summary.txt" 2>&1
+    head -60 "$out/trace_summary.txt"
+  fi
   # The device tool brings back files at most two folders below its output folder.
   cp "$out/$variant/local/bench.json" "$out/$variant.bench.json" 2>/dev/null || true
 done
