@@ -288,9 +288,9 @@ def test_alignment_head_weights_equal_the_models_own_cross_attention() -> None:
 @pytest.mark.parametrize("piece_cells", [1 << 27, 1])  # 1: every chunk a piece of its own
 def test_chunks_together_give_each_chunks_own_alignment_matrix(
         monkeypatch: pytest.MonkeyPatch, piece_cells: int) -> None:
-    """Chunks of differing token and frame counts, batched by frame count with their rows
-    masked, give what each chunk alone gives (and openai-whisper's treatment alone), however
-    the weights are split into pieces."""
+    """Chunks of differing token and frame counts, batched with their rows and frames masked,
+    give what each chunk alone gives (and openai-whisper's treatment alone), however the
+    weights are split into pieces (a chunk too short to filter too)."""
     import torch
 
     from scenescribe.speech import alignment_heads
@@ -307,18 +307,20 @@ def test_chunks_together_give_each_chunks_own_alignment_matrix(
                            eos_token_id=2, decoder_start_token_id=1)
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(config).eval()
-    encoded = torch.randn(4, 1500, 32)
-    ids = torch.randint(3, 100, (4, 12))
+    encoded = torch.randn(7, 1500, 32)
+    ids = torch.randint(3, 100, (7, 12))
     heads = {0: [1], 1: [0, 2]}
-    spans = [range(2, 12), range(2, 5), range(2, 9), range(2, 12)]
-    frames = [1500, 1500, 640, 1500]
+    spans = [range(2, 12), range(2, 5), range(2, 9), range(2, 12), range(2, 6), range(2, 8),
+             range(2, 4)]
+    # Chunks end at a quiet point: frame counts differ (and one is too short to filter).
+    frames = [1500, 1500, 640, 1500, 1187, 4, 3]
     with torch.inference_mode(), AttentionCapture(model, heads, encoded) as capture:
         model(encoder_outputs=(encoded,), decoder_input_ids=ids, use_cache=False)
-        together = capture.matrices([0, 1, 2, 3], spans, frames)
+        together = capture.matrices(list(range(7)), spans, frames)
         alone = [alignment_matrix(capture.weights([b], spans[b], frames[b])[0]).numpy()
-                 for b in range(4)]
+                 for b in range(7)]
         picked = capture.matrices([1, 3], [spans[1], spans[3]], [1500, 1500])
-    for b in range(4):
+    for b in range(7):
         assert together[b].shape == (len(spans[b]), frames[b])
         # float32 sums in another order, and medians of near ties: a padding row that leaked
         # into the z-scores moves values by about 1

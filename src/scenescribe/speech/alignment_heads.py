@@ -7,10 +7,12 @@ whose states entering each alignment layer's cross-attention are kept (``Attenti
 The DTW that follows is numpy (``alignment``, ``dtw_child``).
 
 Chunks are taken together, not one by one: those of a batch that share their first text row
-and their frame count (every full 30 s chunk; each video's last chunk is shorter) are one
-product per layer and one normalisation, their differing token counts masked. Chunk by chunk
-this was about 40 small kernels each (1,800 for W1's 45 chunks), and inside Stage 1 each small
-kernel waits for a free SM behind the other components' large ones.
+(every chunk of one prompt) are one product per layer and one normalisation, their differing
+token counts and frame counts masked, each chunk's median filter reflected at its own last
+frame. Chunks end at the quietest point of their last 10 s, so nearly every chunk has a frame
+count of its own: grouped by frame count, W1's 45 chunks were 45 groups and about 6,700
+kernels, which inside Stage 1 took 4-6 s for 37 ms of GPU work (each launch waits for the
+thread's turn at the interpreter: ``results/h200-2026-12-04-n``).
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ class HeadAttention:
         the batch, in order)."""
         raise NotImplementedError
 
-    def weights(self, samples: Sequence[int], rows: range, frames: int) -> Any:
+    def weights(self, samples: Sequence[int], rows: range, frames: int,
+                counts: Any = None) -> Any:
         """``[len(samples), heads, len(rows), frames]`` float32 softmax weights of the alignment
         heads: the decoder positions ``rows`` of each of ``samples`` over its first ``frames``
-        encoder frames."""
+        encoder frames, or over its first ``counts[i]`` (a tensor on the device; the frames
+        after them weigh 0)."""
         import torch
 
         index = list(samples)
@@ -55,7 +59,11 @@ class HeadAttention:
         for layer, heads in self.heads.items():
             q, k = self.head_products(index, whole, layer, heads, rows, frames)
             scores.append(q @ k.transpose(-1, -2))
-        return torch.cat(scores, dim=1).float().softmax(dim=-1)
+        logits = torch.cat(scores, dim=1).float()
+        if counts is not None:
+            beyond = torch.arange(frames, device=logits.device) >= counts[:, None, None, None]
+            logits = logits.masked_fill(beyond, float("-inf"))
+        return logits.softmax(dim=-1)
 
     @property
     def batch_size(self) -> int:
@@ -64,28 +72,39 @@ class HeadAttention:
     def matrices(self, samples: Sequence[int], rows: Sequence[range],
                  frames: Sequence[int]) -> list[np.ndarray]:
         """Per sample ``samples[i]`` of the batch, the ``[len(rows[i]), frames[i]]`` alignment
-        matrix that ``alignment`` warps (float32, on the CPU); samples alike in first row and
-        frame count computed together, at most ``PIECE_CELLS`` weights at a time."""
+        matrix that ``alignment`` warps (float32, on the CPU); samples of one first row
+        computed together, at most ``PIECE_CELLS`` weights at a time."""
         import torch
 
-        groups: dict[tuple[int, int], list[int]] = {}
+        groups: dict[tuple[int, bool], list[int]] = {}
         for i, (span, count) in enumerate(zip(rows, frames, strict=True)):
-            groups.setdefault((span.start, count), []).append(i)
+            # A chunk too short to reflect at both ends is left unfiltered, as alone.
+            groups.setdefault((span.start, count > MEDIAN_WIDTH // 2), []).append(i)
         heads = sum(len(h) for h in self.heads.values())
         out: list[np.ndarray] = [np.empty((0, 0), np.float32)] * len(rows)
-        for (start, count), alike in groups.items():
+        for (start, _), alike in groups.items():
             tall = max(len(rows[i]) for i in alike)
-            per_sample = max(1, heads * tall * count)
+            per_sample = max(1, heads * tall * max(frames[i] for i in alike))
             step = max(1, PIECE_CELLS // per_sample)
+            if step < len(alike):  # pieces of like lengths pad the least
+                alike.sort(key=lambda i: frames[i], reverse=True)
             for first in range(0, len(alike), step):
                 members = alike[first:first + step]
+                wide = max(frames[i] for i in members)
+                shape = [[len(rows[i]), frames[i]] for i in members]
+                real = torch.tensor(shape, device=self.device)  # one upload per piece
+                counts = real[:, 1] if any(f != wide for _, f in shape) else None
                 weights = self.weights([samples[i] for i in members], range(start, start + tall),
-                                       count)
-                real = torch.tensor([len(rows[i]) for i in members], device=weights.device)
-                host = alignment_matrix(weights, real).cpu().numpy()  # one copy per piece
+                                       wide, counts)
+                host = alignment_matrix(weights, real[:, 0], counts).cpu().numpy()
                 for g, i in enumerate(members):
-                    out[i] = host[g, : len(rows[i])]
+                    out[i] = host[g, : len(rows[i]), : frames[i]]
         return out
+
+    @property
+    def device(self) -> Any:
+        """Where the weights are computed."""
+        raise NotImplementedError
 
 
 class AttentionCapture(HeadAttention):
@@ -119,6 +138,10 @@ class AttentionCapture(HeadAttention):
     def batch_size(self) -> int:
         return int(self.encoder_states.shape[0])
 
+    @property
+    def device(self) -> Any:
+        return self.encoder_states.device
+
     def head_products(self, index: list[int], whole: bool, layer: int, heads: list[int],
                       rows: range, frames: int) -> tuple[Any, Any]:
         attn = self.layers[layer].encoder_attn
@@ -132,14 +155,16 @@ class AttentionCapture(HeadAttention):
         return q, k
 
 
-def alignment_matrix(weights: Any, rows: Any = None, width: int = MEDIAN_WIDTH) -> Any:
+def alignment_matrix(weights: Any, rows: Any = None, frames: Any = None,
+                     width: int = MEDIAN_WIDTH) -> Any:
     """openai-whisper's treatment of alignment-head weights ``[..., heads, rows, frames]``:
     z-scored over rows, median-filtered over frames, averaged over heads. ``rows`` (with a
     batch dimension first): each sample's real rows, the rest padding, left out of its z-scores
-    (and zero after them). Runs on the model's device: numpy's median took 0.25 s per 30 s chunk
-    of large-v3, longer than decoding it on a GPU."""
+    (and zero after them). ``frames`` (the same batch dimension): each sample's real frames, its
+    filter reflected at its own last one (the values after it are then padding). Runs on the
+    model's device: numpy's median took 0.25 s per 30 s chunk of large-v3, longer than decoding
+    it on a GPU."""
     import torch
-    import torch.nn.functional as F
 
     if rows is None:
         std, mean = torch.std_mean(weights, dim=-2, keepdim=True, correction=0)
@@ -152,13 +177,31 @@ def alignment_matrix(weights: Any, rows: Any = None, width: int = MEDIAN_WIDTH) 
         spread = (((weights - mean) * keep) ** 2).sum(dim=-2, keepdim=True) / count
         x = (weights - mean) / (spread.sqrt() + 1e-8) * keep
     if x.shape[-1] > width // 2:
-        shape = x.shape  # reflect padding takes at most three dimensions
-        x = F.pad(x.reshape(-1, *shape[-2:]), (width // 2, width // 2), mode="reflect")
+        shape = x.shape
+        index = reflected_frames(frames, shape[-1], width // 2, x.device)
+        if frames is None:
+            x = x.index_select(-1, index)
+        else:  # each sample its own padding: [batch, 1, 1, frames + width - 1] over heads, rows
+            x = x.gather(-1, index[:, None, None, :].expand(*shape[:-1], index.shape[-1]))
+        x = x.reshape(-1, *x.shape[-2:])
         if x.device.type == "cuda":
             x = sliding_median(x, width).reshape(shape)
         else:  # on CPU torch's median is the faster (3.7 s against 7.9 s for 20 chunks)
             x = x.unfold(-1, width, 1).median(dim=-1).values.reshape(shape)
     return x.mean(dim=-3)
+
+
+def reflected_frames(frames: Any, total: int, radius: int, device: Any) -> Any:
+    """Source frames of a reflect padding by ``radius`` on both sides of ``total`` frames
+    (``[total + 2 radius]``), or per sample at its own last frame ``frames[b] - 1`` (``[batch,
+    total + 2 radius]``; beyond that frame they are padding and only kept in range)."""
+    import torch
+
+    at = torch.arange(-radius, total + radius, device=device).abs()
+    if frames is None:
+        return torch.where(at >= total, 2 * (total - 1) - at, at)
+    last = frames[:, None] - 1
+    return torch.where(at >= last + 1, 2 * last - at, at).clamp(min=0, max=total - 1)
 
 
 def sliding_median(padded: Any, width: int) -> Any:

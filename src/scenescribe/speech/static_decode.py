@@ -344,6 +344,10 @@ class _Attention(HeadAttention):
     def batch_size(self) -> int:
         return self.rows
 
+    @property
+    def device(self) -> Any:
+        return self.buf.pos.device
+
     def head_products(self, index: list[int], whole: bool, layer: int, heads: list[int],
                       rows: range, frames: int) -> tuple[Any, Any]:
         j = list(self.heads).index(layer)
