@@ -33,7 +33,7 @@ from scenescribe.store import atomic_write_bytes
 
 FRAMES_DIR = "frames"
 TRACKER_QUEUE_BYTES = 256 * 2**20  # decoded frames the tracker may lag by (about 370 at 640x360)
-FRAME_DECODERS_MAX = 16  # segment decoders side by side for the scene frames' own pass
+FRAME_DECODERS_MAX = 4  # segment decoders side by side for the scene frames' own pass
 
 
 def video_passes(videos: int) -> int:
@@ -65,13 +65,17 @@ def pass_share(passes: int, *, frames_only: bool = False) -> tuple[int, int]:
     the cores split between them. ``SCENESCRIBE_FRAME_WORKERS`` sets the decoders per video
     (the frames' passes only; ``SCENESCRIBE_DECODE_WORKERS`` sets every pass's).
 
-    ``frames_only`` (a pass for the scene frames alone): one single-threaded decoder per core,
-    up to ``FRAME_DECODERS_MAX``. Such a pass seeks every few dozen frames, and a seek empties
-    a frame-threaded decoder's pipeline, so segments side by side use the cores better than
-    threads inside one decoder (w1_sitcom on 2 cores: 2.0 s with two decoders of one thread,
-    2.5 s with one of two; W1 on the H200's 16: 5.38 s against 5.69 s with four of four threads,
-    17% fewer CPU-seconds). Its picks are a few small frames, so more segments in flight cost
-    little memory; a tracker's pass holds every frame at 2 fps and keeps ``auto_workers``."""
+    ``frames_only`` (a pass for the scene frames alone): one decoder per core up to
+    ``FRAME_DECODERS_MAX``, the rest of the cores as FFmpeg threads inside them. Such a pass
+    seeks every few dozen frames, and a seek empties a frame-threaded decoder's pipeline, so
+    alone segments side by side use the cores better than threads inside one decoder
+    (w1_sitcom on 2 cores: 2.0 s with two decoders of one thread, 2.5 s with one of two; W1 on
+    the H200's 16: 5.38 s with sixteen of one thread against 5.69 s with four of four). But each
+    decoder is a Python thread, and inside Stage 1 they take the interpreter from the threads
+    that feed the GPU: with four of four the frames ended as soon (33.4 s against 34.9 s) and
+    Whisper's batch took 10.9 s against 19.2 s (``results/h200-2026-12-04-n``). FFmpeg's own
+    threads never hold the interpreter. A tracker's pass holds every frame at 2 fps and keeps
+    ``auto_workers``."""
     cores = os.cpu_count() or 1
     per_pass = max(1, cores // passes)
     workers = env_count("SCENESCRIBE_FRAME_WORKERS") or (

@@ -134,7 +134,7 @@ def decode_pass(path: str | Path, requests: Sequence[FrameRequest], *, threads: 
     frame. A pick's image has its request's size; one frame converted for several times of a
     request is converted once. Raises ``InputError`` when nothing at all decodes.
 
-    ``workers`` above 1 (default: one per four cores) decodes time segments side by side
+    ``workers`` above 1 (default: one per eight cores) decodes time segments side by side
     (``media.segments``), with the same picks in the same order.
     """
     wants = [_Want(r) for r in requests]

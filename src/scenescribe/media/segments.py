@@ -34,11 +34,16 @@ SEGMENTS_PER_WORKER = 3  # several per worker, so an uneven segment doesn't leav
 
 
 def auto_workers() -> int:
-    """Decoders side by side: about one per four cores (``SCENESCRIBE_DECODE_WORKERS`` overrides)."""
+    """Decoders side by side: about one per eight cores, each with FFmpeg threads for the rest
+    (``SCENESCRIBE_DECODE_WORKERS`` overrides). A decoder is a Python thread that takes the
+    interpreter from the threads feeding the GPU; FFmpeg's threads do not. In Stage 1 on the
+    H200 (W1, 16 cores), two decoders per tracker pass and four per frames pass against four
+    and sixteen: Stage 1 52.0 s against 53.9 s, Whisper's batch 10.9 s against 19.2 s
+    (``results/h200-2026-12-04-n``)."""
     chosen = env_count("SCENESCRIBE_DECODE_WORKERS")
     if chosen is not None:
         return max(1, chosen)
-    return max(1, min(8, (os.cpu_count() or 1) // 4))
+    return max(1, min(8, (os.cpu_count() or 1) // 8))
 
 
 def segment_starts(keyframes: Sequence[float], duration: float, workers: int,
