@@ -424,3 +424,73 @@ def test_predict_timing_never_synchronises_the_device(tracker: object,
     monkeypatch.setattr("scenescribe.objects.yolo.timing_without_syncs", watched)
     tracker.detect([np.zeros((64, 64, 3), np.uint8)])  # type: ignore[attr-defined]
     assert seen, "detect ran ultralytics' predict outside timing_without_syncs"
+
+
+def test_batched_detection_gives_predicts_detections(tracker: object, photo_clip: VideoInfo,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """``yolo_batch`` (every call after the first) against ultralytics' ``predict`` on the real
+    photos at the tracker's size: the same boxes, scores and classes, and the same records."""
+    from scenescribe.media import frames_at
+    from scenescribe.objects import yolo_batch
+
+    size = tracker._short_side(photo_clip)  # type: ignore[attr-defined]
+    decoded = frames_at(photo_clip.path, [0.5 * i for i in range(12)], short_side=size)
+    # Cropped to 640x360, which the letterbox pads to 640x384: the padding is exercised too.
+    images = [np.ascontiguousarray(f.image[60:420]) for f in decoded.values()]
+    batched: list[int] = []
+    detect_batch = yolo_batch.detect_batch
+
+    def counting(*args: object) -> list[object]:
+        batched.append(1)
+        return detect_batch(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(yolo_batch, "detect_batch", counting)
+    tracker.detect(images[:1])  # type: ignore[attr-defined]  # sets up ultralytics' predictor
+    out: dict[bool, list[object]] = {}
+    records: dict[bool, object] = {}
+    for on in (False, True):
+        monkeypatch.setenv("SCENESCRIBE_YOLO_PREDICT", "0" if on else "1")
+        batched.clear()
+        out[on] = tracker.detect(images)  # type: ignore[attr-defined]
+        out_scenes = tracker.track_scenes(  # type: ignore[attr-defined]
+            photo_clip, [_scene(0, 0, 30), _scene(1, 30, 60)], NullProgress())
+        records[on] = [(i, [o.to_dict() for o in s]) for i, s in out_scenes]
+        assert bool(batched) == on
+    assert records[True] == records[False]
+    found = 0
+    for theirs, mine in zip(out[False], out[True], strict=True):
+        a, b = theirs.boxes, mine.boxes  # type: ignore[attr-defined]
+        found += len(a)
+        np.testing.assert_array_equal(b.xyxy.numpy(), a.xyxy.cpu().numpy())
+        np.testing.assert_array_equal(b.conf.numpy(), a.conf.cpu().numpy())
+        np.testing.assert_array_equal(b.cls.numpy(), a.cls.cpu().numpy())
+        assert mine.orig_shape == theirs.orig_shape  # type: ignore[attr-defined]
+    assert found >= 30  # a bus and people in every frame: real detections compared
+
+
+def test_batched_detection_keeps_an_image_with_exactly_six_candidates() -> None:
+    """Ultralytics reads an output whose last dimension is 6 as an end-to-end head's; an image
+    whose candidates number six must still go through the suppression as boxes."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from scenescribe.objects.yolo_batch import batch_pads, detect_batch
+
+    preds = torch.zeros(1, 6, 40)  # 4 box values + 2 classes, 40 anchors
+    for k in range(6):  # six far-apart boxes of class 1, the rest below the threshold
+        preds[0, :, k] = torch.tensor([40.0 + 90 * k, 50.0, 20.0, 20.0, 0.1, 0.9])
+    predictor = SimpleNamespace(
+        args=SimpleNamespace(task="detect", conf=0.25, iou=0.7, classes=None, agnostic_nms=False,
+                             max_det=300),
+        model=SimpleNamespace(end2end=False, fp16=False, names={0: "a", 1: "b"}),
+        device=torch.device("cpu"),
+        pre_transform=lambda ims: [np.pad(im, ((0, 0), (0, 0), (0, 0)), constant_values=114)
+                                   for im in ims],
+        inference=lambda batch: preds)
+    image = np.zeros((64, 640, 3), np.uint8)
+    pads = batch_pads(predictor, [image])
+    assert pads == (0, 0, 0, 0)
+    (result,) = detect_batch(predictor, [image], pads)
+    assert len(result.boxes) == 6
+    assert result.boxes.cls.tolist() == [1.0] * 6
