@@ -35,7 +35,7 @@ import numpy as np
 from scenescribe.backend import import_names, torch_threads_kept
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from scenescribe.gpu_share import launching
-from scenescribe.knobs import env_count, env_flag
+from scenescribe.knobs import env_count
 from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
 from scenescribe.media.readahead import ReadAhead
 from scenescribe.objects.base import ObjectTracker
@@ -317,31 +317,17 @@ class YoloTracker(ObjectTracker):
         """Untracked detections (ultralytics ``Results``) of RGB frames, in one model call.
 
         Ultralytics letterboxes each frame as it would one at a time (same shapes: the same
-        minimal padding), stacks them and runs the model once. After the first call (which
-        sets up ultralytics' predictor) frames of one size go through ``yolo_batch``: the same
-        detections without ultralytics' per-image steps on the device."""
-        from scenescribe.objects.yolo_batch import batch_pads, detect_batch
-
+        minimal padding), stacks them and runs the model once."""
         # ultralytics' select_device sets torch's thread count for training: put back what the
         # thread had, read under the lock (outside it, a second tracker's call could see the
         # count another call's predict had just lowered, and "restore" that).
         with (self._predict_lock, launching(), torch_threads_kept(),
               timing_without_syncs()):
-            predictor = self.model.predictor
-            pads = batch_pads(predictor, images) if self.batched_detection else None
-            if pads is not None:
-                return detect_batch(predictor, images, pads)
             results = self.model.predict(
                 [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
                 conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
                 half=self.device.startswith("cuda"), verbose=False)
         return list(results)
-
-    @property
-    def batched_detection(self) -> bool:
-        """Whether ``detect`` may use ``yolo_batch``; ``SCENESCRIBE_YOLO_PREDICT=1`` sends
-        every batch through ultralytics' ``predict`` (tests compare the two)."""
-        return not env_flag("SCENESCRIBE_YOLO_PREDICT")
 
     def new_tracker(self) -> Any:
         """A fresh tracker from the ``tracker`` option's yaml (ids restart from 1)."""
@@ -368,10 +354,7 @@ class YoloTracker(ObjectTracker):
         own ``track`` reports them (``on_predict_postprocess_end``)."""
         import torch
 
-        image = result.orig_img
-        if getattr(tracker, "gmc", None) is not None:  # BoT-SORT's motion compensation: OpenCV
-            image = np.ascontiguousarray(image)
-        tracks = tracker.update(result.boxes.cpu().numpy(), image)
+        tracks = tracker.update(result.boxes.cpu().numpy(), result.orig_img)
         if len(tracks) == 0:
             if any(not t.is_activated for t in tracker.tracked_stracks):
                 return Detections.empty(time)  # new tracks are hidden until confirmed
