@@ -1,4 +1,4 @@
-"""The speech stage's audio read in child processes (``speech.audio_child``): the same chunks
+"""The speech stage's audio read in child processes (``media.audio_child``): the same chunks
 as the in-process reader, a bad file failing alone with its name, and no child left behind
 by a stream stopped early."""
 
@@ -15,11 +15,10 @@ import pytest
 from conftest import media
 from scenescribe import registry
 from scenescribe.errors import InputError, StageError
-from scenescribe.media import probe
+from scenescribe.media import audio_child, probe
+from scenescribe.media.audio_child import ChildReader
 from scenescribe.options import SpeechOptions
 from scenescribe.progress import NullProgress
-from scenescribe.speech import audio_child
-from scenescribe.speech.audio_child import ChildReader
 from scenescribe.speech.base import AudioReads, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.whisper_parts import Decoded

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import MODELS, ground_truth, media
 from scenescribe import registry
+from scenescribe.errors import InputError
 from scenescribe.media import probe
 from scenescribe.options import SoundOptions
 from scenescribe.progress import NullProgress
@@ -172,7 +173,10 @@ def test_scene_scores_match_numpy_over_batches(monkeypatch: pytest.MonkeyPatch) 
     np.testing.assert_allclose(long.pooled(), acc.pooled())  # mean and max stay exact
 
 
-def test_read_windows_streams_exact_samples(tmp_path: Path) -> None:
+@pytest.mark.parametrize("readers", ["0", "2"])  # in this process; in a child process
+def test_read_windows_streams_exact_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            readers: str) -> None:
+    monkeypatch.setenv("SCENESCRIBE_AUDIO_READERS", readers)
     rate = 16_000
     ramp = (np.arange(3 * rate) % 20_000 - 10_000) / 16_384  # distinct values, 3 s
     wav = _write_wav(tmp_path / "ramp.wav", ramp)
@@ -417,3 +421,21 @@ def test_no_audio_gives_empty_tags(backend: str, tiny_ast: Path) -> None:
               registry.create("yamnet", "sounds", options=SoundOptions(), device="cpu"))
     scenes = [Scene(0, 0.0, 2.0, 0, 50), Scene(1, 2.0, 5.0, 50, 125)]
     assert _tag(tagger, video, scenes) == {0: [], 1: []}
+
+
+def test_windows_read_in_a_child_are_the_windows_read_here(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real AAC audio (resampled from 44.1 kHz): the child's blocks give the very samples of
+    the in-process reader; a file without audio gives silence; a broken one fails naming it."""
+    windows = [(i * 12_000, 16_000) for i in range(40)] + [(1_000_000, 8_000)]
+    got = {}
+    for readers in ("0", "2"):
+        monkeypatch.setenv("SCENESCRIBE_AUDIO_READERS", readers)
+        got[readers] = list(read_windows(str(media("real/big_buck_bunny_0_30.webm")), windows,
+                                         16_000, block_seconds=7.0))
+    assert len(got["2"]) == len(got["0"]) == len(windows)
+    for here, child in zip(got["0"], got["2"], strict=True):
+        assert child.dtype == here.dtype and np.array_equal(child, here)
+    assert any(w.any() for w in got["2"][:40]) and not got["2"][-1].any()
+    with pytest.raises(InputError, match="truncated_no_moov"):
+        list(read_windows(str(media("bad_inputs/truncated_no_moov.mp4")), windows, 16_000))

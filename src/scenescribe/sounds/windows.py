@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenescribe.media import iter_audio_blocks
+from scenescribe.media.audio_child import ChildReader, audio_readers
 from scenescribe.progress import Progress
 from scenescribe.records import Scene, SoundTag, VideoInfo
 from scenescribe.sounds.base import SoundTagger
@@ -110,10 +111,20 @@ def read_windows(path: str, windows: Sequence[Window], sample_rate: int,
     """The samples of each window (sorted by start) in one pass over the file's audio.
 
     The buffer is trimmed to the current window's start before each read, so it never holds
-    more than one window plus one block. Samples past the end of the audio are silence.
+    more than one window plus one block. Samples past the end of the audio are silence. The
+    audio is decoded in a child process (``audio_child``; a thread here waits its turn for the
+    GIL at each of PyAV's frames) unless ``SCENESCRIBE_AUDIO_READERS=0``.
     """
-    with contextlib.closing(iter_audio_blocks(path, sample_rate, block_seconds)) as blocks:
-        yield from _cut(blocks, windows, sample_rate)
+    if audio_readers() == 0:
+        with contextlib.closing(iter_audio_blocks(path, sample_rate, block_seconds)) as blocks:
+            yield from _cut(blocks, windows, sample_rate)
+        return
+    with ChildReader([path], 1, read="blocks", sample_rate=sample_rate,
+                     block_seconds=block_seconds) as child:
+        read = child.chunks(path)
+        with contextlib.closing(read):
+            yield from _cut(((offset, samples) for offset, samples, _ in read), windows,
+                            sample_rate)
 
 
 def _cut(blocks: Iterator[tuple[float, np.ndarray]], windows: Sequence[Window],

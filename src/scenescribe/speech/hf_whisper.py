@@ -50,10 +50,10 @@ from scenescribe.backend import load_pretrained, ready_device
 from scenescribe.gpu_share import exclusive, launching, stream_for_loaded_model
 from scenescribe.knobs import env_flag
 from scenescribe.media import SAMPLE_RATE
+from scenescribe.media.audio_child import ChildReader, audio_readers
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import align_words
-from scenescribe.speech.audio_child import ChildReader, audio_readers
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart

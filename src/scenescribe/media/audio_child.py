@@ -1,4 +1,4 @@
-"""The speech stage's audio, decoded and cut into chunks in worker processes.
+"""Audio decoded in worker processes: the speech stage's chunks, the sound tagger's blocks.
 
 Decoding audio with PyAV is a Python loop per audio frame (about 47 a second of AAC), and each
 frame releases and retakes the GIL several times. In Stage 1 the pooled reader ran as a thread
@@ -7,7 +7,10 @@ H200, W1's 20 minutes of audio took 34 s to read there. On a 2-CPU machine the s
 took 5.0 s alone and 45 s beside two pure-Python and two frame-decoding threads; in children,
 7-19 s, about what the CPUs left it (``benchmarks/bench_audio_read.py``). Here
 ``speech_chunks`` runs in child processes (``workers.worker_process``) with GILs of their
-own; the parent's thread only receives whole chunks, two blocking reads each.
+own; the parent's thread only receives whole chunks, two blocking reads each. The sound
+tagger's reading (``iter_audio_blocks``, ``read="blocks"``) was the same loop in its stage's
+thread: py-spy on the H200 found the tagger's threads reading audio for 11.1 of their 11.9 s of
+samples (the model 0.6 s), beside the tracker (``results/h200-2026-12-04-o/spy_sounds.txt``).
 
 Chunks come back over a Unix socket (``MSG_WAITALL``: one read however long the chunk), each as
 a header (kind, offset, length) and its float32 samples, byte for byte what the in-process
@@ -34,7 +37,7 @@ import struct
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +50,7 @@ from scenescribe.workers import Worker, worker_process
 
 log = logging.getLogger("scenescribe.speech")
 
-MODULE = "scenescribe.speech.audio_child"
+MODULE = "scenescribe.media.audio_child"
 READERS = 2  # children at once: one reading, one starting or read ahead
 HEADER = struct.Struct("<BdQ")  # kind, offset seconds, samples (or payload bytes)
 CHUNK, SILENT, LOG, END, ERROR = range(5)
@@ -86,8 +89,12 @@ class _Lane:
     busy: bool = False  # a thread is reading its stream (that thread closes a killed child)
 
 
+READS = ("chunks", "blocks")  # what a child may run: ``speech_chunks``, ``iter_audio_blocks``
+
+
 class ChildReader:
-    """``chunks(path)`` is ``speech_chunks(path, **params)`` read in a child process.
+    """``chunks(path)`` is ``speech_chunks(path, **params)`` read in a child process, or with
+    ``read="blocks"`` ``iter_audio_blocks(path, **params)`` (each block not silent).
 
     ``paths`` are dealt to ``readers`` lanes (path ``i`` to lane ``i % readers``), each one
     child reading its paths in turn, so a process starts once per lane, not per video (its
@@ -95,8 +102,11 @@ class ChildReader:
     taken. A path asked for out of that order gets a child of its own. ``close`` may come from
     another thread than the reading one: it kills every child."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike[str]], readers: int = READERS,
-                 **params: float) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], readers: int = READERS, *,
+                 read: str = "chunks", **params: float) -> None:
+        if read not in READS:
+            raise ValueError(f"read must be one of {READS}, not {read!r}")
+        self.read = read
         self.params = params
         names = [str(p) for p in paths]
         count = max(1, min(readers, len(names)))
@@ -178,7 +188,8 @@ class ChildReader:
         with theirs:  # the child's stdout; only ours stays open here, so EOF means it ended
             stack.enter_context(ours)
             worker = stack.enter_context(worker_process(
-                MODULE, {"paths": paths, "params": self.params}, stdout=theirs.fileno()))
+                MODULE, {"paths": paths, "params": self.params, "read": self.read},
+                stdout=theirs.fileno()))
         return _Child(worker, ours, stack)
 
 
@@ -261,9 +272,8 @@ class _Forward(logging.Handler):
 def _child_main() -> int:
     """Read a job (JSON) on stdin, send the chunks of its files in turn on stdout (a socket),
     each file's ending with END, or ERROR when it failed (the next file follows all the same)."""
-    from scenescribe.speech.chunking import speech_chunks
-
     job = json.loads(sys.stdin.read())
+    read = _reader(job.get("read", "chunks"))
 
     def damage(path: str) -> list[dict[str, Any]]:
         return [dataclasses.asdict(s) for s in damage_report(path)]
@@ -279,7 +289,7 @@ def _child_main() -> int:
     logging.getLogger().setLevel(logging.WARNING)
     for path in job["paths"]:
         try:
-            for offset, samples, silent in speech_chunks(path, **job["params"]):
+            for offset, samples, silent in read(path, **job["params"]):
                 samples = np.ascontiguousarray(samples, np.float32)
                 sock.sendall(HEADER.pack(SILENT if silent else CHUNK, offset, len(samples)))
                 sock.sendall(memoryview(samples).cast("B"))
@@ -294,6 +304,23 @@ def _child_main() -> int:
             continue
         send(END, 0.0, {"damage": damage(path)})
     return 0
+
+
+def _reader(name: str) -> Callable[..., Iterator[Chunk]]:
+    """The child's reading by name (one of ``READS``; anything else is refused)."""
+    if name == "chunks":
+        from scenescribe.speech.chunking import speech_chunks
+
+        return speech_chunks
+    if name == "blocks":
+        from scenescribe.media.audio import iter_audio_blocks
+
+        def blocks(path: str, **params: Any) -> Iterator[Chunk]:
+            for offset, samples in iter_audio_blocks(path, **params):
+                yield offset, samples, False
+
+        return blocks
+    raise ValueError(f"unknown audio reading {name!r}")
 
 
 if __name__ == "__main__":
