@@ -48,8 +48,6 @@ from scenescribe.knobs import env_count
 from scenescribe.media.damage import DamagedSpan, damage_report, record_damage
 from scenescribe.workers import Worker, worker_process
 
-log = logging.getLogger("scenescribe.speech")
-
 MODULE = "scenescribe.media.audio_child"
 READERS = 2  # children at once: one reading, one starting or read ahead
 HEADER = struct.Struct("<BdQ")  # kind, offset seconds, samples (or payload bytes)
