@@ -45,6 +45,10 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
     assert (out / "bench.md").read_text().count("\n## ") == 4
     assert (out / "bench.png").stat().st_size > 1000
 
+    cpu = report["job"]["cpu"]  # the CPUs' busy share while the job ran (Linux: /proc/stat)
+    assert cpu["busy"] and all(0.0 <= b <= 1.0 for b in cpu["busy"])
+    assert cpu["job_cpu_s"] > 0 and 0 < cpu["job_share"] <= 1.0
+
     gts = {p.name.removesuffix(".gt.json"): json.loads(p.read_text())
            for p in small_suite.glob("*.gt.json")}
     stage1 = {r["video"]: r for r in report["stage1"]}

@@ -35,6 +35,15 @@ def show(path: Path) -> None:
         if "speech_audio_read_s" in video:  # the pooled speech stream's reader
             print(f"  {'':14s} speech audio read {video['speech_audio_read_s']:6.2f} s, "
                   f"then waited {video.get('speech_model_wait_s', 0.0):6.2f} s for the model")
+    cpu = job.get("cpu") or {}
+    if cpu.get("busy"):  # the share of all cores busy, averaged over 5 s windows
+        per = max(1, round(5.0 / cpu["interval_s"]))
+        busy = cpu["busy"]
+        windows = [sum(busy[i:i + per]) / len(busy[i:i + per]) for i in range(0, len(busy), per)]
+        print(f"  CPUs busy (% of {cpu['cores']}, per 5 s): "
+              + " ".join(f"{100 * w:.0f}" for w in windows)
+              + f"; the job's own {cpu['job_cpu_s']:.0f} + children {cpu['children_cpu_s']:.0f}"
+              f" CPU-s ({100 * cpu['job_share']:.0f}% of all cores)")
     done = job.get("videos_done_s") or {}
     if done:
         print("  when each video's outcome came (s on the job's clock):")

@@ -23,6 +23,7 @@ from scenescribe import registry
 from scenescribe.assemble import caption_model
 from scenescribe.backend import resolve_device
 from scenescribe.captions.base import Captioner, CaptionRequest
+from scenescribe.cpu_load import CpuSampler
 from scenescribe.exports import load_facts, load_records
 from scenescribe.options import CaptionOptions, RunOptions, merge
 from scenescribe.pipeline import run
@@ -219,9 +220,9 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
     out = Path(out)
     job_models = bench_options.models[:1] if bench_options.job_captions else ()
     start = time.perf_counter()
-    stage1 = run(videos, out / "runs", replace(options, captions=replace(options.captions,
-                                                                          models=job_models)),
-                 progress=progress, force=bench_options.fresh)
+    with CpuSampler() as cpu:  # are the cores what a waiting stage waits for?
+        stage1 = run(videos, out / "runs", replace(options, captions=replace(
+            options.captions, models=job_models)), progress=progress, force=bench_options.fresh)
     job_wall_s = time.perf_counter() - start  # one clock: first decode to last record written
     folders = [Path(v.out_dir) for v in stage1.videos if v.ok and v.out_dir]
     failed = [{"video": v.path, "error": v.error} for v in stage1.failed]
@@ -242,6 +243,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
                     {Path(v).name: {name: t - start for name, t in stages.items()}
                      for v, stages in stage1.finished.items()})
     job["executor"] = stage1.executor  # throughput is reported per GPU count
+    job["cpu"] = cpu.report()
     if stage1.executor.get("name") == "local":  # every model ran here: this allocator's count
         job["alloc_retries"] = alloc_retries(resolve_device(options.device))
     report = build_report(folders, rows, bench_options, options, reference_speech, failed, job)
