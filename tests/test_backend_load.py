@@ -13,7 +13,7 @@ import pytest
 
 from conftest import MODELS
 from scenescribe import registry
-from scenescribe.backend import _LOAD_LOCK, Backend
+from scenescribe.backend import _BUILD_LOCK, _IMPORT_LOCK, Backend
 from scenescribe.options import SoundOptions, SpeechOptions
 from scenescribe.registry import ModelEntry
 
@@ -24,12 +24,15 @@ class Timed(Backend):
     """Records when its imports, its load and its exclusive section ran, and whether the lock
     was held during the load."""
 
-    def __init__(self, name: str, imports: tuple[str, ...], side_by_side: bool = False) -> None:
+    def __init__(self, name: str, imports: tuple[str, ...], side_by_side: bool = False,
+                 lazy_imports: bool = True) -> None:
         super().__init__(ModelEntry(name=name, kind="sounds", target="x:X", extra=""), None)
         self.load_imports = imports
         self.side_by_side = side_by_side
+        self.lazy_imports = lazy_imports
         self.spans: dict[str, tuple[float, float]] = {}
         self.locked_during_load: bool | None = None
+        self.imports_locked_during_load: bool | None = None
         self.loads = 0
 
     def _imports(self) -> None:
@@ -40,9 +43,11 @@ class Timed(Backend):
 
     def _load(self) -> Any:
         start = time.perf_counter()
-        self.locked_during_load = _LOAD_LOCK._is_owned()  # type: ignore[attr-defined]
+        self.locked_during_load = _BUILD_LOCK._is_owned()  # type: ignore[attr-defined]
+        self.imports_locked_during_load = _IMPORT_LOCK._is_owned()  # type: ignore[attr-defined]
         time.sleep(LOAD_S)  # reading weights, building a tokenizer
-        with self.exclusive():  # a from_pretrained call
+        # A from_pretrained call; a load that imports nothing lazily holds the build lock only.
+        with self.exclusive() if self.lazy_imports else self.building():
             begun = time.perf_counter()
             time.sleep(0.05)
             self.spans["exclusive"] = (begun, time.perf_counter())
@@ -96,6 +101,37 @@ def test_other_backends_load_whole_under_the_lock() -> None:
     assert not _load_together(a, b, Timed("c", (), side_by_side=True))
     assert _overlap(a.spans["load"], b.spans["load"]) <= 0
     assert a.locked_during_load is True and b.locked_during_load is True
+
+
+def test_a_load_that_imports_nothing_lazily_waits_for_builds_not_imports() -> None:
+    """The shot detector's build (``lazy_imports`` False) goes on while another load imports
+    (Whisper's 9 s import of transformers held the first shots back), never beside a build."""
+    importing = Timed("importing", ("json",), side_by_side=True)
+    small = Timed("small", (), lazy_imports=False)
+    released = threading.Event()
+    holder = threading.Thread(target=lambda: (_IMPORT_LOCK.acquire(), released.wait(5),
+                                              _IMPORT_LOCK.release()))
+    holder.start()  # another load's long import
+    time.sleep(0.05)
+    start = time.perf_counter()
+    small.load()
+    assert time.perf_counter() - start < LOAD_S + 0.5  # it did not wait for the import
+    assert small.locked_during_load is True and small.imports_locked_during_load is False
+    released.set()
+    holder.join()
+    # A build in progress (the exclusive section of a side-by-side load) holds it back.
+    later = Timed("later", (), lazy_imports=False)
+    with _BUILD_LOCK:
+        waiting = threading.Thread(target=later.load)
+        waiting.start()
+        time.sleep(0.3)
+        assert not later.loaded
+    waiting.join()
+    assert later.loaded and later.load_timing["wait_s"] >= 0.1  # the build lock's hold
+    # Beside a side-by-side load, its build never overlaps that load's exclusive section.
+    again = Timed("again", (), lazy_imports=False)
+    assert not _load_together(importing, again)
+    assert _overlap(importing.spans["exclusive"], again.spans["load"]) <= 0
 
 
 def test_one_backend_loaded_from_two_threads_loads_once() -> None:

@@ -212,7 +212,7 @@ def test_the_gpu_default_decodes_while_its_network_waits_to_load(tmp_path: Path)
             pass
 
     found: list[Any] = []
-    with backend._LOAD_LOCK:  # another stage's model is loading
+    with backend._BUILD_LOCK:  # another stage's model is being built
         worker = threading.Thread(target=lambda: found.append(detector.detect(info, Watch())))
         worker.start()
         assert decoded.wait(60), "no frame was decoded while the network waited to load"

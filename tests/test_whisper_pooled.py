@@ -239,7 +239,7 @@ def test_the_speech_stage_reads_audio_while_whisper_loads(tmp_path: Path,
     video.folder.make()
     task = Task(video, "k", {"probe": StageOutput("p", False, meta={"info": probe(clip)})})
     outcomes: dict[int, object] = {}
-    with backend._LOAD_LOCK:  # another stage's model is loading
+    with backend._IMPORT_LOCK:  # another stage's model is loading (importing)
         worker = threading.Thread(target=lambda: outcomes.update(
             stage.run([task], RunContext(NullProgress()))))
         worker.start()

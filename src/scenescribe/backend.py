@@ -17,19 +17,27 @@ from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
 
-# What in a load is not safe from two threads at once runs under this one process-wide lock:
-# * imports: transformers' lazy modules race (two threads importing at once can see a half-built
-#   module: "cannot import name 'ASTForAudioClassification'");
-# * building a model with transformers' ``from_pretrained``: while it builds, it sets torch's
-#   process-wide default dtype, swaps ``PreTrainedModel.tie_weights`` for a no-op and patches
-#   ``torch.nn.init`` and ``torch.linspace``, restoring each on exit. Two builds at once make
-#   modules in each other's dtype (measured on the H200: random Whisper large-v3 in fp16 beside
-#   AST failed with "expected scalar type BFloat16 but found Half") and can leave the patches
-#   in place for good (two saves and restores interleaved).
-# A backend with ``side_by_side`` holds it (``exclusive``) only around such sections; the rest
-# of its load (tokenizers, feature extractors, the CUDA context, YOLO's whole load) overlaps
-# the others'. Any other backend's whole load runs under it.
-_LOAD_LOCK = threading.RLock()
+# What in a load is not safe from two threads at once runs under process-wide locks:
+# * imports (``_IMPORT_LOCK``): transformers' lazy modules race (two threads importing at once
+#   can see a half-built module: "cannot import name 'ASTForAudioClassification'");
+# * builds (``_BUILD_LOCK``): transformers' ``from_pretrained`` sets torch's process-wide
+#   default dtype, swaps ``PreTrainedModel.tie_weights`` for a no-op and patches
+#   ``torch.nn.init`` and ``torch.linspace`` while it builds, restoring each on exit. Two builds
+#   at once make modules in each other's dtype (measured on the H200: random Whisper large-v3 in
+#   fp16 beside AST failed with "expected scalar type BFloat16 but found Half") and can leave
+#   the patches in place for good (two saves and restores interleaved). TransNetV2's
+#   constructor seeds the random generators and turns on deterministic mode.
+# ``exclusive`` holds both (the import lock first, always). A backend with ``side_by_side``
+# holds it only around such sections; the rest of its load (tokenizers, feature extractors,
+# the CUDA context, YOLO's whole load) overlaps the others'. Any other backend's whole load runs
+# under both. A backend whose load imports nothing lazily (``lazy_imports`` False: no
+# transformers) imports with no lock and builds under the build lock alone: the shot detector's
+# 0.3 s load used to wait out Whisper's 9 s import of transformers, and with it every video's
+# first shots (25 runs of W1 on the H200: the first shots ended 1.1-1.5 s after Whisper's load,
+# the CPUs nearly idle for the 5-6 s before: ``benchmarks/results/h200-2026-12-04-r``); the
+# tracker's YOLO imports ultralytics, which imports no transformers, in the same way.
+_IMPORT_LOCK = threading.RLock()
+_BUILD_LOCK = threading.RLock()
 _held = threading.local()  # this thread's depth of ``exclusive`` holds
 
 
@@ -44,6 +52,7 @@ def import_names(names: tuple[str, ...]) -> None:
 
 
 _warming: dict[str, threading.Thread] = {}  # per CUDA device, the thread creating its context
+_WARMING_LOCK = threading.Lock()
 
 
 def _touch(device: str) -> None:
@@ -54,22 +63,26 @@ def _touch(device: str) -> None:
 
 def warm_device(device: str) -> None:
     """Start creating ``device``'s CUDA context on a thread of its own, once per process, so that
-    it overlaps the imports that follow (transformers' take seconds). Called under the lock."""
-    if not device.startswith("cuda") or device in _warming:
+    it overlaps the imports that follow (transformers' take seconds)."""
+    if not device.startswith("cuda"):
         return
-    importlib.import_module("torch")  # here, not in the new thread: imports stay under the lock
+    with _WARMING_LOCK:
+        if device in _warming:
+            return
+        # Here, not in the new thread: a lazily importing load holds the import lock now.
+        importlib.import_module("torch")
 
-    def warm() -> None:
-        with contextlib.suppress(Exception):  # ``ready_device`` raises it where it is needed
-            _touch(device)
+        def warm() -> None:
+            with contextlib.suppress(Exception):  # ``ready_device`` raises it where needed
+                _touch(device)
 
-    _warming[device] = threading.Thread(target=warm, name=f"warm-{device}", daemon=True)
-    _warming[device].start()
+        _warming[device] = threading.Thread(target=warm, name=f"warm-{device}", daemon=True)
+        _warming[device].start()
 
 
 def ready_device(device: str) -> None:
     """The CUDA context exists when this returns: a ``from_pretrained`` that touched CUDA first
-    would make it while holding the process lock. Waits for ``warm_device``'s thread."""
+    would make it while holding the process locks. Waits for ``warm_device``'s thread."""
     if device.startswith("cuda"):
         thread = _warming.get(device)
         if thread is not None:
@@ -82,7 +95,8 @@ def load_pretrained(backend: Backend, model_class: Any, path: Path | str, dtype:
     """``model_class.from_pretrained(path)`` in ``dtype``, in eval mode on ``backend.device``.
 
     The weights go straight to the device when accelerate can place them (no CPU copy, then a
-    second copy); only the ``from_pretrained`` call holds the process lock (see ``_LOAD_LOCK``).
+    second copy); only the ``from_pretrained`` call holds the process locks (``exclusive``: it may
+    import lazily too).
     """
     placed = backend.device != "cpu" and importlib.util.find_spec("accelerate") is not None
     if placed:
@@ -139,12 +153,16 @@ class Backend:
     SPEED_OPTIONS: tuple[str, ...] = ("batch_size", "api_concurrency", "threads", "workers",
                                       "models", "cache", "use_cache", "max_batch",
                                       "adaptive_batch")
-    # What ``_load`` imports (see ``import_names``), under the process-wide lock.
+    # What ``_load`` imports (see ``import_names``), under the import lock.
     load_imports: ClassVar[tuple[str, ...]] = ()
     # True: ``_load`` takes ``exclusive`` around every section that touches process-wide state
     # (``load_pretrained`` does), so the rest of it may overlap other loads. False: the whole
-    # load runs under the process-wide lock.
+    # load runs under the process-wide locks.
     side_by_side: ClassVar[bool] = False
+    # False: nothing in the load imports lazily (no transformers): its imports take no lock and
+    # a load that is not ``side_by_side`` holds only the build lock, never waiting for another
+    # load's imports.
+    lazy_imports: ClassVar[bool] = True
     # True: its stage may run it for several videos at once from threads (``videos_at_once``).
     concurrent_videos: ClassVar[bool] = False
 
@@ -155,7 +173,7 @@ class Backend:
         self.device = device
         self.model_dir = model_dir
         self.model: Any = None
-        # Seconds of the last load: imports, waiting for and holding the process lock, total.
+        # Seconds of the last load: imports, waiting for and holding the process locks, total.
         self.load_timing: dict[str, float] = {}
 
     @property
@@ -194,6 +212,9 @@ class Backend:
                 return
             start = time.perf_counter()
             self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
+            if not self.lazy_imports:
+                self._load_without_lazy_imports(start)
+                return
             with self.exclusive():
                 if self.side_by_side:
                     warm_device(self.device)
@@ -207,13 +228,35 @@ class Backend:
                     self.model = self._load()
             self.load_timing["load_s"] = time.perf_counter() - start
 
+    def _load_without_lazy_imports(self, start: float) -> None:
+        """``load`` for a backend whose imports need no lock: they run beside other loads'
+        imports; a build that is not ``side_by_side`` holds the build lock alone."""
+        if self.side_by_side:
+            warm_device(self.device)
+        self._imports()
+        self.load_timing["imports_s"] = time.perf_counter() - start
+        with (contextlib.nullcontext() if self.side_by_side else self.building()), \
+                torch_threads_kept():
+            self.model = self._load()
+        self.load_timing["load_s"] = time.perf_counter() - start
+
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """Hold both process-wide load locks (see ``_IMPORT_LOCK``); the outermost hold adds
+        its wait and its time held to ``load_timing``."""
+        return self._holding(_IMPORT_LOCK, _BUILD_LOCK)
+
+    def building(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the build lock alone (a build that imports nothing lazily), timed as
+        ``exclusive``."""
+        return self._holding(_BUILD_LOCK)
+
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the process-wide load lock (see ``_LOAD_LOCK``); the outermost hold adds its
-        wait and its time held to ``load_timing``."""
+    def _holding(self, *locks: threading.RLock) -> Iterator[None]:
         outer = not getattr(_held, "depth", 0)
         asked = time.perf_counter()
-        with _LOAD_LOCK:
+        with contextlib.ExitStack() as stack:
+            for lock in locks:  # always in ``_IMPORT_LOCK``, ``_BUILD_LOCK`` order
+                stack.enter_context(lock)
             got = time.perf_counter()
             _held.depth = getattr(_held, "depth", 0) + 1
             try:
@@ -227,7 +270,8 @@ class Backend:
                                              + time.perf_counter() - got)
 
     def _imports(self) -> None:
-        """Import what ``_load`` needs (``load_imports``), under the process-wide lock."""
+        """Import what ``_load`` needs (``load_imports``), under the import lock unless
+        ``lazy_imports`` is False."""
         import_names(self.load_imports)
 
     def _load(self) -> Any:

@@ -139,10 +139,11 @@ class YoloTracker(ObjectTracker):
     # No transformers build and no process-wide state in the load (the checked unpickling has its
     # own lock; the weights are made fp32 explicitly): the whole load overlaps the others'.
     side_by_side = True
+    lazy_imports = False  # ultralytics imports no transformers: no wait for Whisper's imports
 
     def _imports(self) -> None:
-        """ultralytics (configured offline) first, under the load lock. Without it, ``_load``
-        names the missing package."""
+        """ultralytics (configured offline) first, with no lock (``lazy_imports``). Without it,
+        ``_load`` names the missing package."""
         if importlib.util.find_spec("ultralytics") is None:
             return
         import_ultralytics()

@@ -45,6 +45,7 @@ class TransNetHsvDetector(ShotDetector):
 
     concurrent_videos = True  # no state per call; the network is shared read-only
     loads_while_decoding = True
+    lazy_imports = False  # no transformers: its build waits for builds, not imports
     _hsv: Any = None
 
     def _load(self) -> Any:

@@ -51,6 +51,7 @@ class TransNetV2ShotDetector(ShotDetector):
     DEFAULT_THRESHOLD = 0.65
     concurrent_videos = True  # no state per call; the network is shared read-only
     loads_while_decoding = True
+    lazy_imports = False  # no transformers: its build waits for builds, not imports
 
     def _load(self) -> Any:
         return _build_model(self.device)
