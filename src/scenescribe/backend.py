@@ -31,10 +31,10 @@ log = logging.getLogger("scenescribe.backend")
 # holds it only around such sections; the rest of its load (tokenizers, feature extractors,
 # the CUDA context, YOLO's whole load) overlaps the others'. Any other backend's whole load runs
 # under both. A backend whose load imports nothing lazily (``lazy_imports`` False: no
-# transformers) imports with no lock and builds under the build lock alone: the shot detector's
-# 0.3 s load used to wait out Whisper's 9 s import of transformers, and with it every video's
-# first shots (25 runs of W1 on the H200: the first shots ended 1.1-1.5 s after Whisper's load,
-# the CPUs nearly idle for the 5-6 s before: ``benchmarks/results/h200-2026-12-04-r``); the
+# transformers) imports with no lock and builds under the build lock alone: the shot
+# detector's 0.3 s load used to wait out Whisper's 9 s import of transformers, and with it the
+# first shots (W1 on the H200: in 23 of 25 runs they ended 0.7-1.5 s after Whisper's load, the
+# CPUs nearly idle for the 5-6 s before: ``benchmarks/results/h200-2026-12-04-r``); the
 # tracker's YOLO imports ultralytics, which imports no transformers, in the same way.
 _IMPORT_LOCK = threading.RLock()
 _BUILD_LOCK = threading.RLock()
