@@ -134,6 +134,35 @@ def test_a_load_that_imports_nothing_lazily_waits_for_builds_not_imports() -> No
     assert _overlap(importing.spans["exclusive"], again.spans["load"]) <= 0
 
 
+class Nesting(Timed):
+    """A build that imports nothing lazily and loads a part that does (the shot ensemble
+    loading its ``hsvcut`` half inside its own build)."""
+
+    def __init__(self, part: Backend) -> None:
+        super().__init__("nesting", (), lazy_imports=False)
+        self.part = part
+
+    def _load(self) -> Any:
+        time.sleep(0.2)  # holding the build lock while another load takes the import lock
+        self.part.load()
+        return object()
+
+
+def test_a_lazy_load_inside_a_build_never_deadlocks_with_another_load() -> None:
+    """Locks taken in the other order (build, then import) against a lazy load (import, then
+    build) would deadlock; a load nested in a build is part of that build."""
+    nesting = Nesting(Timed("part", ("json",)))
+    lazy = Timed("lazy", ("json",))
+    threads = [threading.Thread(target=nesting.load, daemon=True)]
+    threads.append(threading.Thread(target=lambda: (time.sleep(0.05), lazy.load()), daemon=True))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "the two loads deadlocked"
+    assert nesting.loaded and nesting.part.loaded and lazy.loaded
+
+
 def test_one_backend_loaded_from_two_threads_loads_once() -> None:
     a = Timed("a", ("json",), side_by_side=True)
     assert not _load_together(a, a, a)

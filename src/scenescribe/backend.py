@@ -253,10 +253,19 @@ class Backend:
     @contextlib.contextmanager
     def _holding(self, *locks: threading.RLock) -> Iterator[None]:
         outer = not getattr(_held, "depth", 0)
+        owned: set[int] = _held.__dict__.setdefault("owned", set())
+        if id(_BUILD_LOCK) in owned and id(_IMPORT_LOCK) not in owned:
+            # A load nested in a build that took the build lock alone (the shot ensemble
+            # loading its hsvcut half) is part of that build: taking the import lock now would
+            # invert the order against a lazy load holding it and waiting for the build lock.
+            locks = tuple(lock for lock in locks if lock is not _IMPORT_LOCK)
         asked = time.perf_counter()
         with contextlib.ExitStack() as stack:
             for lock in locks:  # always in ``_IMPORT_LOCK``, ``_BUILD_LOCK`` order
                 stack.enter_context(lock)
+                if id(lock) not in owned:
+                    owned.add(id(lock))
+                    stack.callback(owned.discard, id(lock))
             got = time.perf_counter()
             _held.depth = getattr(_held, "depth", 0) + 1
             try:
