@@ -172,10 +172,16 @@ class _Counted:
 def run_objects(video: VideoInfo, scenes: list[Scene]) -> int:
     import scenescribe.media as media
 
-    if hasattr(media, "decode_pass"):
-        tracker = _tracker()
+    tracker = _tracker() if hasattr(media, "decode_pass") else None
+    if tracker is not None and hasattr(tracker, "frame_requests"):  # 2026-12-02 to 12-04 code
         return sum(1 for p in media.decode_pass(video.path, tracker.frame_requests(video, scenes))
                    if p.request == 1)
+    if tracker is not None:  # the detections stage's pass: every tick inside the scenes
+        from scenescribe.objects.detected import scene_ticks
+
+        ticks = tuple(k / 2.0 for k in scene_ticks(scenes, 2.0))
+        return sum(1 for _ in media.decode_pass(video.path, [media.FrameRequest(
+            ticks, media.TICK, short_side=yolo_size(video))]))
     # The older tracker decoded every frame and kept 2 per second inside the scenes.
     return sum(1 for f in media.iter_frames(video.path, sample_fps=2.0,
                                             short_side=yolo_size(video))
@@ -219,6 +225,9 @@ def run_node(items: list[tuple[VideoInfo, list[Scene]]], root: Path, mode: str,
     """The frames+objects node over every video: ``first`` or ``once`` (one shared pass)."""
     from scenescribe import sampling
 
+    if not hasattr(sampling, "sample_and_track"):
+        raise SystemExit("this checkout runs frames and objects as stages of their own: "
+                         "use --modes frames objects track")
     counted = _Counted()
     params = inspect.signature(sampling.sample_and_track).parameters
     extra: dict[str, Any] = {}

@@ -89,9 +89,10 @@ def test_bench_report_structure_and_arithmetic(tmp_path: Path, small_suite: Path
     for name, row in stage1.items():
         assert row["duration_s"] == pytest.approx(gts[name]["video"]["duration_s"], abs=0.05)
         assert row["stage1_s"] == pytest.approx(
-            sum(row[f"{k}_s"] for k in ("shots", "speech", "sounds", "objects")))
+            sum(row[f"{k}_s"] for k in ("shots", "speech", "sounds", "detections", "objects")))
         assert row["stage1_rtf"] == pytest.approx(row["stage1_s"] / row["duration_s"])
-        assert row["speech_s"] > 0 and row["objects_s"] > 0  # the real small models ran
+        # the real small models ran: YOLO in the detections stage, ByteTrack in objects
+        assert row["speech_s"] > 0 and row["detections_s"] > 0 and row["objects_s"] > 0
     job = report["job"]  # one clock around `run` with the first model's captions
     assert job["model"] == MODELS[0] and job["videos"] == 2 and not job["cached"]
     assert report["job_wall_s"] == job["wall_s"] > 0

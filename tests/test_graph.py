@@ -23,7 +23,7 @@ from scenescribe.stage2 import ModelSpec, model_specs
 from scenescribe.testing import fakes
 from scenescribe.workspace import WorkFolder
 
-STAGE1 = ("probe", "shots", "frames", "speech", "transcript", "sounds", "objects")
+STAGE1 = ("probe", "shots", "frames", "speech", "transcript", "sounds", "detections", "objects")
 
 
 @pytest.fixture
@@ -175,10 +175,15 @@ def test_plan_shape(tmp_path: Path) -> None:
                  "cpu", None, RunContext(NullProgress()))
     names = [[s.name for s in level] for level in graph.levels()]
     # Speech needs only the probe: the model runs beside shot detection; the cheap join onto
-    # scenes (the records' transcript) comes after the shots.
-    assert names == [["probe"], ["shots", "speech"], ["frames", "transcript", "sounds", "objects"],
+    # scenes (the records' transcript) comes after the shots. The object detector needs only the
+    # probe too (new cuts reuse its boxes) but follows the shots, which take every core.
+    assert names == [["probe"], ["shots", "speech"],
+                     ["detections", "frames", "transcript", "sounds"], ["objects"],
                      ["captions[fake-vlm-a]", "captions[fake-vlm-b]"]]
     assert graph.stages["speech"].inputs == ("probe",) and graph.stages["shots"].concurrent
+    assert graph.stages["detections"].inputs == ("probe",)
+    assert graph.stages["detections"].after == ("shots",)  # the cores are the shots' first
+    assert graph.stages["objects"].inputs == ("probe", "shots", "detections")
     caption = graph.stages["captions[fake-vlm-a]"]
     assert set(caption.inputs) == {"probe", "shots", "frames", "transcript", "sounds", "objects"}
     assert caption.field == "captions" and graph.stages["transcript"].field == "transcript"
@@ -189,8 +194,9 @@ def test_plan_shape(tmp_path: Path) -> None:
                  "cpu", None, RunContext(NullProgress()))
     assert set(graph.stages["captions[fake-vlm-a]"].inputs) == {"probe", "shots", "frames"}
     # What no captioner reads waits for the frames the captioners do: the JPEGs get the cores.
+    # Tracking (the detector ran beside the shots) and the transcript cost no cores to speak of.
     assert graph.stages["sounds"].after == ("frames",) and graph.stages["objects"].after == (
-        "frames",) and graph.stages["transcript"].after == ()
+        ) and graph.stages["transcript"].after == ()
     stage1_only = fake_options()
     graph = plan(stage1_only, _preflight(stage1_only, "cpu", None), [], "cpu", None,
                  RunContext(NullProgress()))
@@ -373,18 +379,18 @@ def test_a_node_starts_once_its_inputs_are_done_not_its_level(tmp_path: Path) ->
 
 def test_a_component_that_allows_it_runs_videos_side_by_side(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``SCENESCRIBE_COMPONENT_VIDEOS=2``: the tracker runs two videos at once (on threads of
-    its own) and every video gets its own records, the same as one after the other."""
+    """``SCENESCRIBE_COMPONENT_VIDEOS=2``: the object detector runs two videos at once (on
+    threads of its own) and every video gets its own records, the same as one after the other."""
     import threading
 
     threads: list[str] = []
-    track = fakes.FakeObjects.track_scenes
+    detect = fakes.FakeObjects.detect_frames
 
-    def recording(self: Any, video: Any, scenes: Any, progress: Any) -> Any:
+    def recording(self: Any, video: Any, ticks: Any, progress: Any) -> Any:
         threads.append(threading.current_thread().name)
-        return track(self, video, scenes, progress)
+        return detect(self, video, ticks, progress)
 
-    monkeypatch.setattr(fakes.FakeObjects, "track_scenes", recording)
+    monkeypatch.setattr(fakes.FakeObjects, "detect_frames", recording)
     monkeypatch.setattr(fakes.FakeObjects, "concurrent_videos", True)
     clips = [make_clip(tmp_path / "in" / f"clip{k}.mp4", seconds=3 + k) for k in range(3)]
     got = {}
@@ -395,4 +401,4 @@ def test_a_component_that_allows_it_runs_videos_side_by_side(
         got[at_once] = [(out / c.stem / "scenes.jsonl").read_text() for c in clips]
     assert got["1"] == got["2"]
     assert len(set(got["1"])) == 3  # three different videos, not one copied
-    assert sum(name.startswith("objects-video") for name in threads) == 3
+    assert sum(name.startswith("detections-video") for name in threads) == 3

@@ -18,7 +18,6 @@ from scenescribe.media import (
     SHOWN,
     TICK,
     FrameRequest,
-    SharedPass,
     damage_report,
     decode_audio,
     decode_pass,
@@ -198,29 +197,6 @@ def test_ticks_match_iter_frames_sampling(tmp_path: Path) -> None:
     assert [p.frame.time for p in picks] == pytest.approx(sampled)
 
 
-def test_shared_pass_serves_each_consumer_its_own(tmp_path: Path) -> None:
-    clip = _write(tmp_path / "s.mp4", 125, audio=False)
-    shown = FrameRequest((0.5, 2.0, 4.9), SHOWN, short_side=20)
-    ticks = FrameRequest(tuple(k / 2 for k in range(10)), TICK, short_side=40)
-    alone = [[(p.time, p.frame.image.shape) for p in decode_pass(clip, [r])] for r in (shown, ticks)]
-    shared = SharedPass(clip)
-    feeds = [shared.subscribe([shown]), shared.subscribe([ticks])]
-    shared.start()
-    got: list[list[tuple[float, tuple[int, ...]]]] = [[], []]
-    import threading
-
-    def read(i: int) -> None:
-        got[i] = [(p.time, p.frame.image.shape) for p in feeds[i]]
-
-    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    shared.close()
-    assert got == alone and alone[0][0][1] == (20, 36, 3) and alone[1][0][1] == (40, 72, 3)
-
-
 def test_sampled_frames_come_from_one_pass(tmp_path: Path) -> None:
     clip = _write(tmp_path / "f.mp4", 125, gop=50, audio=False)
     info = probe(clip)
@@ -287,19 +263,3 @@ def test_damaged_first_keyframe_still_probes(tmp_path: Path, caplog: pytest.LogC
     assert 90 <= len(frames) < 125 and frames[0].time >= 0.9
     (span,) = [s for s in damage_report(damaged) if s.stream == "video"]
     assert span.start == 0.0 and span.end == pytest.approx(1.0, abs=0.05)
-
-
-def test_stopped_shared_pass_is_an_error_for_the_other_consumer(tmp_path: Path) -> None:
-    """When one consumer fails, the others must not mistake the stop for the end of the video."""
-    from scenescribe.media.shared import PassCancelled
-
-    clip = _write(tmp_path / "x.mp4", 125, audio=False)
-    shared = SharedPass(clip)
-    first = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
-    other = shared.subscribe([FrameRequest(tuple(k / 10 for k in range(50)), TICK)], depth=2)
-    shared.start()
-    next(first), next(other)
-    shared.close()  # as sample_and_track does when writing the JPEGs fails
-    with pytest.raises(PassCancelled):
-        for _ in range(50):
-            next(other)

@@ -4,6 +4,7 @@ wheel, plus a fresh interpreter proving ultralytics stays offline and inside our
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -162,8 +163,8 @@ def test_yolo_tracks_per_scene_on_real_photos(tracker: object, photo_clip: Video
     frames: list[Detections] = []
     track_frame = tracker.track_frame  # type: ignore[attr-defined]
 
-    def recording(state: object, result: object, time: float) -> Detections:
-        frames.append(track_frame(state, result, time))
+    def recording(state: object, frame: object) -> Detections:
+        frames.append(track_frame(state, frame))
         return frames[-1]
 
     monkeypatch.setattr(tracker, "track_frame", recording)
@@ -311,46 +312,75 @@ def test_ultralytics_offline_and_in_our_cache(photo_clip: VideoInfo, tmp_path: P
     assert "bus" in report["labels"][0] and "person" in report["labels"][1]
 
 
-# ---------------------------------------------------------------- decode once
+# ---------------------------------------------------------------- detections apart from tracking
 
-def test_decode_once_matches_separate_passes(tracker: object, photo_clip: VideoInfo,
-                                             tmp_path: Path) -> None:
-    """One pass feeding the JPEGs and the tracker gives what two passes of their own give: the
-    same summaries (the 0.3 s scene's midpoint frame comes from the shared pass too) and the
-    same JPEG bytes."""
-    from scenescribe.options import FrameOptions
-    from scenescribe.sampling import sample_and_track, sample_scene_frames
+def test_tracking_stored_detections_gives_what_tracking_at_once_gives(
+        tracker: object, photo_clip: VideoInfo) -> None:
+    """The whole clip detected without scenes (the ``detections`` stage), its boxes written to
+    JSON and read back, then tracked within scenes found later: the very records of
+    ``track_scenes`` on those scenes, the 0.3 s scene (no tick in it) seen at its midpoint."""
+    from scenescribe.objects.detected import VideoDetections, chunk_line, in_time_order, parse_chunk
 
     scenes = [_scene(0, 0, 27), _scene(1, 27, 30), _scene(2, 30, 60)]
-    alone_frames = dict(sample_scene_frames(photo_clip, scenes, FrameOptions(), tmp_path / "a",
-                                            NullProgress()))
-    alone_objects = _track(tracker, photo_clip, scenes)
-    frames: dict[int, list] = {}
-    objects: dict[int, list[ObjectSummary]] = {}
-    sample_and_track(photo_clip, scenes, FrameOptions(), tmp_path / "b", tracker, scenes,
-                     NullProgress(), on_frames=frames.__setitem__,
-                     on_objects=objects.__setitem__, shared=True)
-    assert frames == alone_frames
-    shared = {i: {o.label: o for o in s} for i, s in objects.items()}
-    assert shared.keys() == alone_objects.keys()
-    for i, labels in shared.items():  # confidences may differ in float32's last bits (threads)
-        assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
-            k: (o.max_count, o.tracks) for k, o in alone_objects[i].items()}
-        for k, o in labels.items():
-            assert o.confidence == pytest.approx(alone_objects[i][k].confidence, abs=1e-5)
-    for refs in frames.values():
-        for ref in refs:
-            assert (tmp_path / "a" / ref.path).read_bytes() == (tmp_path / "b" / ref.path).read_bytes()
-    # Only objects left to do (frames cached): the tracker still runs, alone.
-    objects.clear()
-    sample_and_track(photo_clip, [], FrameOptions(), tmp_path / "c", tracker, scenes[2:],
-                     NullProgress(), on_frames=frames.__setitem__,
-                     on_objects=objects.__setitem__)
-    assert list(objects) == [2] and not (tmp_path / "c").exists()
+    at_once = [(i, [o.to_dict() for o in s]) for i, s in
+               tracker.track_scenes(photo_clip, scenes, NullProgress())]  # type: ignore[attr-defined]
+    ticks = range(tracker.ticks(photo_clip))  # type: ignore[attr-defined]
+    assert len(ticks) == 12  # 6 s at 2 fps
+    found = list(tracker.detect_frames(photo_clip, ticks, NullProgress()))  # type: ignore[attr-defined]
+    assert [f.tick for f in found] == list(ticks) and all(f.warp is None for f in found)
+    stored = parse_chunk(json.loads(json.dumps(chunk_line(0, found))))
+    for a, b in zip(found, stored, strict=True):
+        assert a.time == b.time and a.shape == b.shape and np.array_equal(a.boxes, b.boxes)
+    detected = VideoDetections(in_time_order(stored), tracker.names)  # type: ignore[attr-defined]
+    later = [(i, [o.to_dict() for o in s]) for i, s in
+             tracker.track_detected(photo_clip, scenes, detected, NullProgress())]  # type: ignore[attr-defined]
+    assert later == at_once
+    assert {o["label"] for o in later[1][1]} >= {"bus", "person"}  # the midpoint's boxes
 
 
-def test_pipeline_runs_frames_and_objects_from_one_pass(photo_clip: VideoInfo,
-                                                        tmp_path: Path) -> None:
+def test_botsort_replays_the_camera_motion_measured_while_detecting(photo_clip: VideoInfo) -> None:
+    """BoT-SORT compensates camera motion from the frames themselves: the warps are measured
+    during detection (the photos pan, so they are not the identity) and replayed on tracking,
+    so the tracks are those of a run that had the frames (ultralytics' own loop here)."""
+    backend = registry.create("yolov8n", "objects", options=ObjectOptions(tracker="botsort"),
+                              device="cpu", model_dir=MODELS)
+    found = list(backend.detect_frames(photo_clip, range(6), NullProgress()))  # type: ignore[attr-defined]
+    assert all(f.warp is not None for f in found)
+    assert not np.allclose(found[2].warp, np.eye(2, 3))
+    from ultralytics.engine.results import Boxes
+
+    replayed, direct, blind = (backend.new_tracker() for _ in range(3))  # type: ignore[attr-defined]
+    shown = {p.frame.time: p.frame.image for p in _tick_frames(photo_clip, 6)}
+    moved = False
+    for frame in found:
+        ours = backend.track_frame(replayed, frame)  # type: ignore[attr-defined]
+        theirs = direct.update(Boxes(frame.boxes, frame.shape),
+                               np.ascontiguousarray(shown[frame.time][..., ::-1]))
+        without = backend.track_frame(blind, dataclasses.replace(frame, warp=None))  # type: ignore[attr-defined]
+        if len(theirs):
+            assert np.array_equal(ours.tracker_id, theirs[:, 4].astype(np.int64))
+            assert np.allclose(ours.xyxy, theirs[:, :4], atol=1e-3)
+        else:
+            assert not ours.tracked.any()
+        moved |= len(without) == len(ours) and not np.allclose(without.xyxy, ours.xyxy, atol=1e-3)
+    assert moved  # the warps changed the tracks: the comparison above could fail
+    backend.unload()
+
+
+def _tick_frames(video: VideoInfo, count: int) -> list:
+    from scenescribe.media import TICK, FrameRequest, decode_pass
+
+    size = round(640 * min(SIZE) / max(SIZE))
+    return list(decode_pass(video.path, [FrameRequest(tuple(k / 2 for k in range(count)), TICK,
+                                                      short_side=size)]))
+
+
+def test_pipeline_detects_once_and_tracks_again_when_only_the_cuts_change(
+        photo_clip: VideoInfo, tmp_path: Path) -> None:
+    """The real tracker through the pipeline; a rerun with other shot settings (new scenes)
+    tracks the stored boxes again without detecting anything."""
+    from dataclasses import replace
+
     import scenescribe
     from scenescribe.options import RunOptions
 
@@ -362,36 +392,12 @@ def test_pipeline_runs_frames_and_objects_from_one_pass(photo_clip: VideoInfo,
     assert records and all(r["frames"] for r in records)
     labels = {o["label"] for r in records for o in r["objects"]}
     assert {"bus", "person"} <= labels
-    second = scenescribe.run(photo_clip.path, tmp_path, options)
+    assert first.videos[0].timings["detections"]["frames"] == 12
+    again = replace(options, shots=replace(options.shots, max_scene_len=1.0))
+    second = scenescribe.run(photo_clip.path, tmp_path, again)
     timings = second.videos[0].timings
-    assert timings["frames"]["cached"] and timings["objects"]["cached"]
-
-
-def test_a_tracker_that_falls_behind_never_holds_back_the_frames(
-        tracker: object, photo_clip: VideoInfo, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Queue room for 2 frames: the real YOLO on CPU falls behind at once, the shared pass stops
-    serving it and finishes the JPEGs at decode speed, and a follow-up pass over what the
-    tracker missed gives it the very summaries of a pass of its own."""
-    from scenescribe import sampling
-    from scenescribe.options import FrameOptions
-
-    scenes = [_scene(0, 0, 27), _scene(1, 27, 30), _scene(2, 30, 60)]
-    alone = _track(tracker, photo_clip, scenes)
-    monkeypatch.setattr(sampling, "_tracker_depth", lambda video, tracker: 2)
-    frames: dict[int, list] = {}
-    objects: dict[int, list[ObjectSummary]] = {}
-    report: dict[str, object] = {}
-    frames_s, objects_s = sampling.sample_and_track(
-        photo_clip, scenes, FrameOptions(), tmp_path, tracker, scenes, NullProgress(),
-        on_frames=frames.__setitem__, on_objects=objects.__setitem__, report=report, shared=True)
-    assert report["spilled_at"] is not None and frames_s < objects_s
-    assert sorted(frames) == [0, 1, 2] and all(len(refs) == 2 for refs in frames.values())
-    shared = {i: {o.label: o for o in s} for i, s in objects.items()}
-    assert shared.keys() == alone.keys()
-    for i, labels in shared.items():
-        assert {k: (o.max_count, o.tracks) for k, o in labels.items()} == {
-            k: (o.max_count, o.tracks) for k, o in alone[i].items()}
+    assert timings["detections"]["cached"] and not timings["objects"]["cached"]
+    assert second.videos[0].scenes > len(records)
 
 
 def test_predict_timing_never_synchronises_the_device(tracker: object,

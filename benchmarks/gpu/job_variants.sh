@@ -21,6 +21,8 @@
 # Whisper's first batch (cuda_window.py; trace_summary.py's reading in OUT/trace_summary.txt).
 # stage1lean: Stage 1 with 4 frame decoders and 2 tracker decoders (the defaults since
 # 2026-12-04n); stage1wide: with 16 and 4 (the defaults before): does speech wait for the CPU?
+# detectearly / stage1detectearly: the object detector from each video's probe on, beside the
+# shots (SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1), instead of after them.
 # SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -52,6 +54,8 @@ for variant in "$@"; do
       echo "import sys; sys.setswitchinterval(0.0005)" > "$site/sitecustomize.py" ;;
     stage1lean) model= env=(SCENESCRIBE_FRAME_WORKERS=4 SCENESCRIBE_DECODE_WORKERS=2) ;;
     stage1wide) model= env=(SCENESCRIBE_FRAME_WORKERS=16 SCENESCRIBE_DECODE_WORKERS=4) ;;
+    stage1detectearly) model= env=(SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1) ;;
+    detectearly) env=(SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1) ;;
     stage1trace) model= env=(TRACE_OUT=/tmp/trace)
       rm -rf /tmp/trace
       printf 'import sys\nsys.path.insert(0, "%s")\nimport cuda_window\ncuda_window.arm()\n' \

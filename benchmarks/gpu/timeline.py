@@ -28,7 +28,7 @@ def show(path: Path) -> None:
     if "shots" in stages and "frames" in stages:
         after = stages["frames"]["to_s"] - stages["shots"]["to_s"]
         print(f"  frames end {after:.2f} s after the last shots")
-    keys = ("shots_s", "frames_s", "sounds_s", "objects_s")
+    keys = ("shots_s", "frames_s", "sounds_s", "detections_s", "objects_s")
     for video in data.get("stage1") or []:
         print(f"  {video['video']:14s} " + "  ".join(
             f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys))

@@ -17,7 +17,7 @@ from scenescribe.exports import load_facts
 from scenescribe.options import RunOptions, to_dict
 from scenescribe.store import atomic_open, atomic_write_json
 
-STAGE1 = ("shots", "speech", "sounds", "objects")
+STAGE1 = ("shots", "speech", "sounds", "detections", "objects")
 
 
 def system_info() -> dict[str, Any]:
@@ -184,7 +184,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             "subset")),
         "\n## Stage 1 per video (compute seconds; load apart)\n",
         _table(report["stage1"], (
-            "video", "duration_s", "scenes", "shots_s", "speech_s", "sounds_s", "objects_s",
+            "video", "duration_s", "scenes", "shots_s", "speech_s", "sounds_s", "detections_s",
+            "objects_s",
             "stage1_s", "stage1_rtf", "reference_speech_s")),
         "\n## Whole job (one wall clock)\n", _job(report.get("job"))]
     return "\n".join(parts) + "\n"

@@ -5,10 +5,9 @@
     probe -> shots -> frames ---------------------------------> captions[model] (one per model)
           |        -> transcript, sounds, objects -(grounding)-/
           -> speech (whole-file words, beside shots) -/
+          -> detections (boxes at every tick, beside shots) -/
 
 runs it, writes each video's files and cleans up only what it created for failed inputs.
-The tracker follows the frames (their JPEGs first); with ``SCENESCRIBE_DECODE_ONCE=1`` frames
-and objects run as one node, one decode pass per video.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from scenescribe.assemble import caption_model, stage_status, write_outputs
 from scenescribe.backend import Backend, resolve_device
 from scenescribe.errors import InputError, ScenescribeError
 from scenescribe.executors import open_executor
-from scenescribe.fused import FramesAndObjects, shares_decode
 from scenescribe.graph import (
     Graph,
     Node,
@@ -39,10 +37,11 @@ from scenescribe.graph import (
     failure,
 )
 from scenescribe.media import probe
+from scenescribe.objects.base import ObjectTracker
+from scenescribe.objects_stages import DetectionsStage
 from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
 from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
-from scenescribe.sampling import decode_once
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
 from scenescribe.speech.base import SpeechRecognizer
@@ -186,35 +185,26 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     stages: list[Node] = [ProbeStage(), ShotsStage(detector)]
     components: list[Stage] = []
     for name in options.stages:
+        backend = backends[name]
         if name == "speech":  # the model beside shots; the join onto scenes after them
-            recognizer = backends[name]
-            assert isinstance(recognizer, SpeechRecognizer)
-            stages.append(SpeechStage(recognizer))
+            assert isinstance(backend, SpeechRecognizer)
+            stages.append(SpeechStage(backend))
             components.append(TranscriptStage())
-        else:
-            components.append(ComponentStage(name, backends[name]))
+            continue
+        if name == "objects":  # the detector beside shots; tracking within scenes after them
+            assert isinstance(backend, ObjectTracker)
+            stages.append(DetectionsStage(backend))
+        components.append(ComponentStage(name, backend))
     grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])
-    objects = next((c for c in components if isinstance(c, ComponentStage)
-                    and c.name == "objects"), None)
-    if objects is not None and shares_decode(objects.backend) and decode_once():
-        # Decode once: one pass per video feeds the scene frames and the tracker. Planned in
-        # the objects' place: run in turn, the components before it finish even if it fails.
-        stages += [FramesAndObjects(frames, c) if c is objects else c for c in components]
-    else:
-        for component in components:
-            if not isinstance(component, ComponentStage):
-                continue
-            tracker = component is objects and shares_decode(component.backend)
-            if specs and (tracker or component.name not in grounded):
-                # Frames first: the captioners wait for the JPEGs, so the tracker's decode of
-                # every frame, and a component no captioner reads (the sound tagger's audio
-                # features), start once they are saved, not beside them on the same cores.
-                # Without captioners nothing waits for the JPEGs: the tracker starts on each
-                # video's shots (Stage 1 alone on W1, H200: the tracker is the critical path,
-                # shots -> frames -> tracker, and its first video waited 7 s for its frames).
-                component.after = (frames.name,)
-        stages += [frames, *components]
+    for component in components:
+        if (specs and isinstance(component, ComponentStage) and component.name != "objects"
+                and component.name not in grounded):
+            # Frames first: the captioners wait for the JPEGs, so a component no captioner
+            # reads (the sound tagger's audio features) starts once they are saved, not
+            # beside them on the same cores. Tracking needs no cores worth waiting for.
+            component.after = (frames.name,)
+    stages += [frames, *components]
     for spec in specs:
         try:
             captioner = make_captioner(spec, options.captions, device, model_dir)

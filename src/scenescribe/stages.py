@@ -3,8 +3,8 @@
 A component (speech, sounds, objects) is one row of ``COMPONENTS``: its registry kind, the
 record field it fills, how it produces per-scene lines and how a line becomes that field.
 Adding a component (say OCR) is its backend file, a registry line, an options section and a row
-here (plus its record field). ``FramesAndObjects`` fuses the frames and objects stages so one
-decode pass per video feeds both ("decode once").
+here (plus its record field). Speech and objects run their models in stages of their own that
+need only the probe (``speech_stages``, ``objects_stages``), beside shot detection.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -305,26 +306,21 @@ class Component(Generic[B]):
     produce: Producer[B] | None
     parse: Callable[[Mapping[str, Any]], Any]  # a checkpoint line -> the record field's value
     lines_from: str = ""  # the stage whose lines hold the field ("" for the component's own)
+    inputs: tuple[str, ...] = ("probe", "shots")
+    loads_first: bool = True  # its stage loads the model before the first scene (else lazily)
 
     def lines_stage(self, name: str) -> str:
         return self.lines_from or name
 
 
-class ComponentStage(Stage):
-    """One Stage 1 component over every video, resuming from its checkpoint."""
+class ModelStage(Stage):
+    """A Stage 1 model over every video, video by video as their inputs are ready (waves);
+    subclasses compute one video (``_compute``)."""
 
-    inputs = ("probe", "shots")
     concurrent = True
     waves = True
 
-    def __init__(self, name: str, backend: Backend) -> None:
-        self.name = name
-        self.component = COMPONENTS[name]
-        if self.component.produce is None:
-            raise ValueError(f"{name} is planned as its own stages, not a ComponentStage")
-        if not isinstance(backend, self.component.backend_type):
-            raise ConfigError(f"{backend.name} is not a {self.component.backend_type.__name__}")
-        self.field = self.component.field
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.load = LazyLoad(backend)
         # Videos computed at once, across waves: with more than one, a wave of videos that
@@ -346,10 +342,29 @@ class ComponentStage(Stage):
         with self._slots:
             return self._compute(task, ctx)
 
+    @abstractmethod
+    def _compute(self, task: Task, ctx: RunContext) -> StageOutput:
+        """One video's output."""
+
+
+class ComponentStage(ModelStage):
+    """One Stage 1 component over every video, resuming from its checkpoint."""
+
+    def __init__(self, name: str, backend: Backend) -> None:
+        self.name = name
+        self.component = COMPONENTS[name]
+        if self.component.produce is None:
+            raise ValueError(f"{name} is planned as its own stages, not a ComponentStage")
+        if not isinstance(backend, self.component.backend_type):
+            raise ConfigError(f"{backend.name} is not a {self.component.backend_type.__name__}")
+        self.field = self.component.field
+        self.inputs = self.component.inputs
+        super().__init__(backend)
+
     def _compute(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt, todo = _resume(task, self.name)
         with ckpt:
-            if todo:
+            if todo and self.component.loads_first:
                 self.load()  # before the clock: load time is reported apart
             start = time.perf_counter()
             if todo:
@@ -384,7 +399,9 @@ def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
 
 def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],
                     progress: Progress) -> Iterator[dict[str, Any]]:
-    for index, objects in backend.track_scenes(task.info, todo, progress):
+    """The ``detections`` stage's boxes tracked through each scene (``objects_stages``)."""
+    detected = task.inputs["detections"].meta["detected"]
+    for index, objects in backend.track_detected(task.info, todo, detected, progress):
         yield objects_line(index, objects)
 
 
@@ -398,7 +415,10 @@ COMPONENTS: dict[str, Component[Any]] = {
                         lines_from="transcript"),
     "sounds": Component("sounds", SoundTagger, "sounds", produce_sounds,
                         lambda line: tuple(SoundTag.from_dict(s) for s in line.get("sounds", ()))),
+    # Tracking only: the model ran in the ``detections`` stage, before the cuts were known; it
+    # is loaded here only for a scene too short to hold a sampled frame.
     "objects": Component("objects", ObjectTracker, "objects", produce_objects,
                          lambda line: tuple(ObjectSummary.from_dict(o)
-                                            for o in line.get("objects", ()))),
+                                            for o in line.get("objects", ())),
+                         inputs=("probe", "shots", "detections"), loads_first=False),
 }

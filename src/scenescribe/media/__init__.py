@@ -12,9 +12,8 @@ from scenescribe.media.frames import (
     iter_frames,
 )
 from scenescribe.media.probe import probe
-from scenescribe.media.shared import SharedPass
 from scenescribe.media.stream import DecodedFrame
 
 __all__ = ["SAMPLE_RATE", "SHOWN", "TICK", "DamagedSpan", "DecodedFrame", "FrameRequest", "Pick",
-           "SharedPass", "damage_report", "decode_audio", "decode_pass", "frames_at",
+           "damage_report", "decode_audio", "decode_pass", "frames_at",
            "iter_audio_blocks", "iter_frames", "probe"]

@@ -1,13 +1,12 @@
 """YOLO detection with ByteTrack tracking through ultralytics, summarised per scene.
 
-Frames sampled at ``sample_fps`` (the first frame at or after each tick) are detected in
-batches that run across scene boundaries (``batch_size`` frames per model call), then fed to
-ByteTrack one frame at a time, in order, so the records are those of a frame-by-frame run; the
-tracker restarts at every scene boundary so track ids and counts are per scene. A scene that
-no sampled frame falls in (shorter than ``1 / sample_fps``) is sampled once at its midpoint.
-``frame_requests`` says which frames that takes, so one decode pass can serve the tracker and
-the scene frames together (``sampling.sample_and_track``); ``track_scenes`` runs a pass of its
-own on a background thread, so decoding overlaps inference.
+``detect_frames``: frames sampled at ``sample_fps`` (the first frame at or after each tick),
+decoded on a background thread, are detected in batches of ``batch_size`` frames per model call;
+it needs no scenes, so the ``detections`` stage runs it over the whole video beside shot
+detection. ``track_detected`` then feeds each scene's stored boxes to a fresh ByteTrack, one
+frame at a time, in order, so the records are those of a frame-by-frame run and track ids and
+counts are per scene. A scene that no sampled frame falls in (shorter than ``1 / sample_fps``)
+is looked at once, at its midpoint.
 
 Ultralytics is kept off the network: weights are an explicit local path, its settings file lives
 in scenescribe's cache (``YOLO_CONFIG_DIR``), ``YOLO_OFFLINE`` stops its DNS probe and telemetry,
@@ -20,7 +19,6 @@ import contextlib
 import importlib
 import importlib.util
 import logging
-import math
 import os
 import sys
 import threading
@@ -36,9 +34,10 @@ from scenescribe.backend import import_names, torch_threads_kept
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
-from scenescribe.media import SHOWN, TICK, DecodedFrame, FrameRequest, Pick, decode_pass, frames_at
+from scenescribe.media import TICK, DecodedFrame, FrameRequest, decode_pass, frames_at
 from scenescribe.media.readahead import ReadAhead
 from scenescribe.objects.base import ObjectTracker
+from scenescribe.objects.detected import FrameBoxes, VideoDetections, frames_by_scene
 from scenescribe.objects.detections import Detections
 from scenescribe.objects.summary import SceneObjects
 from scenescribe.progress import Progress
@@ -177,134 +176,78 @@ class YoloTracker(ObjectTracker):
 
         return weights_file(self.entry, Path(self.weights()))
 
-    def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
-                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        """Track ``scenes`` with a decode pass of their own (``track_frames`` shares one)."""
-        if not video.has_video:
-            yield from self.track_frames(video, scenes, iter(()), progress)
+    def detect_frames(self, video: VideoInfo, ticks: Sequence[int],
+                      progress: Progress) -> Iterator[FrameBoxes]:
+        """One decode pass over ``ticks``, read ahead on a thread while the model runs on
+        batches of ``batch_size`` frames. With BoT-SORT's camera-motion compensation the warp
+        from each frame to the next is measured here too, while the frames are at hand."""
+        if not video.has_video or not ticks:
             return
         self.load()
-        picks = ReadAhead(decode_pass(video.path, self.frame_requests(video, scenes)),
+        fps = self.sample_fps
+        request = FrameRequest(tuple(k / fps for k in ticks), TICK,
+                               short_side=self._short_side(video))
+        picks = ReadAhead(decode_pass(video.path, [request]),
                           PREFETCH_BATCHES * self.batch_size, name="objects-decode")
+        motion = self._motion()
+        task = progress.task("detections", total=len(ticks))
         try:
-            yield from self.track_frames(video, scenes, picks, progress)
+            batch: list[tuple[int, DecodedFrame]] = []
+            for pick in picks:
+                batch.append((round(pick.time * fps), pick.frame))
+                if len(batch) >= self.batch_size:
+                    yield from self._boxes(batch, motion)
+                    task.advance(len(batch))
+                    batch = []
+            yield from self._boxes(batch, motion)
         finally:
+            task.close()
             picks.close()
 
-    def frame_requests(self, video: VideoInfo, scenes: Sequence[Scene]) -> list[FrameRequest]:
-        """The frames ``track_frames`` needs from a pass: the midpoints of scenes that might hold
-        no sampled frame (request 0, first so a scene's midpoint arrives before it closes), and
-        the first frame at or after every ``1 / sample_fps`` tick over the scenes (request 1)."""
-        fps = self.options.sample_fps
-        step = 1.0 / (video.fps or 25.0)
-        ticks: set[int] = set()
-        mids = []
-        for scene in scenes:
-            # From the tick at or before the start: its frame may be the scene's first one.
-            ticks.update(range(int(scene.start * fps + 1e-6), math.ceil(scene.end * fps - 1e-6)))
-            if scene.duration < 1.0 / fps + 2 * step:
-                mids.append(_mid(scene))
-        size = self._short_side(video)
-        return [FrameRequest(tuple(mids), SHOWN, short_side=size),
-                FrameRequest(tuple(k / fps for k in sorted(ticks)), TICK, short_side=size)]
+    def _boxes(self, frames: list[tuple[int, DecodedFrame]], motion: Any) -> Iterator[FrameBoxes]:
+        """Each ``(tick, frame)``'s boxes, from one model call."""
+        if not frames:
+            return
+        results = self.detect([f.image for _, f in frames])
+        for (tick, frame), result in zip(frames, results, strict=True):
+            warp = None if motion is None else motion.apply(
+                np.ascontiguousarray(frame.image[..., ::-1]), result.boxes.xyxy.cpu().numpy())
+            yield FrameBoxes.create(tick, frame.time, result.boxes.data.cpu().numpy(),
+                                    result.orig_shape, warp)
 
-    def track_frames(self, video: VideoInfo, scenes: Sequence[Scene], picks: Iterator[Pick],
-                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        """Track ``scenes`` on the picks of a pass over ``frame_requests(video, scenes)``.
-
-        Yields ``(scene index, summaries)`` in time order; the model must be loaded.
-        """
+    def track_detected(self, video: VideoInfo, scenes: Sequence[Scene],
+                       detected: VideoDetections,
+                       progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        """ByteTrack (or BoT-SORT) over each scene's stored boxes, a fresh tracker per scene."""
         task = progress.task("objects", total=len(scenes))
         try:
-            if not video.has_video:  # audio-only input: nothing to see
-                for scene in scenes:
-                    yield scene.index, []
-                    task.advance()
-                return
-            for index, summaries in self._track_video(video, sorted(scenes, key=_start), picks):
-                yield index, summaries
+            ordered = sorted(scenes, key=_start)
+            groups = (frames_by_scene(ordered, detected.frames) if video.has_video
+                      else [[] for _ in ordered])
+            mids = self._midpoints(video, [s for s, g in zip(ordered, groups, strict=True)
+                                           if not g]) if video.has_video else {}
+            names = detected.names or ({} if not mids else self.names)
+            for scene, frames in zip(ordered, groups, strict=True):
+                if not frames and scene.index in mids:
+                    frames = [mids[scene.index]]
+                tracker, objects = self.new_tracker(), SceneObjects(names)
+                for frame in frames:
+                    objects.add(self.track_frame(tracker, frame))
+                yield scene.index, objects.summaries()
                 task.advance()
         finally:
             task.close()
 
-    def _track_video(self, video: VideoInfo, scenes: list[Scene],
-                     picks: Iterator[Pick]) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        """Detect in batches across scenes, then track frame by frame within each scene."""
+    def _midpoints(self, video: VideoInfo, scenes: list[Scene]) -> dict[int, FrameBoxes]:
+        """The boxes at the midpoint of each scene no sampled frame fell in (shorter than a
+        tick), from one pass over those times."""
         if not scenes:
-            return
-        tracker: Any = None
-        objects = SceneObjects(self.names)
-        for pos, frame, result in self._detected(self._scene_frames(video, scenes, picks)):
-            if tracker is None:  # a scene's first frame: fresh tracks, ids from 1
-                tracker, objects = self.new_tracker(), SceneObjects(self.names)
-            if frame is None:  # the scene ends
-                yield scenes[pos].index, objects.summaries()
-                tracker = None
-            else:
-                objects.add(self.track_frame(tracker, result, frame.time))
-
-    def _scene_frames(self, video: VideoInfo, scenes: list[Scene], picks: Iterator[Pick]
-                      ) -> Iterator[tuple[int, DecodedFrame | None]]:
-        """``(scene position, frame)`` for each frame to track, then ``(position, None)`` when
-        the scene closes (the first frame past it arrived). A scene that got no sampled frame is
-        looked at once, at its midpoint."""
-        size = self._short_side(video)
-        mids: dict[float, DecodedFrame] = {}
-        seen = 0
-        pos = 0
-
-        def close(at: int) -> Iterator[tuple[int, DecodedFrame | None]]:
-            if seen == 0 or at != pos:
-                yield at, self._midpoint(video, scenes[at], size, mids)
-            yield at, None
-
-        for pick in picks:
-            if pick.request == 0:
-                mids[pick.time] = pick.frame
-                continue
-            frame = pick.frame
-            while pos < len(scenes) and frame.time >= scenes[pos].end:
-                yield from close(pos)
-                pos, seen = pos + 1, 0
-            if pos == len(scenes):
-                break  # past the last wanted scene: stop decoding
-            if frame.time >= scenes[pos].start:  # frames between wanted scenes are skipped
-                seen += 1
-                yield pos, frame
-        for at in range(pos, len(scenes)):  # scenes reaching past the last decoded frame
-            yield from close(at)
-
-    def _midpoint(self, video: VideoInfo, scene: Scene, short_side: int | None,
-                  mids: dict[float, DecodedFrame]) -> DecodedFrame:
-        mid = _mid(scene)
-        frame = mids.pop(mid, None)
-        if frame is None:  # not foreseen by ``frame_requests`` (variable frame rate): seek
-            log.debug("scene %d: no sampled frame; seeking to %.3f s", scene.index, mid)
-            frame = frames_at(video.path, [mid], short_side=short_side)[mid]
-        return frame
-
-    def _detected(self, items: Iterator[tuple[int, DecodedFrame | None]]
-                  ) -> Iterator[tuple[int, DecodedFrame | None, Any]]:
-        """``items`` with each frame's detections: one model call per ``batch_size`` frames,
-        whichever scenes they belong to (detection is per frame; only tracking is per scene)."""
-        batch = self.batch_size
-        held: list[tuple[int, DecodedFrame | None]] = []
-        frames: list[DecodedFrame] = []
-
-        def flush() -> Iterator[tuple[int, DecodedFrame | None, Any]]:
-            results = iter(self.detect([f.image for f in frames]) if frames else [])
-            for pos, frame in held:
-                yield pos, frame, None if frame is None else next(results)
-            held.clear()
-            frames.clear()
-
-        for pos, frame in items:
-            held.append((pos, frame))
-            if frame is not None:
-                frames.append(frame)
-                if len(frames) >= batch:
-                    yield from flush()
-        yield from flush()
+            return {}
+        self.load()
+        shown = frames_at(video.path, [_mid(s) for s in scenes], short_side=self._short_side(video))
+        frames = [(-1, shown[_mid(s)]) for s in scenes if _mid(s) in shown]
+        found = {f.time: f for f in self._boxes(frames, None)}
+        return {s.index: found[shown[_mid(s)].time] for s in scenes if _mid(s) in shown}
 
     def _short_side(self, video: VideoInfo) -> int | None:
         """Decode so the long side is ``imgsz``: YOLO letterboxes to that anyway, and FFmpeg's
@@ -330,18 +273,24 @@ class YoloTracker(ObjectTracker):
                 half=self.device.startswith("cuda"), verbose=False)
         return list(results)
 
+    def _tracker_settings(self) -> dict[str, Any]:
+        """The ``tracker`` option's yaml, read once (a fresh tracker starts every scene)."""
+        settings = self.__dict__.get("_tracker_yaml")
+        if settings is None:
+            from ultralytics.utils import YAML
+            from ultralytics.utils.checks import check_yaml
+
+            name = self.options.tracker
+            settings = self.__dict__["_tracker_yaml"] = YAML.load(check_yaml(
+                name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"))
+        return dict(settings)
+
     def new_tracker(self) -> Any:
         """A fresh tracker from the ``tracker`` option's yaml (ids restart from 1)."""
         from ultralytics.trackers.track import TRACKER_MAP
-        from ultralytics.utils import YAML, IterableSimpleNamespace
-        from ultralytics.utils.checks import check_yaml
+        from ultralytics.utils import IterableSimpleNamespace
 
-        name = self.options.tracker
-        settings = self.__dict__.get("_tracker_yaml")
-        if settings is None:  # read once: a fresh tracker starts every scene
-            settings = self.__dict__["_tracker_yaml"] = YAML.load(check_yaml(
-                name if name.endswith((".yaml", ".yml")) else f"{name}.yaml"))
-        cfg = IterableSimpleNamespace(**settings)
+        cfg = IterableSimpleNamespace(**self._tracker_settings())
         cfg.device = self.device
         kind = TRACKER_MAP.get(cfg.tracker_type)
         if kind is None or hasattr(kind, "setup_predictor") or getattr(cfg, "with_reid", False):
@@ -350,23 +299,46 @@ class YoloTracker(ObjectTracker):
                               "use bytetrack or botsort without ReID")
         return kind(args=cfg)
 
-    def track_frame(self, tracker: Any, result: Any, time: float) -> Detections:
-        """Feed one frame's detections to ``tracker``; the boxes it reports, as ultralytics'
-        own ``track`` reports them (``on_predict_postprocess_end``)."""
-        import torch
+    def _motion(self) -> Any:
+        """BoT-SORT's camera-motion estimator (``GMC``) when the tracker uses one, else None.
+        It runs over consecutive sampled frames during detection; each scene's tracker replays
+        the warps (at a scene's first frame the tracker has no tracks for a warp to move, so a
+        warp measured across the cut changes nothing, as a fresh estimator's would not)."""
+        settings = self._tracker_settings()
+        method = settings.get("gmc_method")
+        if settings.get("tracker_type") != "botsort" or method in (None, "none"):
+            return None
+        from ultralytics.trackers.utils.gmc import GMC
 
-        tracks = tracker.update(result.boxes.cpu().numpy(), result.orig_img)
+        return GMC(method=method)
+
+    def track_frame(self, tracker: Any, frame: FrameBoxes) -> Detections:
+        """Feed one frame's stored boxes to ``tracker``; the boxes it reports, as ultralytics'
+        own ``track`` reports them (``on_predict_postprocess_end``): the tracked ones, or while
+        no track is confirmed yet, none if any is pending, else every box untracked."""
+        from ultralytics.engine.results import Boxes
+
+        boxes = Boxes(frame.boxes, frame.shape)
+        image = None
+        if frame.warp is not None and getattr(tracker, "gmc", None) is not None:
+            tracker.gmc.apply = lambda *_: frame.warp  # the warp measured during detection
+            image = _NO_IMAGE  # the tracker only applies a warp when it is given an image
+        tracks = tracker.update(boxes, image)
         if len(tracks) == 0:
             if any(not t.is_activated for t in tracker.tracked_stracks):
-                return Detections.empty(time)  # new tracks are hidden until confirmed
-            return Detections.from_ultralytics(result, time)
-        tracked = result[tracks[:, -1].astype(int)]
-        tracked.update(boxes=torch.as_tensor(tracks[:, :-1], device=result.boxes.data.device))
-        return Detections.from_ultralytics(tracked, time)
+                return Detections.empty(frame.time)
+            return Detections.create(frame.boxes[:, :4], frame.boxes[:, 4], frame.boxes[:, 5],
+                                     None, frame.time)
+        # rows: x1, y1, x2, y2, track id, score, class, detection index
+        return Detections.create(tracks[:, :4], tracks[:, 5], tracks[:, 6], tracks[:, 4],
+                                 frame.time)
 
     @property
     def names(self) -> dict[int, str]:
         return dict(self.model.names)
+
+
+_NO_IMAGE = np.zeros((1, 1, 3), np.uint8)
 
 
 def _start(scene: Scene) -> float:

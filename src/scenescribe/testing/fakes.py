@@ -10,8 +10,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 
 from scenescribe.captions.base import Captioner, CaptionRequest
-from scenescribe.media import FrameRequest, Pick, decode_pass
 from scenescribe.objects.base import ObjectTracker
+from scenescribe.objects.detected import FrameBoxes, VideoDetections
 from scenescribe.progress import Progress
 from scenescribe.records import Caption, ObjectSummary, Scene, SoundTag, VideoInfo, Word
 from scenescribe.registry import Kind, ModelEntry, get_entry, register
@@ -22,9 +22,11 @@ from scenescribe.speech.base import SpeechRecognizer, SpeechResult
 CALLS: Counter[str] = Counter()  # backend name -> scenes (or files) it processed
 CONTEXTS: defaultdict[str, list[str]] = defaultdict(list)  # captioner -> grounding it was given
 LOADS: Counter[str] = Counter()
+DETECTED: Counter[str] = Counter()  # object backend name -> ticks it detected
 
 
 def reset() -> None:
+    DETECTED.clear()
     CALLS.clear()
     CONTEXTS.clear()
     LOADS.clear()
@@ -68,41 +70,27 @@ class FakeSounds(_Loads, SoundTagger):
 
 
 class FakeObjects(_Loads, ObjectTracker):
-    def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
-                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        for scene in scenes:
-            CALLS[self.name] += 1
-            yield scene.index, [ObjectSummary("person", 1, 1, 0.9)]
+    """One box per tick (class 0) and a ``person`` in every scene. ``CALLS`` counts the scenes
+    tracked; ``DETECTED`` the ticks each backend detected."""
 
+    def detect_frames(self, video: VideoInfo, ticks: Sequence[int],
+                      progress: Progress) -> Iterator[FrameBoxes]:
+        self.load()
+        for tick in ticks:
+            DETECTED[self.name] += 1
+            yield FrameBoxes.create(tick, tick / self.sample_fps, [[1, 1, 9, 9, 0.9, 0]], (16, 16))
 
-class FakeSharedObjects(_Loads, ObjectTracker):
-    """A tracker that takes real frames from a decode pass, its own or one shared with the
-    frames stage: each scene's midpoint frame, labelled by its brightness. ``CALLS`` counts the
-    scenes; ``fake-objects-crash`` raises after its first scene."""
-
-    def track_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
-                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        picks = decode_pass(video.path, self.frame_requests(video, scenes)) if (
-            video.has_video and scenes) else iter(())
-        yield from self.track_frames(video, scenes, picks, progress)
-
-    def frame_requests(self, video: VideoInfo, scenes: Sequence[Scene]) -> list[FrameRequest]:
-        return [FrameRequest(tuple(_mid(s) for s in scenes), short_side=16)]
-
-    def track_frames(self, video: VideoInfo, scenes: Sequence[Scene], picks: Iterator[Pick],
-                     progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
-        assert self.loaded or not video.has_video
-        shade = {p.time: int(p.frame.image.mean()) for p in picks}
-        for scene in scenes:
+    def track_detected(self, video: VideoInfo, scenes: Sequence[Scene], detected: VideoDetections,
+                       progress: Progress) -> Iterator[tuple[int, list[ObjectSummary]]]:
+        for scene in sorted(scenes, key=lambda s: s.start):
             if self.name == "fake-objects-crash" and CALLS[self.name]:
                 raise RuntimeError("tracker fell over")
             CALLS[self.name] += 1
-            seen = shade.get(_mid(scene))
-            yield scene.index, [] if seen is None else [ObjectSummary(f"shade {seen}", 1, 1, 0.9)]
+            yield scene.index, [ObjectSummary(detected.names.get(0, "?"), 1, 1, 0.9)]
 
-
-def _mid(scene: Scene) -> float:
-    return round(scene.start + scene.duration / 2, 3)
+    @property
+    def names(self) -> dict[int, str]:
+        return {0: "person"}
 
 
 class FakeCaptioner(_Loads, Captioner):
@@ -135,8 +123,7 @@ _FAKES: list[tuple[str, Kind, str]] = [
     ("fake-sounds", "sounds", "FakeSounds"),
     ("fake-sounds-b", "sounds", "FakeSounds"),
     ("fake-objects", "objects", "FakeObjects"),
-    ("fake-objects-shared", "objects", "FakeSharedObjects"),
-    ("fake-objects-crash", "objects", "FakeSharedObjects"),
+    ("fake-objects-crash", "objects", "FakeObjects"),
     ("fake-vlm-a", "captioner", "FakeCaptioner"),
     ("fake-vlm-b", "captioner", "FakeCaptioner"),
     ("fake-vlm-errors", "captioner", "FakeCaptioner"),
