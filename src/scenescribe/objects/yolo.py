@@ -200,6 +200,7 @@ class YoloTracker(ObjectTracker):
                     task.advance(len(batch))
                     batch = []
             yield from self._boxes(batch, motion)
+            task.advance(len(batch))
         finally:
             task.close()
             picks.close()
