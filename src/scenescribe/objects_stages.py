@@ -4,8 +4,8 @@
 tick of the video is looked at whatever the cuts, so new shot settings track the stored boxes
 again without detecting anything. It still follows each video's shots (``after``) unless
 ``SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1``: shot detection's segment workers take every core,
-and a decode beside them starves both (W1 on the H200: Stage 1 46.8 s against 38.9-40.9 s,
-the first shots 19.8 s in against 12.4, ``results/h200-2026-12-04-s``). Its checkpoint holds
+and a decode beside them starves both (W1 on the H200: Stage 1 46.8 s, the first shots 19.8 s
+in, ``results/h200-2026-12-04-t``; after the shots 42.5-45.3 s on another host, ``-u``). Its checkpoint holds
 one line per ``CHUNK_TICKS`` ticks, so a crash loses at most one chunk. ``objects`` (a
 ``ComponentStage``) is the cheap part: each scene's stored boxes through a fresh tracker; it
 fills the records' ``objects``.

@@ -1,8 +1,8 @@
 """The object-tracker interface: objects detected at sampled times, tracked per scene.
 
 Two steps, so that detection need not wait for the cuts: ``detect_frames`` looks at the frames
-sampled at ``options.sample_fps`` (the ``detections`` stage runs it over the whole video, beside
-shot detection), and ``track_detected`` follows those boxes through each scene (the ``objects``
+sampled at ``options.sample_fps`` (the ``detections`` stage runs it over the whole video, keyed on
+the probe alone), and ``track_detected`` follows those boxes through each scene (the ``objects``
 stage, once the cuts are known). ``track_scenes`` does both for a list of scenes.
 """
 

@@ -1,8 +1,8 @@
 """A video's untracked detections at its sampling ticks, kept between the two object stages.
 
 Detection needs no scenes: every ``1 / sample_fps`` tick of the whole video is looked at, so the
-``detections`` stage runs beside shot detection, and the ``objects`` stage only runs ByteTrack
-over the stored boxes once the cuts are known. The ticks are numbered from 0 and grouped in
+``detections`` stage's output outlives new shot settings, and the ``objects`` stage only runs
+ByteTrack over the stored boxes once the cuts are known. The ticks are numbered from 0 and grouped in
 chunks of ``CHUNK_TICKS``: a chunk is the unit of the checkpoint, so a crash loses at most one
 chunk's detections. Boxes are float32 and go through JSON exactly (a float32 widened to a float
 prints back to the same float32), so tracking stored boxes gives what tracking fresh ones gives.

@@ -2,8 +2,8 @@
 
 ``detect_frames``: frames sampled at ``sample_fps`` (the first frame at or after each tick),
 decoded on a background thread, are detected in batches of ``batch_size`` frames per model call;
-it needs no scenes, so the ``detections`` stage runs it over the whole video beside shot
-detection. ``track_detected`` then feeds each scene's stored boxes to a fresh ByteTrack, one
+it needs no scenes, so the ``detections`` stage runs it over the whole video, keyed on the
+probe alone. ``track_detected`` then feeds each scene's stored boxes to a fresh ByteTrack, one
 frame at a time, in order, so the records are those of a frame-by-frame run and track ids and
 counts are per scene. A scene that no sampled frame falls in (shorter than ``1 / sample_fps``)
 is looked at once, at its midpoint.
