@@ -24,7 +24,7 @@
 # detectearly / stage1detectearly: the object detector from each video's probe on, beside the
 # shots (SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1), instead of after them.
 # SPY: py-spy (a wheel in .carry/pyspy) samples
-# the first variant's job from SPY_AT (35) s in, for SPY seconds at SPY_RATE (50) Hz, into
+# the first variant's job from SPY_AT (35) s after its bench process starts, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
 set -uo pipefail
 out=${1:?output folder}; shift
@@ -67,8 +67,15 @@ for variant in "$@"; do
   job=$!
   if [ "$first" = 1 ] && [ -n "${SPY:-}" ] && ls .carry/pyspy/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/spy .carry/pyspy/*.whl
+    # SPY_AT counts from the bench process's start, not the script's (ray_w1.sh sets up first:
+    # with SPY_AT=4 py-spy once found no process and gave up).
+    pid=
+    for _ in $(seq 600); do
+      pid=$(pgrep -f "scenescribe bench" | head -1)
+      [ -n "$pid" ] && break
+      sleep 0.1
+    done
     sleep "${SPY_AT:-35}"
-    pid=$(pgrep -f "scenescribe bench" | head -1)
     /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate "${SPY_RATE:-50}" --format raw --threads --idle \
       --nonblocking -o "$out/spy.txt" > "$out/spy.log" 2>&1 || echo "py-spy failed: $(tail -2 "$out/spy.log")"
   fi
