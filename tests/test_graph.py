@@ -386,9 +386,9 @@ def test_a_component_that_allows_it_runs_videos_side_by_side(
     threads: list[str] = []
     detect = fakes.FakeObjects.detect_frames
 
-    def recording(self: Any, video: Any, ticks: Any, progress: Any) -> Any:
+    def recording(self: Any, video: Any, ticks: Any, progress: Any, frames: Any = None) -> Any:
         threads.append(threading.current_thread().name)
-        return detect(self, video, ticks, progress)
+        return detect(self, video, ticks, progress, frames)
 
     monkeypatch.setattr(fakes.FakeObjects, "detect_frames", recording)
     monkeypatch.setattr(fakes.FakeObjects, "concurrent_videos", True)

@@ -172,9 +172,9 @@ def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest
     threads: list[str] = []
     detect = fakes.FakeShots.detect
 
-    def recording(self: Any, video: Any, progress: Any) -> Any:
+    def recording(self: Any, video: Any, progress: Any, spool: Any = None) -> Any:
         threads.append(threading.current_thread().name)
-        return detect(self, video, progress)
+        return detect(self, video, progress, spool)
 
     monkeypatch.setattr(fakes.FakeShots, "detect", recording)
     monkeypatch.setattr(fakes.FakeShots, "concurrent_videos", True)

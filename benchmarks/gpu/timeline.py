@@ -31,7 +31,9 @@ def show(path: Path) -> None:
     keys = ("shots_s", "frames_s", "sounds_s", "detections_s", "objects_s")
     for video in data.get("stage1") or []:
         print(f"  {video['video']:14s} " + "  ".join(
-            f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys))
+            f"{k[:-2]} {video.get(k, 0.0):6.2f}" for k in keys)
+            + ("  (detector's frames from the shots' decode)"
+               if video.get("detections_spooled") else ""))
         if "speech_audio_read_s" in video:  # the pooled speech stream's reader
             print(f"  {'':14s} speech audio read {video['speech_audio_read_s']:6.2f} s, "
                   f"then waited {video.get('speech_model_wait_s', 0.0):6.2f} s for the model")

@@ -41,6 +41,18 @@ _BUILD_LOCK = threading.RLock()
 _held = threading.local()  # this thread's depth of ``exclusive`` holds
 
 
+@contextlib.contextmanager
+def builds_held_off() -> Iterator[None]:
+    """No model build runs while this does. A build sets torch's process-wide default dtype
+    (see ``_BUILD_LOCK``), so a library call beside it that makes tensors without naming a
+    dtype gets the build's: W1 on the H200 with YOLO predicting beside LLaVA's load failed with
+    "Got unsupported ScalarType BFloat16" (ultralytics' empty detections are
+    ``torch.zeros`` in the default dtype). For short calls only: a build waits for them. Take it
+    before any GPU hold (``gpu_share``), never inside one, and take no load lock inside it."""
+    with _BUILD_LOCK:
+        yield
+
+
 def import_names(names: tuple[str, ...]) -> None:
     """Import ``"pkg.module"`` names; ``"pkg:Name"`` also resolves a lazily exported name (the
     attribute access is what makes transformers import the submodule behind it)."""

@@ -60,6 +60,8 @@ def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> 
         for key in ("audio_read_s", "model_wait_s"):  # the pooled speech stream's reader
             if key in timings.get("speech", {}):
                 row[f"speech_{key}"] = float(timings["speech"][key])
+        if "spooled" in timings.get("detections", {}):  # frames from the shots' decode
+            row["detections_spooled"] = bool(timings["detections"]["spooled"])
         row["stage1_s"] = sum(row[f"{s}_s"] for s in STAGE1)
         row["stage1_rtf"] = row["stage1_s"] / duration
         if folder.name in reference_speech:

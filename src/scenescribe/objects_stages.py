@@ -2,13 +2,14 @@
 
 ``detections`` runs the model. Like ``speech`` its inputs are the probe alone: every sampling
 tick of the video is looked at whatever the cuts, so new shot settings track the stored boxes
-again without detecting anything. It still follows each video's shots (``after``) unless
-``SCENESCRIBE_DETECTIONS_BESIDE_SHOTS=1``: shot detection's segment workers take every core,
-and a decode beside them starves both (W1 on the H200: Stage 1 46.8 s, the first shots 19.8 s
-in, ``results/h200-2026-12-04-t``; after the shots 42.5-45.3 s on another host, ``-u``). Its checkpoint holds
-one line per ``CHUNK_TICKS`` ticks, so a crash loses at most one chunk. ``objects`` (a
-``ComponentStage``) is the cheap part: each scene's stored boxes through a fresh tracker; it
-fills the records' ``objects``.
+again without detecting anything. It follows each video's shots (``after``) and reads its
+frames from the spool the shot detector's decode filled (``media.spool``, ``spool_for``): the
+video is decoded once. Without a spool (shots cached, the frames too large for the disk budget,
+a shot backend that keeps none) it decodes them itself. It does not start beside the shots: a
+second decode then starved both (W1 on the H200: Stage 1 46.8 s, ``results/h200-2026-12-04-t``).
+Its checkpoint holds one line per ``CHUNK_TICKS`` ticks, so a crash loses at most one chunk.
+``objects`` (a ``ComponentStage``) is the cheap part: each scene's stored boxes through a fresh
+tracker; it fills the records' ``objects``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from scenescribe.graph import RunContext, StageOutput, Task
-from scenescribe.knobs import env_flag
+from scenescribe.media.spool import FrameSpool, discard, fits, remove_others, spool_folder
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detected import (
     CHUNK_TICKS,
@@ -34,7 +36,6 @@ from scenescribe.store import JsonlCheckpoint
 
 log = logging.getLogger("scenescribe.stages")
 NAMES = -1  # the checkpoint line holding the detector's class names
-BESIDE_SHOTS = "SCENESCRIBE_DETECTIONS_BESIDE_SHOTS"  # knob: detect from the probe on
 
 
 class DetectionsStage(ModelStage):
@@ -42,16 +43,43 @@ class DetectionsStage(ModelStage):
 
     name = "detections"
     inputs = ("probe",)
+    after = ("shots",)
 
     def __init__(self, backend: ObjectTracker) -> None:
-        if not env_flag(BESIDE_SHOTS):
-            self.after = ("shots",)
         super().__init__(backend)
         self.detector = backend  # typed
 
-    def _compute(self, task: Task, ctx: RunContext) -> StageOutput:
+    def spool_for(self, task: Task) -> FrameSpool | None:
+        """An empty spool for this stage's frames of ``task``'s video, for a stage that decodes
+        the video before this one runs (``task`` is that stage's, with the probe among its
+        inputs); None when the detections are stored already, the backend decodes no frames
+        or they would not fit on disk (``media.spool.fits``)."""
         info = task.info
+        spec = self.detector.tick_spec(info)
+        if spec is None or not spec.count or not info.width or not info.height:
+            return None
+        key = self.key(task.video, {"probe": task.inputs["probe"].key})
+        folder = task.video.folder
+        if folder.stage_file(self.name, key).exists():
+            return None
+        where = spool_folder(folder.work, self.name, key)
+        if not fits(where, spec, info.width, info.height):
+            return None
+        return FrameSpool.create(where, spec)
+
+    def _compute(self, task: Task, ctx: RunContext) -> StageOutput:
         ckpt = JsonlCheckpoint(task.video.folder.stage_file(self.name, task.key))
+        where = spool_folder(task.video.folder.work, self.name, task.key)
+        remove_others(task.video.folder.work, self.name, where)
+        try:
+            return self._detect(task, ctx, ckpt, where)
+        finally:
+            if ckpt.complete:  # kept after a failure: a resumed run reads the frames from it
+                discard(where)
+
+    def _detect(self, task: Task, ctx: RunContext, ckpt: JsonlCheckpoint,
+                where: Path) -> StageOutput:
+        info = task.info
         with ckpt:
             chunks = _valid_chunks(ckpt)
             ticks = self.detector.ticks(info) if info.has_video else 0
@@ -64,7 +92,11 @@ class DetectionsStage(ModelStage):
             start = time.perf_counter()
             wanted = [k for c in missing for k in range(c * CHUNK_TICKS,
                                                         min(ticks, (c + 1) * CHUNK_TICKS))]
-            found = self.detector.detect_frames(info, wanted, _named(ctx, task)) if wanted else ()
+            spec = self.detector.tick_spec(info)
+            spool = FrameSpool.open(where, spec) if wanted and spec is not None else None
+            found = self.detector.detect_frames(
+                info, wanted, _named(ctx, task),
+                None if spool is None else spool.picks(wanted)) if wanted else ()
             for index, frames in _by_chunk(found, missing):
                 ckpt.append(chunk_line(index, frames))
                 chunks[index] = frames
@@ -76,7 +108,8 @@ class DetectionsStage(ModelStage):
         return StageOutput(task.key, not missing, meta={"detected": detected},
                            facts=self.backend.facts(),
                            timing={"backend": self.backend.name, **self.load.timing(),
-                                   "compute_s": seconds, "frames": len(detected.frames)})
+                                   "compute_s": seconds, "frames": len(detected.frames),
+                                   "spooled": spool is not None})
 
     # The objects stage, run after this one, unloads the shared backend.
 

@@ -182,7 +182,8 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     detector = backends["shots"]
     assert isinstance(detector, ShotDetector)
     frames = FramesStage(options.frames)
-    stages: list[Node] = [ProbeStage(), ShotsStage(detector)]
+    shots = ShotsStage(detector)
+    stages: list[Node] = [ProbeStage(), shots]
     components: list[Stage] = []
     for name in options.stages:
         backend = backends[name]
@@ -191,9 +192,11 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
             stages.append(SpeechStage(backend))
             components.append(TranscriptStage())
             continue
-        if name == "objects":  # the detector beside shots; tracking within scenes after them
-            assert isinstance(backend, ObjectTracker)
-            stages.append(DetectionsStage(backend))
+        if name == "objects":  # the detector after shots, on frames of their decode; tracking
+            assert isinstance(backend, ObjectTracker)  # within scenes after both
+            detections = DetectionsStage(backend)
+            shots.spool_consumer = detections
+            stages.append(detections)
         components.append(ComponentStage(name, backend))
     grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])

@@ -18,7 +18,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
@@ -34,6 +34,7 @@ from scenescribe.graph import (
 )
 from scenescribe.knobs import env_count
 from scenescribe.media import probe
+from scenescribe.media.spool import FrameSpool
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.options import FrameOptions, to_dict
 from scenescribe.progress import PrefixedProgress, Progress
@@ -41,7 +42,7 @@ from scenescribe.records import FrameRef, ObjectSummary, Scene, SoundTag, Transc
 from scenescribe.registry import Kind
 from scenescribe.sampling import FrameWaits, sample_scene_frames
 from scenescribe.shots import cuts_to_scenes
-from scenescribe.shots.base import ShotDetector
+from scenescribe.shots.base import Cut, ShotDetector
 from scenescribe.sounds.base import SoundTagger
 from scenescribe.speech.base import SpeechRecognizer
 from scenescribe.store import JsonlCheckpoint, atomic_write_json, fingerprint_file, read_json, stable_hash
@@ -151,6 +152,9 @@ class ShotsStage(Stage):
     def __init__(self, detector: ShotDetector) -> None:
         self.detector = detector
         self.load = LazyLoad(detector)
+        # A later stage that wants frames of the same decode (the object detector's ticks):
+        # its ``spool_for(task)`` gives a spool for them or None (``media.spool``).
+        self.spool_consumer: SpoolConsumer | None = None
 
     def identity(self) -> dict[str, Any]:
         return self.detector.cache_key()
@@ -173,7 +177,7 @@ class ShotsStage(Stage):
             assert isinstance(data, dict)
             scenes = [Scene.from_dict(s) for s in data["scenes"]]
         else:
-            cuts = self.detector.detect(info, _named(ctx, task)) if info.has_video else []
+            cuts = self._detect(task, ctx) if info.has_video else []
             # A detector that loads while it decodes: its load is reported apart (its wait for
             # the process lock stays in this video's compute time, beside the decoding).
             start += self.load.taken_from_backend()
@@ -185,8 +189,25 @@ class ShotsStage(Stage):
                                "backend": self.detector.name, **self.load.timing(),
                                "compute_s": time.perf_counter() - start})
 
+    def _detect(self, task: Task, ctx: RunContext) -> list[Cut]:
+        """The cuts, filling the consumer's spool from the same decode."""
+        spool = None if self.spool_consumer is None else self.spool_consumer.spool_for(task)
+        try:
+            cuts = self.detector.detect(task.info, _named(ctx, task), spool)
+        except BaseException:
+            if spool is not None:
+                spool.remove()
+            raise
+        if spool is not None and not spool.sealed:
+            spool.remove()  # a backend that keeps no frames: the consumer decodes its own
+        return cuts
+
     def close(self) -> None:
         self.detector.unload()
+
+
+class SpoolConsumer(Protocol):
+    def spool_for(self, task: Task) -> FrameSpool | None: ...
 
 
 COMPONENT_VIDEOS = "SCENESCRIBE_COMPONENT_VIDEOS"  # knob: Stage 1 components' videos at once

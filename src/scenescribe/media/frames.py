@@ -14,10 +14,13 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scenescribe.errors import InputError
 from scenescribe.media.stream import DecodedFrame, VideoStream, to_rgb, upright_size
+
+if TYPE_CHECKING:
+    from scenescribe.media.spool import TickTap
 
 # Without a keyframe index, seek instead of decoding forward when the next wanted time is this
 # far ahead (the seek may land on an early keyframe, so it must be worth the gamble).
@@ -63,6 +66,7 @@ def iter_frames(
     start: float = 0.0,
     end: float | None = None,
     pixel_format: str = "rgb24",
+    tap: TickTap | None = None,
 ) -> Iterator[DecodedFrame]:
     """Decode every frame (or ``sample_fps`` frames per second) in display order.
 
@@ -78,8 +82,13 @@ def iter_frames(
     ``pixel_format="yuv420p"`` gives the decoder's planes as they are, one ``(H * 3 / 2, W)``
     array at full size, neither scaled nor rotated: FFmpeg's scaler costs more than decoding on
     small outputs, and a caller that shrinks the planes itself (shot detection) saves it.
+
+    ``tap`` is offered every decoded frame (``media.spool``: another stage's frames kept from
+    this decode).
     """
     video = VideoStream(path, threads)
+    if skip_nonkey and tap is not None:
+        raise ValueError("a tap needs every frame decoded")
     if skip_nonkey:
         video.stream.codec_context.skip_frame = "NONKEY"
     size: tuple[int, int] | None = None
@@ -92,6 +101,8 @@ def iter_frames(
         for count, (frame, t) in enumerate(video.frames(start)):
             if end is not None and t >= end:
                 break
+            if tap is not None:
+                tap.offer(frame, t, video.rotation or 0)
             if t + 1e-6 < start:
                 continue
             if sample_fps is not None:

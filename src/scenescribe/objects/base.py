@@ -9,9 +9,11 @@ stage, once the cuts are known). ``track_scenes`` does both for a list of scenes
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from scenescribe.backend import Backend
+from scenescribe.media.spool import TickSpec
+from scenescribe.media.stream import DecodedFrame
 from scenescribe.objects.detected import (
     FrameBoxes,
     VideoDetections,
@@ -34,11 +36,20 @@ class ObjectTracker(Backend):
         """How many sampling ticks (``k / sample_fps``) the whole video holds."""
         return tick_count(video.duration, self.sample_fps)
 
+    def tick_spec(self, video: VideoInfo) -> TickSpec | None:
+        """The frames ``detect_frames`` decodes, for a decode that keeps them in a spool
+        (``media.spool``) beforehand; None when the backend decodes no frames of its own."""
+        return None
+
     @abstractmethod
-    def detect_frames(self, video: VideoInfo, ticks: Sequence[int],
-                      progress: Progress) -> Iterator[FrameBoxes]:
+    def detect_frames(self, video: VideoInfo, ticks: Sequence[int], progress: Progress,
+                      frames: Iterable[tuple[int, DecodedFrame]] | None = None
+                      ) -> Iterator[FrameBoxes]:
         """Untracked boxes of the first frame at or after each tick ``k / sample_fps``, in time
-        order (one frame serves every tick it covers). The model is loaded if it is not."""
+        order (one frame serves every tick it covers). The model is loaded if it is not.
+
+        ``frames``: those picks already decoded, ``(tick, frame)`` in time order (a spool of
+        ``tick_spec``'s frames); None decodes them here."""
 
     @abstractmethod
     def track_detected(self, video: VideoInfo, scenes: Sequence[Scene],

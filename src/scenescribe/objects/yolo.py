@@ -23,19 +23,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scenescribe.backend import import_names, torch_threads_kept
+from scenescribe.backend import builds_held_off, import_names, torch_threads_kept
 from scenescribe.errors import BackendUnavailableError, ConfigError, ModelNotFoundError
 from scenescribe.gpu_share import launching
 from scenescribe.knobs import env_count
 from scenescribe.media import TICK, DecodedFrame, FrameRequest, decode_pass, frames_at
 from scenescribe.media.readahead import ReadAhead
+from scenescribe.media.spool import TickSpec
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detected import FrameBoxes, VideoDetections, frames_by_scene
 from scenescribe.objects.detections import Detections
@@ -176,25 +177,31 @@ class YoloTracker(ObjectTracker):
 
         return weights_file(self.entry, Path(self.weights()))
 
-    def detect_frames(self, video: VideoInfo, ticks: Sequence[int],
-                      progress: Progress) -> Iterator[FrameBoxes]:
-        """One decode pass over ``ticks``, read ahead on a thread while the model runs on
-        batches of ``batch_size`` frames. With BoT-SORT's camera-motion compensation the warp
-        from each frame to the next is measured here too, while the frames are at hand."""
+    def tick_spec(self, video: VideoInfo) -> TickSpec | None:
+        if not video.has_video:
+            return None
+        return TickSpec(self.sample_fps, self.ticks(video), self._short_side(video))
+
+    def detect_frames(self, video: VideoInfo, ticks: Sequence[int], progress: Progress,
+                      frames: Iterable[tuple[int, DecodedFrame]] | None = None
+                      ) -> Iterator[FrameBoxes]:
+        """One decode pass over ``ticks`` (or ``frames``, decoded before), read ahead on a
+        thread while the model runs on batches of ``batch_size`` frames. With BoT-SORT's
+        camera-motion compensation the warp from each frame to the next is measured here too,
+        while the frames are at hand."""
         if not video.has_video or not ticks:
             return
         self.load()
-        fps = self.sample_fps
-        request = FrameRequest(tuple(k / fps for k in ticks), TICK,
-                               short_side=self._short_side(video))
-        picks = ReadAhead(decode_pass(video.path, [request]),
-                          PREFETCH_BATCHES * self.batch_size, name="objects-decode")
+        if frames is None:
+            frames = self._decoded(video, ticks)
+        picks = ReadAhead(iter(frames), PREFETCH_BATCHES * self.batch_size,
+                          name="objects-decode")
         motion = self._motion()
         task = progress.task("detections", total=len(ticks))
         try:
             batch: list[tuple[int, DecodedFrame]] = []
             for pick in picks:
-                batch.append((round(pick.time * fps), pick.frame))
+                batch.append(pick)
                 if len(batch) >= self.batch_size:
                     yield from self._boxes(batch, motion)
                     task.advance(len(batch))
@@ -204,6 +211,14 @@ class YoloTracker(ObjectTracker):
         finally:
             task.close()
             picks.close()
+
+    def _decoded(self, video: VideoInfo, ticks: Sequence[int]) -> Iterator[tuple[int, DecodedFrame]]:
+        """``(tick, frame)`` for ``ticks``, from one decode pass."""
+        fps = self.sample_fps
+        request = FrameRequest(tuple(k / fps for k in ticks), TICK,
+                               short_side=self._short_side(video))
+        for pick in decode_pass(video.path, [request]):
+            yield round(pick.time * fps), pick.frame
 
     def _boxes(self, frames: list[tuple[int, DecodedFrame]], motion: Any) -> Iterator[FrameBoxes]:
         """Each ``(tick, frame)``'s boxes, from one model call."""
@@ -265,8 +280,9 @@ class YoloTracker(ObjectTracker):
         minimal padding), stacks them and runs the model once."""
         # ultralytics' select_device sets torch's thread count for training: put back what the
         # thread had, read under the lock (outside it, a second tracker's call could see the
-        # count another call's predict had just lowered, and "restore" that).
-        with (self._predict_lock, launching(), torch_threads_kept(),
+        # count another call's predict had just lowered, and "restore" that). No build beside
+        # the call: it would change the dtype of the tensors ultralytics makes.
+        with (self._predict_lock, builds_held_off(), launching(), torch_threads_kept(),
               timing_without_syncs()):
             results = self.model.predict(
                 [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR

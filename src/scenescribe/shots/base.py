@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scenescribe.backend import Backend
+from scenescribe.media.spool import FrameSpool
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 
@@ -45,10 +46,15 @@ class ShotDetector(Backend):
         return key
 
     @abstractmethod
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
         """Boundaries in time order; the first shot's start (frame 0) is not one.
 
         A backend that sees gradual transitions returns each as one ``Cut`` at its middle with
         the span in ``Cut.transition``; a fade in from black before the first shot (or out to
         black after the last) joins no two shots and is not returned.
+
+        ``spool`` (``media.spool``), when the backend decodes through ``scenescribe.media``,
+        gets another stage's frames from the same decode and is sealed; a backend that
+        ignores it leaves it unsealed, and that stage decodes on its own.
         """

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.media.spool import FrameSpool
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -89,7 +90,8 @@ class TransNetHsvDetector(ShotDetector):
                 "confirm": CONFIRM, "threshold": self.threshold,
                 "hsvcut": asdict(HsvCutDetector.TUNING)}
 
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
         from scenescribe.shots.shared_decode import SharedDecode
 
         hsv = self._hsvcut()
@@ -99,7 +101,7 @@ class TransNetHsvDetector(ShotDetector):
             opening = pool.submit(opening_fade_end, str(video.path))
             try:
                 with SharedDecode(hsv, video, task.advance, hsv.options.threads,
-                                  hsv.options.workers) as decode:
+                                  hsv.options.workers, spool=spool) as decode:
                     self.load()  # the segments decode meanwhile (loads_while_decoding)
                     tn = self.model["transnetv2"]
                     scores = list(tn.frame_scores(video, frames=decode.frames()))

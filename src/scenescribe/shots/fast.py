@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from scenescribe.media import DecodedFrame, iter_frames
+from scenescribe.media.spool import FrameSpool
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -95,8 +96,9 @@ class HsvCutDetector(ShotDetector):
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "tuning": asdict(self.tuning)}
 
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        return detect_decoded(self, video, progress)
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
+        return detect_decoded(self, video, progress, spool)
 
     def frame_format(self) -> dict[str, Any]:
         """How ``iter_frames`` decodes for this detector: the planes, shrunk here."""

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from scenescribe.media import DecodedFrame
+from scenescribe.media.spool import FrameSpool
 from scenescribe.progress import Progress
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -64,8 +65,9 @@ class _PySceneDetectShotDetector(ShotDetector):
         """``options.min_scene_len`` in frames, at least 1, so PySceneDetect can filter flashes."""
         return max(1, round(self.options.min_scene_len * fps))
 
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
-        return detect_decoded(self, video, progress)
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
+        return detect_decoded(self, video, progress, spool)
 
     def frame_format(self) -> dict[str, Any]:
         """How ``iter_frames`` decodes for this detector: RGB shrunk by FFmpeg's scaler."""

@@ -26,6 +26,7 @@ from typing import Any
 
 from scenescribe.errors import StageError
 from scenescribe.knobs import env_count
+from scenescribe.media.spool import FrameSpool, TickTap, tap_from_job
 from scenescribe.options import to_dict
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
@@ -46,20 +47,30 @@ class Segment:
     end: float  # exclusive; the last segment ends at +inf
 
 
-def detect_decoded(detector: Any, video: VideoInfo, progress: Progress) -> list[Cut]:
+def detect_decoded(detector: Any, video: VideoInfo, progress: Progress,
+                   spool: FrameSpool | None = None) -> list[Cut]:
     """``detector``'s cuts from frames our decoder gives (``detector.frame_format()`` says how):
-    in time segments, one process each, on many-core hosts; else in one pass here."""
+    in time segments, one process each, on many-core hosts; else in one pass here. ``spool``
+    keeps the frames a later stage picks from the same decode (sealed when all is done)."""
     from scenescribe.media import iter_frames
 
     detector.load()
     segments = plan_segments(video.duration, detector.options.workers or auto_workers())
     if len(segments) > 1 and constant_rate(video):
-        return detect_in_segments(detector, video, segments, progress)
-    frames = iter_frames(video.path, threads=detector.options.threads, **detector.frame_format())
+        return detect_in_segments(detector, video, segments, progress, spool)
+    tap = None if spool is None else spool.tap()
+    frames = iter_frames(video.path, threads=detector.options.threads, tap=tap,
+                         **detector.frame_format())
     task = progress.task("shots", total=video.num_frames)
     try:
         cuts: list[Cut] = detector.cuts_from_frames(frames, video.fps or 25.0, task.advance)
+        if tap is not None and spool is not None:
+            tap.close()
+            spool.seal(1)
+            tap = None
     finally:
+        if tap is not None:
+            tap.abandon()
         task.close()
     log.debug("%s: %d cuts in %s", detector.name, len(cuts), video.path)
     return cuts
@@ -90,7 +101,7 @@ def constant_rate(video: VideoInfo) -> bool:
 
 
 def detect_in_segments(detector: Any, video: VideoInfo, segments: list[Segment],
-                       progress: Progress) -> list[Cut]:
+                       progress: Progress, spool: FrameSpool | None = None) -> list[Cut]:
     """Run ``detector``'s backend on each segment in its own process; the merged cuts in order."""
     task = progress.task("shots", total=video.num_frames)
     # Share the cores among the segments' decoders instead of each taking them all.
@@ -101,10 +112,14 @@ def detect_in_segments(detector: Any, video: VideoInfo, segments: list[Segment],
     try:
         # Threads only relay the worker processes' output (progress, then the cuts).
         with ThreadPoolExecutor(len(segments), thread_name_prefix="shots") as pool:
-            futures = [pool.submit(_run_worker, {**job, "start": seg.start, "end": seg.end},
-                                   task.advance) for seg in segments]
+            futures = [pool.submit(_run_worker, {
+                **job, "start": seg.start, "end": seg.end,
+                "spool": None if spool is None else spool.job(k, seg.start, seg.end)},
+                task.advance) for k, seg in enumerate(segments)]
             for future in as_completed(futures):
                 cuts += future.result()
+        if spool is not None:
+            spool.seal(len(segments))
     finally:
         task.close()
     log.debug("%s: %d cuts from %d segments of %s", detector.name, len(cuts), len(segments),
@@ -131,13 +146,15 @@ def _run_worker(job: dict[str, Any], advance: Callable[[float], None]) -> list[C
 
 
 def detect_segment(detector: Any, path: str, fps: float, segment: Segment, threads: int,
-                   advance: Callable[[float], None] | None = None) -> list[Cut]:
-    """Cuts with ``segment.start <= time < segment.end``; ``advance`` counts the frames owned."""
+                   advance: Callable[[float], None] | None = None,
+                   tap: TickTap | None = None) -> list[Cut]:
+    """Cuts with ``segment.start <= time < segment.end``; ``advance`` counts the frames owned;
+    ``tap`` keeps the frames a later stage picks in the span."""
     from scenescribe.media import iter_frames
 
     frames = iter_frames(path, **detector.frame_format(), threads=threads,
                          start=max(0.0, segment.start - LEAD_SECONDS),
-                         end=segment.end + LEAD_SECONDS)
+                         end=segment.end + LEAD_SECONDS, tap=tap)
     pending = 0
 
     def count_owned(frame: Any) -> Any:
@@ -174,8 +191,11 @@ def _worker_main() -> int:
                                    options=ShotOptions(**job["options"]))
         detector.load()
         segment = Segment(float(job["start"]), float(job["end"]))
+        tap = tap_from_job(job.get("spool"))
         cuts = detect_segment(detector, job["path"], float(job["fps"]), segment,
-                              int(job["threads"]), report)
+                              int(job["threads"]), report, tap)
+        if tap is not None:
+            tap.close()
     print(json.dumps({"cuts": [[c.frame, c.time, *([c.transition.to_dict()] if c.transition else [])]
                                for c in cuts]}), flush=True)
     return 0

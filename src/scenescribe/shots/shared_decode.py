@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from scenescribe.media.spool import FrameSpool, TickTap, tap_from_job
 from scenescribe.media.stream import DecodedFrame, VideoStream
 from scenescribe.records import VideoInfo
 from scenescribe.shots.base import Cut
@@ -49,8 +50,8 @@ Small = tuple[float, np.ndarray]  # (time, 48x27 RGB) of one frame, for TransNet
 
 
 def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = None,
-                threads: int = 0, hsv_width: int | None = SMALL_WIDTH
-                ) -> Iterator[tuple[DecodedFrame, np.ndarray]]:
+                threads: int = 0, hsv_width: int | None = SMALL_WIDTH,
+                tap: TickTap | None = None) -> Iterator[tuple[DecodedFrame, np.ndarray]]:
     """Each frame with what ``hsvcut``'s own pass (``iter_frames(pixel_format="yuv420p",
     start=, end=)``) hands its ``frame_features``, and TransNetV2's 48x27 input.
 
@@ -59,7 +60,7 @@ def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = Non
     pixels ``frame_features`` would make from the planes), the planes for another width, and
     empty when ``hsv_width`` is None (no hsvcut). The span, seek and frame numbering follow
     ``iter_frames`` line for line: the frames and indices must be the ones each detector's own
-    pass sees.
+    pass sees. ``tap`` is offered every decoded frame (``media.spool``).
     """
     video = VideoStream(path, threads)
     size: tuple[int, int] | None = None
@@ -72,6 +73,8 @@ def decode_both(path: str | Path, *, start: float = 0.0, end: float | None = Non
         for count, (frame, t) in enumerate(video.frames(start)):
             if end is not None and t >= end:
                 break
+            if tap is not None:
+                tap.offer(frame, t, video.rotation or 0)
             if t + 1e-6 < start:
                 continue
             if size is None:
@@ -91,9 +94,11 @@ def _hsv_width(detector: Any) -> int | None:
 
 
 def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads: int,
-                out: str, advance: Callable[[float], None] | None = None) -> list[Cut]:
+                out: str, advance: Callable[[float], None] | None = None,
+                tap: TickTap | None = None) -> list[Cut]:
     """One segment in a worker: ``detector``'s cuts in the span (None: no detector, only the
-    small frames) and the span's 48x27 frames and times saved to ``out`` (``.npz``)."""
+    small frames) and the span's 48x27 frames and times saved to ``out`` (``.npz``); ``tap``
+    keeps the span's frames for a later stage."""
     lead = LEAD_SECONDS if detector is not None else 0.5  # the network needs no lead here
     times: list[float] = []
     smalls: list[np.ndarray] = []
@@ -103,7 +108,7 @@ def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads:
         nonlocal pending
         for frame, small in decode_both(path, start=max(0.0, segment.start - lead),
                                         end=segment.end + lead, threads=threads,
-                                        hsv_width=_hsv_width(detector)):
+                                        hsv_width=_hsv_width(detector), tap=tap):
             if segment.start <= frame.time < segment.end:
                 times.append(frame.time)
                 smalls.append(small)
@@ -130,13 +135,15 @@ def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads:
 
 class SharedDecode:
     """The frames of one video for TransNetV2 (``frames``) and, when ``hsv`` is given, the cuts
-    ``hsv`` finds in the same decode (``cuts``, once ``frames`` is exhausted). Use as a context
-    manager: leaving it stops the workers and removes their files."""
+    ``hsv`` finds in the same decode (``cuts``, once ``frames`` is exhausted); ``spool`` gets the
+    frames a later stage picks from the same decode, sealed once ``frames`` is exhausted. Use as
+    a context manager: leaving it stops the workers and removes their files."""
 
     def __init__(self, hsv: Any, video: VideoInfo, advance: Callable[[float], None],
                  threads: int = 0, workers: int = 0,
-                 segments: list[Segment] | None = None) -> None:
+                 segments: list[Segment] | None = None, spool: FrameSpool | None = None) -> None:
         self.hsv, self.video, self.advance, self.threads = hsv, video, advance, threads
+        self.spool = spool
         self.segments = segments or plan_segments(video.duration, workers or auto_workers())
         self.parallel = len(self.segments) > 1 and constant_rate(video)
         self._futures: list[Future[list[Cut]]] = []
@@ -165,9 +172,10 @@ class SharedDecode:
         self._pool = ThreadPoolExecutor(len(self.segments), thread_name_prefix="shots")
         for k, seg in enumerate(self.segments):
             small = os.path.join(self._tmp, f"{k}.npz")
+            spool = None if self.spool is None else self.spool.job(k, seg.start, seg.end)
             self._futures.append(self._pool.submit(
-                _run_worker, {**job, "start": seg.start, "end": seg.end, "small": small},
-                self.advance))
+                _run_worker, {**job, "start": seg.start, "end": seg.end, "small": small,
+                              "spool": spool}, self.advance))
 
     def frames(self) -> Iterator[Small]:
         """(time, 48x27 RGB) of every frame, in time order, as one pass decodes them."""
@@ -180,6 +188,8 @@ class SharedDecode:
                     times, smalls = data["times"], data["frames"]
                 os.unlink(path)
                 yield from zip(times.tolist(), smalls, strict=True)
+            if self.spool is not None:
+                self.spool.seal(len(self._futures))  # every worker wrote its part
             return
         yield from self._in_process()
 
@@ -200,9 +210,10 @@ class SharedDecode:
                                             daemon=True)
             self._thread.start()
         pending = 0
+        tap = None if self.spool is None else self.spool.tap()
         try:
             for frame, small in decode_both(self.video.path, threads=self.threads,
-                                            hsv_width=_hsv_width(hsv)):
+                                            hsv_width=_hsv_width(hsv), tap=tap):
                 if hsv is not None:
                     self._put(frame)
                 yield frame.time, small
@@ -210,7 +221,13 @@ class SharedDecode:
                 if pending >= _PROGRESS_STEP:
                     self.advance(pending)
                     pending = 0
+            if tap is not None and self.spool is not None:
+                tap.close()
+                self.spool.seal(1)
+                tap = None
         finally:
+            if tap is not None:
+                tap.abandon()
             if pending:
                 self.advance(pending)
             if hsv is not None:
@@ -267,5 +284,9 @@ def worker_job(job: dict[str, Any], report: Callable[[float], None]) -> list[Cut
         detector.load()
     end = float(job["end"])
     segment = Segment(float(job["start"]), end if math.isfinite(end) else math.inf)
-    return run_segment(detector, job["path"], float(job["fps"]), segment, int(job["threads"]),
-                       job["small"], report)
+    tap = tap_from_job(job.get("spool"))
+    cuts = run_segment(detector, job["path"], float(job["fps"]), segment, int(job["threads"]),
+                       job["small"], report, tap)
+    if tap is not None:
+        tap.close()
+    return cuts

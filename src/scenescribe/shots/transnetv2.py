@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from scenescribe.gpu_share import launching
+from scenescribe.media.spool import FrameSpool
 from scenescribe.progress import Progress
 from scenescribe.records import Transition, VideoInfo
 from scenescribe.shots.base import Cut, ShotDetector
@@ -73,22 +74,24 @@ class TransNetV2ShotDetector(ShotDetector):
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "library": _library(), "weights": "inside the wheel"}
 
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
         task = progress.task("shots", total=video.num_frames)
         try:
-            cuts = self.cuts_from_scores(self.frame_scores(video, task.advance))
+            cuts = self.cuts_from_scores(self.frame_scores(video, task.advance, spool=spool))
         finally:
             task.close()
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
         return cuts
 
     def frame_scores(self, video: VideoInfo, advance: Any = None,
-                     frames: Iterable[tuple[float, np.ndarray]] | None = None
-                     ) -> Iterator[tuple[float, float, bool]]:
+                     frames: Iterable[tuple[float, np.ndarray]] | None = None,
+                     spool: FrameSpool | None = None) -> Iterator[tuple[float, float, bool]]:
         """(single-frame transition probability, time, is black) of each frame, in order.
 
         ``frames``: the (time, 48x27 RGB) stream to score, as ``shared_decode`` gives it;
-        by default this video's own, decoded in time segments on many cores.
+        by default this video's own, decoded in time segments on many cores (``spool`` gets
+        another stage's frames from that decode).
         """
         from scenescribe.shots.shared_decode import SharedDecode
 
@@ -96,7 +99,8 @@ class TransNetV2ShotDetector(ShotDetector):
             if frames is None:
                 source = stack.enter_context(SharedDecode(None, video, advance or _ignore,
                                                           self.options.threads,
-                                                          self.options.workers))
+                                                          self.options.workers,
+                                                          spool=spool))
                 frames = source.frames()
             self.load()  # once the segments decode: the load may wait for other stages' loads
             # (time, is black) of decoded frames still waiting for a prediction

@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 
 from scenescribe.captions.base import Captioner, CaptionRequest
+from scenescribe.media.spool import FrameSpool
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects.detected import FrameBoxes, VideoDetections
 from scenescribe.progress import Progress
@@ -43,7 +44,8 @@ class _Loads:
 class FakeShots(_Loads, ShotDetector):
     """A cut every second."""
 
-    def detect(self, video: VideoInfo, progress: Progress) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress,
+               spool: FrameSpool | None = None) -> list[Cut]:
         CALLS[self.name] += 1
         fps = video.fps or 25.0
         return [Cut(round(t * fps), float(t)) for t in range(1, int(video.duration))]
@@ -73,8 +75,8 @@ class FakeObjects(_Loads, ObjectTracker):
     """One box per tick (class 0) and a ``person`` in every scene. ``CALLS`` counts the scenes
     tracked; ``DETECTED`` the ticks each backend detected."""
 
-    def detect_frames(self, video: VideoInfo, ticks: Sequence[int],
-                      progress: Progress) -> Iterator[FrameBoxes]:
+    def detect_frames(self, video: VideoInfo, ticks: Sequence[int], progress: Progress,
+                      frames: object = None) -> Iterator[FrameBoxes]:
         self.load()
         for tick in ticks:
             DETECTED[self.name] += 1
