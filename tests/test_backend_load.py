@@ -277,3 +277,34 @@ def test_a_load_leaves_torchs_thread_count_as_it_found_it() -> None:
         recognizer.unload()
     finally:
         torch.set_num_threads(before)
+
+
+class SlowImports(Timed):
+    """A lazily importing load whose imports take a while (transformers' take 9-20 s)."""
+
+    importing_now = threading.Event()
+
+    def _imports(self) -> None:
+        self.importing_now.set()
+        super()._imports()
+        time.sleep(1.0)
+        self.spans["imports"] = (self.spans["imports"][0], time.perf_counter())
+
+
+def test_a_build_that_imports_nothing_lazily_goes_on_during_another_loads_imports() -> None:
+    """Through the real ``load``: the shot network's build (``lazy_imports`` False) does not wait
+    for Whisper's import of transformers, only for builds."""
+    slow = SlowImports("slow", ("json",), side_by_side=True)
+    small = Timed("small", (), lazy_imports=False)
+    loading = threading.Thread(target=slow.load)
+    loading.start()
+    assert slow.importing_now.wait(5)
+    small.load()
+    loading.join()
+    assert small.spans["load"][1] < slow.spans["imports"][1]  # built during the imports
+    assert small.locked_during_load is True and small.imports_locked_during_load is False
+    assert _overlap(slow.spans["exclusive"], small.spans["exclusive"]) <= 0
+    # A lazily importing load that is not side by side builds under both locks, imports apart.
+    whole = Timed("whole", ("json",))
+    whole.load()
+    assert whole.locked_during_load is True and whole.imports_locked_during_load is True

@@ -280,3 +280,21 @@ def test_max_scene_len_splits_long_shots_into_equal_parts() -> None:
         (0, 30, 0.0, 3.0), (30, 60, 3.0, 6.0), (60, 100, 6.0, 10.0)]
     assert _spans([Cut(20, 2.0)], max_scene_len=4.0) == [
         (0, 20, 0.0, 2.0), (20, 60, 2.0, 6.0), (60, 100, 6.0, 10.0)]
+
+
+def test_building_transnetv2_imports_no_compiler() -> None:
+    """Switching torch's deterministic mode (the package's constructor does) imports
+    ``torch._dynamo`` and ``torch._inductor``: 7.5 s on the H200 before the first shots. The
+    build leaves the switch out, in a fresh interpreter as in a run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from scenescribe.shots.transnetv2 import _build_model\n"
+            "model = _build_model('cpu')\n"
+            "assert not model.training\n"
+            "print(sorted(m for m in ('torch._dynamo', 'torch._inductor') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

