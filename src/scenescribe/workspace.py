@@ -8,6 +8,7 @@ Layout of ``<out>/<stem>/``::
     captions/<model>.jsonl  captions per model
     .scenescribe.lock       held while a run works on this folder (the owner's pid)
     .work/<stage>-<key>.*   resumable checkpoints, one per stage, keyed by the stage graph
+    .work/spool/<stage>-<key>/  frames one stage's decode keeps for a later one (media/spool.py)
     .work/captions.json     which caption checkpoints earlier runs left, with their input keys
 """
 
