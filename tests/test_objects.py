@@ -1,11 +1,11 @@
-"""Objects per scene: the Detections struct of arrays, per-scene aggregation, and YOLOv8n with
-ByteTrack (real weights) on a clip built at test time from the real photos in the ultralytics
-wheel, plus a fresh interpreter proving ultralytics stays offline and inside our cache."""
+"""YOLOv8n with ByteTrack (real weights) on a clip built at test time from the real photos in the
+ultralytics wheel (``photo_clip.py``), plus a fresh interpreter proving ultralytics stays offline
+and inside our cache. The summaries alone: ``test_objects_summary.py``; through the pipeline:
+``test_objects_pipeline.py``."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,138 +13,34 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from PIL import Image
 
 from conftest import MODELS, ROOT, media
+from photo_clip import FPS, SIZE, loaded_tracker, make_photo_clip
 from scenescribe import registry
 from scenescribe.errors import InputError
 from scenescribe.media import probe
-from scenescribe.objects.detections import UNTRACKED, Detections
-from scenescribe.objects.summary import SceneObjects, summarize
+from scenescribe.objects.detections import Detections
 from scenescribe.options import ObjectOptions
 from scenescribe.progress import NullProgress
 from scenescribe.records import ObjectSummary, Scene, VideoInfo
 
-FPS = 10
-SIZE = (640, 480)
-NAMES = {0: "person", 2: "car", 5: "bus"}
-
-
-# ---------------------------------------------------------------- Detections and summaries
-
-
-def _dets(cls: list[int], conf: list[float], ids: list[int] | None = None,
-          time: float = 0.0) -> Detections:
-    boxes = [[10.0 * i, 0.0, 10.0 * i + 5, 5.0] for i in range(len(cls))]
-    return Detections.create(boxes, conf, cls, ids, time)
-
-
-def test_detections_mask_and_types() -> None:
-    d = _dets([0, 5, 0], [0.9, 0.8, 0.3], [1, -1, 2], time=1.5)
-    assert len(d) == 3 and d.xyxy.dtype == np.float32 and d.class_id.dtype == np.int64
-    people = d[d.class_id == 0]
-    assert len(people) == 2 and people.tracker_id.tolist() == [1, 2] and people.time == 1.5
-    assert people.xyxy[1].tolist() == [20.0, 0.0, 25.0, 5.0]  # rows stay aligned
-    assert d[d.confidence > 0.5].class_id.tolist() == [0, 5]
-    assert d.tracked.tolist() == [True, False, True]
-    assert len(d[1]) == 1 and d[1].class_id.tolist() == [5]  # an int keeps the box axis
-    assert len(d[np.zeros(3, bool)]) == 0
-
-
-def test_detections_empty_and_validation() -> None:
-    e = Detections.empty(time=2.0)
-    assert len(e) == 0 and e.xyxy.shape == (0, 4) and e.time == 2.0
-    assert Detections.create([[0, 0, 1, 1]], [0.5], [3]).tracker_id.tolist() == [UNTRACKED]
-    with pytest.raises(ValueError, match="confidence"):
-        Detections(np.zeros((2, 4), np.float32), np.zeros(3, np.float32),
-                   np.zeros(2, np.int64), np.zeros(2, np.int64))
-
-
-def test_summary_max_count_tracks_confidence() -> None:
-    frames = [
-        _dets([0, 0, 5], [0.9, 0.7, 0.8], [1, 2, 3]),
-        _dets([0, 0, 0], [0.6, 0.6, 0.6], [1, 5, 4]),  # 3 at once; ids 1, 2, 4, 5 seen
-        _dets([], []),  # an empty frame changes nothing
-        _dets([2], [0.5]),  # a car never tracked: tracks fall back to max_count
-    ]
-    out = summarize(frames, NAMES)
-    assert [o.label for o in out] == ["person", "bus", "car"]  # max_count, then confidence
-    person, bus, car = out
-    assert (person.max_count, person.tracks) == (3, 4)
-    assert person.confidence == pytest.approx((0.9 + 0.7 + 0.6 * 3) / 5)
-    assert (bus.max_count, bus.tracks, bus.confidence) == (1, 1, pytest.approx(0.8))
-    assert (car.max_count, car.tracks) == (1, 1)
-
-
-def test_summary_untracked_detections_count() -> None:
-    # Two untracked people in one frame, one tracked person in another: at least two existed.
-    scene = SceneObjects(NAMES)
-    scene.add(_dets([0, 0], [0.4, 0.6], [UNTRACKED, UNTRACKED]))
-    scene.add(_dets([0], [0.8], [7]))
-    [person] = scene.summaries()
-    assert (person.max_count, person.tracks, scene.frames) == (2, 2, 2)
-    assert person.confidence == pytest.approx(0.6)
-    assert SceneObjects(NAMES).summaries() == []
-    assert summarize([_dets([42], [0.5])], NAMES)[0].label == "class_42"
-
-
-def test_summary_ties_sorted_by_confidence() -> None:
-    out = summarize([_dets([0, 5, 2], [0.3, 0.9, 0.6])], NAMES)
-    assert [o.label for o in out] == ["bus", "car", "person"]
-
-
-# ---------------------------------------------------------------- a clip from real photos
-
-
-def _asset(name: str) -> Image.Image:
-    spec = importlib.util.find_spec("ultralytics")
-    assert spec is not None and spec.origin is not None
-    return Image.open(Path(spec.origin).parent / "assets" / name).convert("RGB")
-
-
-def _panned(photo: Image.Image, frames: int) -> Iterator[np.ndarray]:
-    """The photo fitted into the canvas, sliding 2-3 px a frame so tracks have motion."""
-    w, h = SIZE
-    scale = min((w - 90) / photo.width, (h - 90) / photo.height)
-    small = photo.resize((round(photo.width * scale), round(photo.height * scale)))
-    for i in range(frames):
-        canvas = Image.new("RGB", SIZE, (114, 114, 114))
-        canvas.paste(small, (15 + 3 * i if small.width < w - 90 else 45, 10 + 2 * i))
-        yield np.asarray(canvas)
-
-
-def _encode(path: Path, images: Iterator[np.ndarray]) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        for image in images:
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
-
 
 @pytest.fixture(scope="module")
 def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
-    """3 s of bus.jpg (a bus, four people) then 3 s of zidane.jpg (two people), 10 fps."""
-    frames = [*_panned(_asset("bus.jpg"), 3 * FPS), *_panned(_asset("zidane.jpg"), 3 * FPS)]
-    return probe(_encode(tmp_path_factory.mktemp("objects") / "photos.mp4", iter(frames)))
-
-
-def _scene(index: int, start_frame: int, end_frame: int) -> Scene:
-    return Scene(index, start_frame / FPS, end_frame / FPS, start_frame, end_frame)
+    return make_photo_clip(tmp_path_factory.mktemp("objects"))
 
 
 @pytest.fixture(scope="module")
 def tracker() -> Iterator[object]:
-    backend = registry.create("yolov8n", "objects", options=ObjectOptions(), device="cpu",
-                              model_dir=MODELS)
-    backend.load()
+    backend = loaded_tracker()
     yield backend
-    backend.unload()
+    backend.unload()  # type: ignore[attr-defined]
+
+
+def _scene(index: int, start_frame: int, end_frame: int) -> Scene:
+    return Scene(index, start_frame / FPS, end_frame / FPS, start_frame, end_frame)
 
 
 def _track(backend: object, video: VideoInfo,
@@ -375,145 +271,3 @@ def _tick_frames(video: VideoInfo, count: int) -> list:
                                                       short_side=size)]))
 
 
-def test_pipeline_detects_once_and_tracks_again_when_only_the_cuts_change(
-        photo_clip: VideoInfo, tmp_path: Path) -> None:
-    """The real tracker through the pipeline; a rerun with other shot settings (new scenes)
-    tracks the stored boxes again without detecting anything."""
-    from dataclasses import replace
-
-    import scenescribe
-    from scenescribe.options import RunOptions
-
-    options = RunOptions(stages=("objects",), device="cpu")
-    first = scenescribe.run(photo_clip.path, tmp_path, options)
-    assert not first.failed
-    records = [json.loads(line) for line in
-               (tmp_path / "photos" / "scenes.jsonl").read_text().splitlines()]
-    assert records and all(r["frames"] for r in records)
-    labels = {o["label"] for r in records for o in r["objects"]}
-    assert {"bus", "person"} <= labels
-    assert first.videos[0].timings["detections"]["frames"] == 12
-    again = replace(options, shots=replace(options.shots, max_scene_len=1.0))
-    second = scenescribe.run(photo_clip.path, tmp_path, again)
-    timings = second.videos[0].timings
-    assert timings["detections"]["cached"] and not timings["objects"]["cached"]
-    assert second.videos[0].scenes > len(records)
-
-
-def test_predict_timing_never_synchronises_the_device(tracker: object,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ultralytics' step timer synchronises the whole device; inside scenescribe's predict
-    calls it reads the clock alone (a sync waited for the captioner's queued prefill), and
-    outside them it is ultralytics' own again."""
-    import torch
-    from ultralytics.utils import ops
-
-    from scenescribe.objects.yolo import timing_without_syncs
-
-    def refuse(*args: object) -> None:
-        raise AssertionError("synchronised the device")
-
-    monkeypatch.setattr(torch.cuda, "synchronize", refuse)
-    timer = ops.Profile(device=torch.device("cuda"))
-    with timing_without_syncs(), timer:
-        pass
-    assert timer.t >= 0
-    with pytest.raises(AssertionError, match="synchronised"):
-        timer.time()  # restored
-    seen: list[object] = []
-    original = timing_without_syncs
-
-    def watched() -> object:
-        seen.append(True)
-        return original()
-
-    monkeypatch.setattr("scenescribe.objects.yolo.timing_without_syncs", watched)
-    tracker.detect([np.zeros((64, 64, 3), np.uint8)])  # type: ignore[attr-defined]
-    assert seen, "detect ran ultralytics' predict outside timing_without_syncs"
-
-
-def test_the_detector_reads_the_shot_decodes_spool_with_the_same_boxes(
-        photo_clip: VideoInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The frames kept from the shot detector's decode (``media.spool``) give the boxes the
-    detector's own decode gives; the spool is gone once the detections are stored."""
-    import scenescribe
-    from scenescribe.media.spool import SPOOL_GB
-    from scenescribe.options import RunOptions
-
-    options = RunOptions(stages=("objects",), device="cpu")
-    runs = {}
-    for budget in ("8", "0"):
-        monkeypatch.setenv(SPOOL_GB, budget)
-        out = tmp_path / budget
-        result = scenescribe.run(photo_clip.path, out, options)
-        assert not result.failed
-        runs[budget] = (result.videos[0].timings["detections"],
-                        next((out / "photos" / ".work").glob("detections-*.jsonl")).read_text(),
-                        (out / "photos" / "scenes.jsonl").read_text())
-        assert not (out / "photos" / ".work" / "spool").exists()
-    assert runs["8"][0]["spooled"] and not runs["0"][0]["spooled"]
-    assert runs["8"][0]["frames"] == runs["0"][0]["frames"] == 12
-    assert runs["8"][1:] == runs["0"][1:]
-
-
-def test_predict_waits_out_a_build_that_changes_the_default_dtype(tracker: object) -> None:
-    """A model build (transformers' ``from_pretrained``) sets torch's default dtype for the
-    whole process; a predict beside it made its empty detections in that dtype (bfloat16, which
-    numpy cannot take). The predict waits for the build to end."""
-    import threading
-
-    import torch
-
-    from scenescribe.backend import _BUILD_LOCK
-    from scenescribe.media import DecodedFrame
-
-    gray = DecodedFrame(0, 0.0, np.full((256, 320, 3), 114, np.uint8))  # nothing to detect
-    boxes = tracker._boxes  # type: ignore[attr-defined]
-    list(boxes([(0, gray)], None))  # the predictor is set up: the call below is quick
-    building, predicted = threading.Event(), threading.Event()
-
-    def build() -> None:
-        with _BUILD_LOCK:
-            kept = torch.get_default_dtype()
-            torch.set_default_dtype(torch.bfloat16)
-            building.set()
-            predicted.wait(2.0)  # a predict beside the build would end well within this
-            torch.set_default_dtype(kept)
-
-    found: list[object] = []
-    failed: list[BaseException] = []
-
-    def predict() -> None:
-        try:
-            found.extend(boxes([(0, gray)], None))
-        except BaseException as exc:  # reported by the assertion below
-            failed.append(exc)
-        predicted.set()
-
-    builder = threading.Thread(target=build)
-    builder.start()
-    assert building.wait(10)
-    predictor = threading.Thread(target=predict)
-    predictor.start()
-    builder.join()
-    predictor.join()
-    assert not failed and len(found) == 1
-    assert found[0].boxes.shape == (0, 6) and found[0].boxes.dtype == np.float32  # type: ignore[attr-defined]
-
-
-def test_a_shot_backend_that_keeps_no_frames_leaves_no_spool(photo_clip: VideoInfo,
-                                                             tmp_path: Path) -> None:
-    """A shot detector that ignores the spool (here a fake one) leaves it unsealed: it is
-    removed, and the object detector decodes its frames itself."""
-    from dataclasses import replace
-
-    import scenescribe
-    from fake_setup import fake_options
-    from scenescribe.options import ObjectOptions
-
-    options = replace(fake_options(), stages=("objects",), objects=ObjectOptions())
-    result = scenescribe.run(photo_clip.path, tmp_path, options)
-    assert not result.failed
-    timing = result.videos[0].timings["detections"]
-    assert timing["frames"] == 12 and not timing["spooled"]
-    assert not (tmp_path / "photos" / ".work" / "spool").exists()
