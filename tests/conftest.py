@@ -88,3 +88,21 @@ def synthetic_clip() -> Path:
 @pytest.fixture
 def bbb_clip() -> Path:
     return media("real/big_buck_bunny_0_30.webm")
+
+
+@pytest.fixture(scope="module")
+def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """``photo_clip.make_photo_clip``'s 6 s clip of real photos (the object tests)."""
+    from photo_clip import make_photo_clip
+
+    return make_photo_clip(tmp_path_factory.mktemp("objects"))
+
+
+@pytest.fixture(scope="module")
+def tracker() -> Iterator[object]:
+    """A loaded YOLOv8n tracker on the CPU (the object tests)."""
+    from photo_clip import loaded_tracker
+
+    backend = loaded_tracker()
+    yield backend
+    backend.unload()  # type: ignore[attr-defined]

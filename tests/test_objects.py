@@ -10,14 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import MODELS, ROOT, media
-from photo_clip import FPS, SIZE, loaded_tracker, make_photo_clip
+from photo_clip import FPS, SIZE
 from scenescribe import registry
 from scenescribe.errors import InputError
 from scenescribe.media import probe
@@ -25,18 +24,6 @@ from scenescribe.objects.detections import Detections
 from scenescribe.options import ObjectOptions
 from scenescribe.progress import NullProgress
 from scenescribe.records import ObjectSummary, Scene, VideoInfo
-
-
-@pytest.fixture(scope="module")
-def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
-    return make_photo_clip(tmp_path_factory.mktemp("objects"))
-
-
-@pytest.fixture(scope="module")
-def tracker() -> Iterator[object]:
-    backend = loaded_tracker()
-    yield backend
-    backend.unload()  # type: ignore[attr-defined]
 
 
 def _scene(index: int, start_frame: int, end_frame: int) -> Scene:

@@ -5,26 +5,12 @@ predicts that wait out a model build."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from photo_clip import loaded_tracker, make_photo_clip
 from scenescribe.records import VideoInfo
-
-
-@pytest.fixture(scope="module")
-def photo_clip(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
-    return make_photo_clip(tmp_path_factory.mktemp("objects"))
-
-
-@pytest.fixture(scope="module")
-def tracker() -> Iterator[object]:
-    backend = loaded_tracker()
-    yield backend
-    backend.unload()  # type: ignore[attr-defined]
 
 
 def test_pipeline_detects_once_and_tracks_again_when_only_the_cuts_change(
