@@ -162,3 +162,33 @@ def test_picks_are_writable_arrays(tmp_path: Path) -> None:
     assert frame.image.flags.writeable and frame.image.dtype == np.uint8
     opened.remove()  # and the folder of spools, now empty; not the work folder
     assert not spool.folder.parent.exists() and (tmp_path / "work").is_dir()
+
+
+def _one_pass_spool(info: VideoInfo, spec: TickSpec, folder: Path) -> FrameSpool:
+    spool = FrameSpool.create(folder, spec)
+    tap = spool.tap()
+    for _ in iter_frames(info.path, pixel_format="yuv420p", tap=tap):
+        pass
+    tap.close()
+    spool.seal(1)
+    return spool
+
+
+def test_rotated_and_damaged_clips_give_the_own_pass_frames(tmp_path: Path) -> None:
+    """Upright frames from a clip with a display rotation; from a clip with bytes overwritten
+    mid-stream, the frames that decode, at the same ticks."""
+    from test_media_robust import _mdat, _write
+
+    rotated = _write(tmp_path / "rotated.mp4", 100, rotation=-90)
+    clean = _write(tmp_path / "clean.mp4")
+    data = bytearray(clean.read_bytes())
+    start, end = _mdat(bytes(data))
+    data[(start + end) // 2:(start + end) // 2 + 1500] = bytes(1500)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    for clip in (rotated, damaged):
+        info = probe(clip)
+        spec = TickSpec(5.0, tick_count(info.duration, 5.0), 27)
+        spool = _one_pass_spool(info, spec, tmp_path / f"spool-{clip.stem}")
+        for wanted in _wanted(spec):
+            assert _spooled(spool, wanted) == _own_pass(info, spec, wanted), clip.name
