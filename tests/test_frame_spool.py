@@ -54,6 +54,16 @@ def _ignore(frames: float) -> None:
     pass
 
 
+def _one_pass_spool(info: VideoInfo, spec: TickSpec, folder: Path) -> FrameSpool:
+    spool = FrameSpool.create(folder, spec)
+    tap = spool.tap()
+    for _ in iter_frames(info.path, pixel_format="yuv420p", tap=tap):
+        pass
+    tap.close()
+    spool.seal(1)
+    return spool
+
+
 @pytest.mark.parametrize("clip", [BBB, CAR, SYNTH])
 def test_a_spool_from_segments_holds_what_the_own_pass_picks(clip: str, tmp_path: Path) -> None:
     info = probe(media(clip))
@@ -76,12 +86,7 @@ def test_frames_covering_several_ticks_match_on_every_subset(tmp_path: Path) -> 
     first wanted one it covers, as the own pass numbers it. One pass in this process."""
     info = probe(media(CAR))
     spec = _spec(info, fps=30.0)
-    spool = FrameSpool.create(tmp_path / "spool", spec)
-    tap = spool.tap()
-    for _ in iter_frames(info.path, width=64, end=None, tap=tap):
-        pass
-    tap.close()
-    spool.seal(1)
+    spool = _one_pass_spool(info, spec, tmp_path / "spool")
     for wanted in [*_wanted(spec), [k for k in range(spec.count) if k % 3 == 1]]:
         assert _spooled(spool, wanted) == _own_pass(info, spec, wanted)
 
@@ -116,13 +121,7 @@ def test_a_span_decoded_without_the_frame_before_it_is_not_trusted(tmp_path: Pat
 
 def _sealed_spool(tmp_path: Path) -> FrameSpool:
     info = probe(media(CAR))
-    spool = FrameSpool.create(tmp_path / "work" / "spool" / "detections-0", _spec(info))
-    tap = spool.tap()
-    for _ in iter_frames(info.path, width=64, tap=tap):
-        pass
-    tap.close()
-    spool.seal(1)
-    return spool
+    return _one_pass_spool(info, _spec(info), tmp_path / "work" / "spool" / "detections-0")
 
 
 def test_a_damaged_or_foreign_spool_is_not_read(tmp_path: Path,
@@ -162,16 +161,6 @@ def test_picks_are_writable_arrays(tmp_path: Path) -> None:
     assert frame.image.flags.writeable and frame.image.dtype == np.uint8
     opened.remove()  # and the folder of spools, now empty; not the work folder
     assert not spool.folder.parent.exists() and (tmp_path / "work").is_dir()
-
-
-def _one_pass_spool(info: VideoInfo, spec: TickSpec, folder: Path) -> FrameSpool:
-    spool = FrameSpool.create(folder, spec)
-    tap = spool.tap()
-    for _ in iter_frames(info.path, pixel_format="yuv420p", tap=tap):
-        pass
-    tap.close()
-    spool.seal(1)
-    return spool
 
 
 def test_rotated_and_damaged_clips_give_the_own_pass_frames(tmp_path: Path) -> None:
