@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import pytest
 
 from conftest import media
 from scenescribe import registry
+from scenescribe.errors import StageError
 from scenescribe.media import TICK, FrameRequest, decode_pass, iter_frames, probe
 from scenescribe.media.spool import SPOOL_GB, FrameSpool, TickSpec, fits
 from scenescribe.objects.detected import tick_count
@@ -79,6 +82,33 @@ def test_a_spool_from_segments_holds_what_the_own_pass_picks(clip: str, tmp_path
         own = _own_pass(info, spec, wanted)
         assert len(own) > 10
         assert _spooled(spool, wanted) == own
+
+
+def test_segments_seal_the_spool_once_their_decoders_are_done(tmp_path: Path) -> None:
+    """The spool is sealed (and its reader told, once) as soon as the last decoder is done,
+    before anyone reads the network's frames; decoders that fail never seal it."""
+    info = probe(media(SYNTH))
+    spec = _spec(info)
+    spool = FrameSpool.create(tmp_path / "spool", spec)
+    told = threading.Event()
+    calls: list[str] = []
+    spool.on_sealed = lambda: (calls.append(threading.current_thread().name), told.set())
+    segments = plan_segments(info.duration, 4, min_seconds=4.0)
+    with SharedDecode(None, info, _ignore, segments=segments, spool=spool) as split:
+        assert told.wait(60), "not sealed before the frames were read"
+        assert spool.sealed and _spooled(spool, list(range(spec.count))) == _own_pass(
+            info, spec, list(range(spec.count)))
+        assert sum(1 for _ in split.frames()) == info.num_frames
+    assert len(calls) == 1 and calls[0].startswith("shots")
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\0" * 4096)
+    spool = FrameSpool.create(tmp_path / "broken-spool", spec)
+    spool.on_sealed = told.clear
+    with SharedDecode(None, replace(info, path=broken), _ignore, segments=segments,
+                      spool=spool) as split, pytest.raises(StageError, match="broken.mp4"):
+        list(split.frames())
+    assert not spool.sealed and told.is_set()
 
 
 def test_frames_covering_several_ticks_match_on_every_subset(tmp_path: Path) -> None:

@@ -15,7 +15,17 @@ import scenescribe
 from fake_media import make_clip
 from fake_setup import fake_options
 from scenescribe.errors import ConfigError
-from scenescribe.graph import Failure, Graph, Outcome, RunContext, Stage, StageOutput, Task, Video
+from scenescribe.graph import (
+    Failure,
+    Graph,
+    Milestone,
+    Outcome,
+    RunContext,
+    Stage,
+    StageOutput,
+    Task,
+    Video,
+)
 from scenescribe.pipeline import _preflight, plan
 from scenescribe.progress import NullProgress
 from scenescribe.scheduler import run_graph
@@ -176,13 +186,15 @@ def test_plan_shape(tmp_path: Path) -> None:
     names = [[s.name for s in level] for level in graph.levels()]
     # Speech needs only the probe: the model runs beside shot detection; the cheap join onto
     # scenes (the records' transcript) comes after the shots. The object detector needs only the
-    # probe too (new cuts reuse its boxes) but follows the shots, which take every core.
+    # probe too (new cuts reuse its boxes) but follows the shots' decode (the cores are theirs
+    # first; it reads the frames that decode kept).
     assert names == [["probe"], ["shots", "speech"],
                      ["detections", "frames", "transcript", "sounds"], ["objects"],
                      ["captions[fake-vlm-a]", "captions[fake-vlm-b]"]]
     assert graph.stages["speech"].inputs == ("probe",) and graph.stages["shots"].concurrent
     assert graph.stages["detections"].inputs == ("probe",)
-    assert graph.stages["detections"].after == ("shots",)  # the cores are the shots' first
+    assert graph.stages["detections"].after == (Milestone("shots", "spooled"),)
+    assert graph.stages["shots"].milestones == ("spooled",)
     assert graph.stages["objects"].inputs == ("probe", "shots", "detections")
     caption = graph.stages["captions[fake-vlm-a]"]
     assert set(caption.inputs) == {"probe", "shots", "frames", "transcript", "sounds", "objects"}

@@ -13,6 +13,7 @@ import pytest
 from scenescribe.graph import (
     Failure,
     Graph,
+    Milestone,
     Outcome,
     RunContext,
     Stage,
@@ -176,6 +177,84 @@ def test_without_waves_a_node_runs_once_over_every_video(tmp_path: Path, paralle
               parallel=parallel)
     assert plain.runs == [["a.mp4", "b.mp4"]] and plain.closes == 1
 
+
+class _Decoder(Stage):
+    """Reaches ``decoded`` for each video, then (``hold``) waits to give its outcome until
+    the follower has run on that video."""
+
+    concurrent = True
+    milestones = ("decoded",)
+    DECODED = Milestone("shots", "decoded")
+
+    def __init__(self, log: list[str], follower_ran: dict[str, threading.Event] | None,
+                 reach: bool = True) -> None:
+        self.name, self.log, self.follower_ran, self.reach = "shots", log, follower_ran, reach
+
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        def one(task: Task) -> StageOutput:
+            if self.reach:
+                ctx.reach(task.video, self.DECODED)
+            if self.follower_ran is not None:
+                assert self.follower_ran[task.name].wait(10), "the follower waited for shots"
+            self.log.append(f"shots {task.name}")
+            return StageOutput(task.key, False)
+        return each(self.name, tasks, one, ctx)
+
+
+class _Follower(_Model):
+    after = (_Decoder.DECODED,)
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__("detections", (), log)
+        self.ran = {n: threading.Event() for n in ("a.mp4", "b.mp4")}
+
+    def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
+        out = super().run(tasks, ctx)
+        for task in tasks:
+            self.ran[task.name].set()
+        return out
+
+
+def test_a_stage_after_a_milestone_starts_on_a_video_before_its_outcome(tmp_path: Path) -> None:
+    """The decoder holds each video's outcome until the follower has run on it: that can only
+    end if the follower starts at the milestone. The milestone's time is kept beside the
+    outcomes' (bench's timeline)."""
+    log: list[str] = []
+    follower = _Follower(log)
+    shots = _Decoder(log, follower.ran)
+    ctx = RunContext(NullProgress())
+    results = run_graph(Graph([shots, follower]), _videos(tmp_path, ["a", "b"]), ctx,
+                        parallel=True)
+    assert all(isinstance(r["detections"], StageOutput) for r in results)
+    assert log.index("detections run ['a.mp4']") < log.index("shots a.mp4")
+    done = ctx.finished[str(tmp_path / "a.mp4")]
+    assert done["shots:decoded"] <= done["shots"]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_milestone_never_reached_means_waiting_for_the_stage(tmp_path: Path,
+                                                               parallel: bool) -> None:
+    log: list[str] = []
+    follower = _Follower(log)
+    shots = _Decoder(log, None, reach=False)
+    results = run_graph(Graph([shots, follower]), _videos(tmp_path, ["a", "b"]),
+                        RunContext(NullProgress()), parallel=parallel)
+    assert all(isinstance(r["detections"], StageOutput) for r in results)
+    first_run = next(i for i, line in enumerate(log) if line.startswith("detections run"))
+    assert log.index("shots a.mp4") < first_run
+
+
+def test_a_graph_refuses_a_milestone_its_stage_never_reaches(tmp_path: Path) -> None:
+    log: list[str] = []
+    follower = _Follower(log)
+    follower.after = (Milestone("shots", "scored"),)
+    with pytest.raises(ValueError, match="shots:scored"):
+        Graph([_Decoder(log, None), follower])
+    with pytest.raises(ValueError, match="not planned before"):
+        Graph([_Follower(log)])
 
 
 def test_two_turn_takers_in_a_chain_run_one_after_the_other(tmp_path: Path) -> None:

@@ -93,6 +93,29 @@ class Failure:
 Outcome = StageOutput | Failure
 
 
+@dataclass(frozen=True)
+class Milestone:
+    """A point ``stage`` reaches for one video before its outcome (``RunContext.reach``), say
+    the shot detector's decode of it being done. A stage naming it in ``after`` may start on
+    that video from then on, or once ``stage``'s outcome is in, whichever comes first: where it
+    is never reached (cached work, a backend without it, another executor) the stage is simply
+    waited for."""
+
+    stage: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}:{self.name}"
+
+
+Follows = str | Milestone  # what ``after`` names: a stage, or a milestone of one
+
+
+def upstream(node: Stage | Fused) -> list[str]:
+    """The stages ``node`` reads or follows (a milestone counts as its stage)."""
+    return [*node.inputs, *(a.stage if isinstance(a, Milestone) else a for a in node.after)]
+
+
 class Stage(ABC):
     """A step of the pipeline. Subclasses set ``name``, ``inputs`` and ``field``."""
 
@@ -100,7 +123,9 @@ class Stage(ABC):
     inputs: tuple[str, ...] = ()
     field: str = ""  # the scene record field it fills ("" when none)
     concurrent: bool = False  # may run beside other stages (else beside concurrent ones only)
-    after: tuple[str, ...] = ()  # stages it must follow though it reads none of their output
+    # Stages (or their milestones) it must follow though it reads none of their output.
+    after: tuple[Follows, ...] = ()
+    milestones: tuple[str, ...] = ()  # the milestones it reaches (``Milestone.name``)
     optional: bool = False  # its failure is a warning, not the video's failure (captions)
     # May start on the videos whose inputs are done while others are still upstream, and run
     # again for later ones (its model stays loaded): a caption stage then starts on the first
@@ -147,7 +172,8 @@ class Fused(ABC):
         self.name = "+".join(p.name for p in parts)
         self.inputs = parts[0].inputs
         self.concurrent = all(p.concurrent for p in parts)
-        self.after = tuple(dict.fromkeys(a for p in parts for a in p.after))
+        self.after: tuple[Follows, ...] = tuple(dict.fromkeys(a for p in parts for a in p.after))
+        self.milestones = tuple(dict.fromkeys(m for p in parts for m in p.milestones))
         self.optional = all(p.optional for p in parts)
         self.waves = all(p.waves for p in parts)
         self.waves_at_once = 1
@@ -179,20 +205,23 @@ Finished = dict[str, dict[str, float]]  # video source -> stage name -> when its
 
 
 Listener = Callable[["Video", Mapping[str, "Outcome"]], None]
+MilestoneListener = Callable[["Video", Milestone], None]
 
 
 @dataclass
 class RunContext:
     """What every stage may use: progress, and a place for run-wide warnings (thread-safe).
     ``spans`` gets each stage's start and end on the ``time.perf_counter`` clock, ``finished``
-    when each video's outcome of each stage was reported (same clock); ``listener`` (set by the
-    scheduler) hears each video's outcome as soon as a stage has it."""
+    when each video's outcome of each stage (or milestone) was reported (same clock);
+    ``listener`` and ``milestones_heard`` (set by the scheduler) hear each video's outcome and
+    milestone as soon as a stage has it."""
 
     progress: Progress
     warnings: list[str] = field(default_factory=list)
     spans: Spans = field(default_factory=dict)
     finished: Finished = field(default_factory=dict)
     listener: Listener | None = None
+    milestones_heard: MilestoneListener | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def warn(self, message: str) -> None:
@@ -209,6 +238,14 @@ class RunContext:
         if self.listener is not None:
             self.listener(video, outcomes)
 
+    def reach(self, video: Video, milestone: Milestone) -> None:
+        """Tell the scheduler a stage reached ``milestone`` for ``video`` (any thread)."""
+        now = time.perf_counter()
+        with self._lock:
+            self.finished.setdefault(str(video.source), {})[str(milestone)] = now
+        if self.milestones_heard is not None:
+            self.milestones_heard(video, milestone)
+
 
 class Graph:
     """Nodes in plan order, checked to form a DAG whose inputs all exist; ``stages`` by name
@@ -218,9 +255,13 @@ class Graph:
         self.nodes = list(nodes)
         self.stages: dict[str, Stage] = {}
         for node in nodes:
-            missing = [i for i in node.inputs + node.after if i not in self.stages]
+            missing = [i for i in upstream(node) if i not in self.stages]
             if missing:
                 raise ValueError(f"stage {node.name!r} needs {missing}, not planned before it")
+            unknown = [str(a) for a in node.after if isinstance(a, Milestone)
+                       and a.name not in self.stages[a.stage].milestones]
+            if unknown:
+                raise ValueError(f"stage {node.name!r} follows {unknown}, never reached")
             for stage in parts(node):
                 if stage.name in self.stages:
                     raise ValueError(f"stage {stage.name!r} is planned twice")
@@ -231,7 +272,7 @@ class Graph:
         depth: dict[str, int] = {}  # by stage name
         found: list[int] = []  # by node
         for node in self.nodes:
-            found.append(1 + max((depth[i] for i in node.inputs + node.after), default=-1))
+            found.append(1 + max((depth[i] for i in upstream(node)), default=-1))
             depth.update((stage.name, found[-1]) for stage in parts(node))
         groups: list[list[Node]] = [[] for _ in range(max(found, default=-1) + 1)]
         for node, level in zip(self.nodes, found, strict=True):

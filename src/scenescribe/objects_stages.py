@@ -2,11 +2,13 @@
 
 ``detections`` runs the model. Like ``speech`` its inputs are the probe alone: every sampling
 tick of the video is looked at whatever the cuts, so new shot settings track the stored boxes
-again without detecting anything. It follows each video's shots (``after``) and reads its
-frames from the spool the shot detector's decode filled (``media.spool``, ``spool_for``): the
-video is decoded once. Without a spool (shots cached, the frames too large for the disk budget,
-a shot backend that keeps none) it decodes them itself. It does not start beside the shots: a
-second decode then starved both (W1 on the H200: Stage 1 46.8 s, ``results/h200-2026-12-04-t``).
+again without detecting anything. It reads its frames from the spool the shot detector's decode
+filled (``media.spool``, ``spool_for``): the video is decoded once. It starts on a video once
+that spool is sealed (``ShotsStage.SPOOLED``), while the shot network may still be scoring the
+frames, else once the video's shots are found. Without a spool (shots cached, the frames too
+large for the disk budget, a shot backend that keeps none) it decodes them itself, after the
+shots: beside them a second decode starved both (W1 on the H200: Stage 1 46.8 s,
+``results/h200-2026-12-04-t``).
 Its checkpoint holds one line per ``CHUNK_TICKS`` ticks, so a crash loses at most one chunk.
 ``objects`` (a ``ComponentStage``) is the cheap part: each scene's stored boxes through a fresh
 tracker; it fills the records' ``objects``.
@@ -31,7 +33,7 @@ from scenescribe.objects.detected import (
     in_time_order,
     parse_chunk,
 )
-from scenescribe.stages import ModelStage, _finish, _named
+from scenescribe.stages import ModelStage, ShotsStage, _finish, _named
 from scenescribe.store import JsonlCheckpoint
 
 log = logging.getLogger("scenescribe.stages")
@@ -43,7 +45,7 @@ class DetectionsStage(ModelStage):
 
     name = "detections"
     inputs = ("probe",)
-    after = ("shots",)
+    after = (ShotsStage.SPOOLED,)
 
     def __init__(self, backend: ObjectTracker) -> None:
         super().__init__(backend)

@@ -6,7 +6,9 @@ side-by-side run: it starts on the videos whose inputs are done while the others
 upstream, and runs again for each group that becomes ready later, its model loaded throughout.
 Stages report each video's outcome as soon as they have it (``RunContext.report``), so on a
 folder the caption stage starts on the first video's frames while the shots of the last are
-still being found. Outcomes are merged here, on the scheduling thread.
+still being found. A waves node that follows a stage's milestone (``graph.Milestone``: the
+object detector after the shot detector's decode) may start on a video once that stage reached
+it there, before the stage's outcome. Outcomes are merged here, on the scheduling thread.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import Any
 from scenescribe.errors import ScenescribeError
 from scenescribe.graph import (
     Failure,
+    Follows,
     Graph,
+    Milestone,
     Node,
     Outcome,
     Outcomes,
@@ -35,6 +39,7 @@ from scenescribe.graph import (
     execute,
     failure,
     parts,
+    upstream,
 )
 from scenescribe.knobs import env_count
 
@@ -139,6 +144,7 @@ class _SideBySide:
         self.graph, self.videos, self.run_node = graph, videos, run_node
         self.ctx, self.finish, self.spans = waves, finish, spans
         self.results: Results = [{} for _ in videos]
+        self.reached: list[set[Milestone]] = [set() for _ in videos]  # per video
         self.waiting = list(graph.nodes)  # not yet done for every video
         self.done: set[str] = set()  # stages done for every video
         # Per waves node: videos not yet seen ready, and those ready but not yet given to it
@@ -160,6 +166,7 @@ class _SideBySide:
     def run(self, stop: Callable[[], None] | None) -> Results:
         if self.ctx is not None:
             self.ctx.listener = self._heard
+            self.ctx.milestones_heard = self._reached
         threads = sum(n.waves_at_once if self._in_waves(n) else 1 for n in self.graph.nodes)
         with ThreadPoolExecutor(threads, thread_name_prefix="stage") as pool:
             try:
@@ -178,6 +185,7 @@ class _SideBySide:
             finally:
                 if self.ctx is not None:
                     self.ctx.listener = None
+                    self.ctx.milestones_heard = None
         return self.results
 
     def _heard(self, video: Video, outcomes: Mapping[str, Outcome]) -> None:
@@ -186,7 +194,18 @@ class _SideBySide:
         if v is not None:
             self.events.put(("video", v, dict(outcomes)))
 
+    def _reached(self, video: Video, milestone: Milestone) -> None:
+        """A stage reached a milestone for one video, from a stage's thread."""
+        v = self.position.get(id(video))
+        if v is not None:
+            self.events.put(("milestone", v, milestone))
+
     def _handle(self, event: tuple[Any, ...]) -> None:
+        if event[0] == "milestone":
+            _, v, milestone = event
+            self.reached[v].add(milestone)
+            self._recheck({v})
+            return
         if event[0] == "video":
             _, v, outcomes = event
             self.results[v].update(outcomes)
@@ -221,7 +240,9 @@ class _SideBySide:
     def _in_waves(self, node: Node) -> bool:
         return self.ctx is not None and node.waves
 
-    def _settled(self, name: str, v: int) -> bool:
+    def _settled(self, name: Follows, v: int) -> bool:
+        if isinstance(name, Milestone):
+            return name in self.reached[v] or self._settled(name.stage, v)
         return name in self.done or name in self.results[v]
 
     def _recheck(self, videos: set[int] | None = None) -> None:
@@ -232,7 +253,7 @@ class _SideBySide:
             for v in list(unready if videos is None else videos & unready):
                 if failure(self.results[v]) is not None:
                     unready.discard(v)
-                elif all(self._settled(n, v) for n in node.inputs + node.after):
+                elif all(self._settled(n, v) for n in (*node.inputs, *node.after)):
                     unready.discard(v)
                     self.ready[name].add(v)
 
@@ -247,7 +268,7 @@ class _SideBySide:
                 if running >= at_once or (
                         not node.concurrent and self.turn not in (None, node.name)):
                     continue
-                upstream_done = set(node.inputs + node.after) <= self.done
+                upstream_done = set(upstream(node)) <= self.done
                 if self._in_waves(node):
                     ready = sorted(v for v in self.ready[node.name]
                                    if failure(self.results[v]) is None)

@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
 from scenescribe.graph import (
+    Milestone,
     Outcome,
     RunContext,
     Stage,
@@ -148,6 +149,10 @@ class ShotsStage(Stage):
     inputs = ("probe",)
     field = "scene"
     concurrent = True  # beside speech, which needs only the probe
+    # The spool consumer's frames of a video are all on disk: its decode is done, though the
+    # network may still be scoring the frames.
+    SPOOLED = Milestone("shots", "spooled")
+    milestones = (SPOOLED.name,)
 
     def __init__(self, detector: ShotDetector) -> None:
         self.detector = detector
@@ -192,6 +197,8 @@ class ShotsStage(Stage):
     def _detect(self, task: Task, ctx: RunContext) -> list[Cut]:
         """The cuts, filling the consumer's spool from the same decode."""
         spool = None if self.spool_consumer is None else self.spool_consumer.spool_for(task)
+        if spool is not None:
+            spool.on_sealed = lambda: ctx.reach(task.video, self.SPOOLED)
         try:
             cuts = self.detector.detect(task.info, _named(ctx, task), spool)
         except BaseException:

@@ -23,7 +23,8 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,11 +127,16 @@ class TickTap:
 
 class FrameSpool:
     """One video's spool folder for ``spec``: written by decoders (``tap``), sealed by the parent
-    once every part is whole (``seal``), read back by the consumer (``open`` then ``picks``)."""
+    once every part is whole (``seal``), read back by the consumer (``open`` then ``picks``).
+    ``on_sealed`` (if set) is called once, by the thread that seals it: the consumer may start
+    while the decoding stage is still busy with the rest of its work."""
 
     def __init__(self, folder: Path, spec: TickSpec) -> None:
         self.folder, self.spec = Path(folder), spec
         self._parts: list[tuple[Path, tuple[int, int, int], list[tuple[int, int, float]]]] = []
+        self.on_sealed: Callable[[], None] | None = None
+        self._sealing = threading.Lock()
+        self._sealed_here = False
 
     @classmethod
     def create(cls, folder: Path, spec: TickSpec) -> FrameSpool:
@@ -150,11 +156,19 @@ class FrameSpool:
 
     @property
     def sealed(self) -> bool:
-        return (self.folder / SEALED).exists()
+        """Sealed here, or found sealed on disk (the consumer removes it once read)."""
+        return self._sealed_here or (self.folder / SEALED).exists()
 
     def seal(self, parts: int) -> None:
-        """Mark the spool readable: parts ``0 .. parts - 1`` are all written."""
-        atomic_write_json(self.folder / SEALED, {"spec": asdict(self.spec), "parts": parts})
+        """Mark the spool readable: parts ``0 .. parts - 1`` are all written. Once only: a
+        second call is a no-op (the consumer may already have read and removed the spool)."""
+        with self._sealing:
+            if self._sealed_here:
+                return
+            atomic_write_json(self.folder / SEALED, {"spec": asdict(self.spec), "parts": parts})
+            self._sealed_here = True
+        if self.on_sealed is not None:
+            self.on_sealed()
 
     @classmethod
     def open(cls, folder: Path, spec: TickSpec) -> FrameSpool | None:

@@ -176,6 +176,23 @@ class SharedDecode:
             self._futures.append(self._pool.submit(
                 _run_worker, {**job, "start": seg.start, "end": seg.end, "small": small,
                               "spool": spool}, self.advance))
+        if self.spool is not None:
+            # Sealed as soon as the last decoder is done, while the network may still be
+            # reading the earlier segments' frames: the spool's reader need not wait for it.
+            left = [len(self._futures)]
+            lock = threading.Lock()
+
+            def one_done(future: Future[list[Cut]]) -> None:
+                with lock:
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last and self.spool is not None and all(
+                        f.done() and not f.cancelled() and f.exception() is None
+                        for f in self._futures):
+                    self.spool.seal(len(self._futures))
+
+            for future in self._futures:
+                future.add_done_callback(one_done)
 
     def frames(self) -> Iterator[Small]:
         """(time, 48x27 RGB) of every frame, in time order, as one pass decodes them."""
@@ -188,7 +205,7 @@ class SharedDecode:
                     times, smalls = data["times"], data["frames"]
                 os.unlink(path)
                 yield from zip(times.tolist(), smalls, strict=True)
-            if self.spool is not None:
+            if self.spool is not None:  # (sealed already unless a callback is still running)
                 self.spool.seal(len(self._futures))  # every worker wrote its part
             return
         yield from self._in_process()
