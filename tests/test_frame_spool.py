@@ -86,7 +86,8 @@ def test_a_spool_from_segments_holds_what_the_own_pass_picks(clip: str, tmp_path
 
 def test_segments_seal_the_spool_once_their_decoders_are_done(tmp_path: Path) -> None:
     """The spool is sealed (and its reader told, once) as soon as the last decoder is done,
-    before anyone reads the network's frames; decoders that fail never seal it."""
+    before anyone reads the network's frames; decoders that fail never seal it, but the end
+    of the decode is told either way (``on_decoded``: the next video's turn to decode)."""
     info = probe(media(SYNTH))
     spec = _spec(info)
     spool = FrameSpool.create(tmp_path / "spool", spec)
@@ -94,8 +95,10 @@ def test_segments_seal_the_spool_once_their_decoders_are_done(tmp_path: Path) ->
     calls: list[str] = []
     spool.on_sealed = lambda: (calls.append(threading.current_thread().name), told.set())
     segments = plan_segments(info.duration, 4, min_seconds=4.0)
-    with SharedDecode(None, info, _ignore, segments=segments, spool=spool) as split:
-        assert told.wait(60), "not sealed before the frames were read"
+    decoded = threading.Event()
+    with SharedDecode(None, info, _ignore, segments=segments, spool=spool,
+                      on_decoded=decoded.set) as split:
+        assert told.wait(60) and decoded.is_set(), "not sealed before the frames were read"
         assert spool.sealed and _spooled(spool, list(range(spec.count))) == _own_pass(
             info, spec, list(range(spec.count)))
         assert sum(1 for _ in split.frames()) == info.num_frames
@@ -105,10 +108,12 @@ def test_segments_seal_the_spool_once_their_decoders_are_done(tmp_path: Path) ->
     broken.write_bytes(b"\0" * 4096)
     spool = FrameSpool.create(tmp_path / "broken-spool", spec)
     spool.on_sealed = told.clear
+    decoded.clear()
     with SharedDecode(None, replace(info, path=broken), _ignore, segments=segments,
-                      spool=spool) as split, pytest.raises(StageError, match="broken.mp4"):
+                      spool=spool, on_decoded=decoded.set) as split, pytest.raises(
+                          StageError, match="broken.mp4"):
         list(split.frames())
-    assert not spool.sealed and told.is_set()
+    assert not spool.sealed and told.is_set() and decoded.is_set()
 
 
 def test_frames_covering_several_ticks_match_on_every_subset(tmp_path: Path) -> None:

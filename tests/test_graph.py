@@ -194,7 +194,7 @@ def test_plan_shape(tmp_path: Path) -> None:
     assert graph.stages["speech"].inputs == ("probe",) and graph.stages["shots"].concurrent
     assert graph.stages["detections"].inputs == ("probe",)
     assert graph.stages["detections"].after == (Milestone("shots", "spooled"),)
-    assert graph.stages["shots"].milestones == ("spooled",)
+    assert graph.stages["shots"].milestones == ("decoded", "spooled")
     assert graph.stages["objects"].inputs == ("probe", "shots", "detections")
     caption = graph.stages["captions[fake-vlm-a]"]
     assert set(caption.inputs) == {"probe", "shots", "frames", "transcript", "sounds", "objects"}

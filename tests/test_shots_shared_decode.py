@@ -172,9 +172,10 @@ def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest
     threads: list[str] = []
     detect = fakes.FakeShots.detect
 
-    def recording(self: Any, video: Any, progress: Any, spool: Any = None) -> Any:
+    def recording(self: Any, video: Any, progress: Any, spool: Any = None,
+                  decoded: Any = None) -> Any:
         threads.append(threading.current_thread().name)
-        return detect(self, video, progress, spool)
+        return detect(self, video, progress, spool, decoded)
 
     monkeypatch.setattr(fakes.FakeShots, "detect", recording)
     monkeypatch.setattr(fakes.FakeShots, "concurrent_videos", True)
@@ -187,7 +188,40 @@ def test_shots_stage_runs_videos_side_by_side(tmp_path: Any, monkeypatch: pytest
         got[at_once] = [(out / c.stem / "scenes.jsonl").read_text() for c in clips]
     assert got["1"] == got["2"]
     assert len(set(got["1"])) == 3  # three different videos, not one copied
-    assert sum(name.startswith("shots-video") for name in threads) == 3
+    # On threads either way: at one decode at a time, a decoded video's network goes on
+    # beside the next video's decode.
+    assert sum(name.startswith("shots-video") for name in threads) == 6
+
+
+@pytest.mark.parametrize("gives_up", [True, False])
+def test_a_decoded_video_gives_its_turn_to_decode_to_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gives_up: bool) -> None:
+    """One video decodes at a time (``SCENESCRIBE_SHOT_VIDEOS=1``), but one whose decoders
+    are done (``decoded``) lets the next start while it finishes; a backend that never says so
+    keeps its turn to the end. The milestone is in the run's timeline."""
+    started = {"clip0": threading.Event(), "clip1": threading.Event()}
+    overlapped: list[bool] = []
+    detect = fakes.FakeShots.detect
+
+    def decoding(self: Any, video: Any, progress: Any, spool: Any = None,
+                 decoded: Any = None) -> Any:
+        name = Path(video.path).stem
+        started[name].set()
+        if name == "clip0":
+            if gives_up:
+                decoded()
+                decoded()  # a second call gives nothing more away
+            overlapped.append(started["clip1"].wait(10 if gives_up else 0.5))
+        return detect(self, video, progress, spool)
+
+    monkeypatch.setattr(fakes.FakeShots, "detect", decoding)
+    monkeypatch.setattr(fakes.FakeShots, "concurrent_videos", True)
+    monkeypatch.setenv("SCENESCRIBE_SHOT_VIDEOS", "1")
+    clips = [make_clip(tmp_path / "in" / f"clip{k}.mp4", seconds=3) for k in range(2)]
+    result = scenescribe.run(clips, tmp_path / "out", replace(fake_options(), parallel=True))
+    assert not result.failed and overlapped == [gives_up]
+    done = result.finished[str(clips[0])]
+    assert ("shots:decoded" in done) == gives_up
 
 
 def test_the_gpu_default_decodes_while_its_network_waits_to_load(tmp_path: Path) -> None:

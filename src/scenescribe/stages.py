@@ -9,6 +9,7 @@ need only the probe (``speech_stages``, ``objects_stages``), beside shot detecti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -149,10 +150,11 @@ class ShotsStage(Stage):
     inputs = ("probe",)
     field = "scene"
     concurrent = True  # beside speech, which needs only the probe
-    # The spool consumer's frames of a video are all on disk: its decode is done, though the
-    # network may still be scoring the frames.
+    # A video's frames are all decoded, though the network may still be scoring them; and the
+    # spool consumer's frames of it are all on disk.
+    DECODED = Milestone("shots", "decoded")
     SPOOLED = Milestone("shots", "spooled")
-    milestones = (SPOOLED.name,)
+    milestones = (DECODED.name, SPOOLED.name)
 
     def __init__(self, detector: ShotDetector) -> None:
         self.detector = detector
@@ -160,15 +162,21 @@ class ShotsStage(Stage):
         # A later stage that wants frames of the same decode (the object detector's ticks):
         # its ``spool_for(task)`` gives a spool for them or None (``media.spool``).
         self.spool_consumer: SpoolConsumer | None = None
+        self._decoding = threading.BoundedSemaphore(1)  # turns to decode (``run`` sizes it)
 
     def identity(self) -> dict[str, Any]:
         return self.detector.cache_key()
 
     def run(self, tasks: Sequence[Task], ctx: RunContext) -> dict[int, Outcome]:
-        # Several videos side by side: one video's serial parts (start-up, its last segment,
-        # the network over its stitched frames) overlap the next one's decoding.
+        # Several videos side by side: one video's serial parts (start-up, its last segment)
+        # overlap the next one's decoding. Only ``at_once`` decode at a time (each decode
+        # spreads over the cores), but a video whose decoders are done gives up its turn while
+        # its network still scores the frames: on W1 (H200) the cores were 60% idle for 4-5 s
+        # while the first two videos' networks ran and the next two waited.
         at_once = videos_at_once(self.detector, len(tasks), "SCENESCRIBE_SHOT_VIDEOS")
-        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx, at_once)
+        self._decoding = threading.BoundedSemaphore(at_once)
+        threads = min(len(tasks), 2 * at_once) if self.detector.concurrent_videos else 1
+        return each(self.name, tasks, lambda task: self._one(task, ctx), ctx, threads)
 
     def _one(self, task: Task, ctx: RunContext) -> StageOutput:
         info = task.info
@@ -182,7 +190,11 @@ class ShotsStage(Stage):
             assert isinstance(data, dict)
             scenes = [Scene.from_dict(s) for s in data["scenes"]]
         else:
-            cuts = self._detect(task, ctx) if info.has_video else []
+            cuts: list[Cut] = []
+            if info.has_video:
+                with self._decode_turn(task, ctx) as decoded:
+                    start = time.perf_counter()  # waiting for a turn is not this video's compute
+                    cuts = self._detect(task, ctx, decoded)
             # A detector that loads while it decodes: its load is reported apart (its wait for
             # the process lock stays in this video's compute time, beside the decoding).
             start += self.load.taken_from_backend()
@@ -194,13 +206,37 @@ class ShotsStage(Stage):
                                "backend": self.detector.name, **self.load.timing(),
                                "compute_s": time.perf_counter() - start})
 
-    def _detect(self, task: Task, ctx: RunContext) -> list[Cut]:
+    @contextlib.contextmanager
+    def _decode_turn(self, task: Task, ctx: RunContext) -> Iterator[Callable[[], None]]:
+        """Wait for a turn to decode; yields what gives it up once the video is decoded (else
+        it is given up on leaving)."""
+        self._decoding.acquire()
+        held = [True]
+        lock = threading.Lock()
+
+        def decoded() -> None:
+            with lock:
+                if not held[0]:
+                    return
+                held[0] = False
+            self._decoding.release()
+            ctx.reach(task.video, self.DECODED)
+
+        try:
+            yield decoded
+        finally:
+            with lock:
+                mine, held[0] = held[0], False
+            if mine:
+                self._decoding.release()
+
+    def _detect(self, task: Task, ctx: RunContext, decoded: Callable[[], None]) -> list[Cut]:
         """The cuts, filling the consumer's spool from the same decode."""
         spool = None if self.spool_consumer is None else self.spool_consumer.spool_for(task)
         if spool is not None:
             spool.on_sealed = lambda: ctx.reach(task.video, self.SPOOLED)
         try:
-            cuts = self.detector.detect(task.info, _named(ctx, task), spool)
+            cuts = self.detector.detect(task.info, _named(ctx, task), spool, decoded)
         except BaseException:
             if spool is not None:
                 spool.remove()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +47,8 @@ class ShotDetector(Backend):
         return key
 
     @abstractmethod
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         """Boundaries in time order; the first shot's start (frame 0) is not one.
 
         A backend that sees gradual transitions returns each as one ``Cut`` at its middle with
@@ -57,4 +58,8 @@ class ShotDetector(Backend):
         ``spool`` (``media.spool``), when the backend decodes through ``scenescribe.media``,
         gets another stage's frames from the same decode and is sealed; a backend that
         ignores it leaves it unsealed, and that stage decodes on its own.
+
+        ``decoded``, if given, may be called once every frame is decoded while the rest of the
+        detection (a network over the frames) goes on: the cores are free for the next video's
+        decode (``ShotsStage``). A backend whose decode ends with its detection never calls it.
         """

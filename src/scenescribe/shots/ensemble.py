@@ -21,7 +21,7 @@ segments, one process each, and the network scores the stitched frame stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -90,8 +90,8 @@ class TransNetHsvDetector(ShotDetector):
                 "confirm": CONFIRM, "threshold": self.threshold,
                 "hsvcut": asdict(HsvCutDetector.TUNING)}
 
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         from scenescribe.shots.shared_decode import SharedDecode
 
         hsv = self._hsvcut()
@@ -101,7 +101,8 @@ class TransNetHsvDetector(ShotDetector):
             opening = pool.submit(opening_fade_end, str(video.path))
             try:
                 with SharedDecode(hsv, video, task.advance, hsv.options.threads,
-                                  hsv.options.workers, spool=spool) as decode:
+                                  hsv.options.workers, spool=spool,
+                                  on_decoded=decoded) as decode:
                     self.load()  # the segments decode meanwhile (loads_while_decoding)
                     tn = self.model["transnetv2"]
                     scores = list(tn.frame_scores(video, frames=decode.frames()))

@@ -96,8 +96,8 @@ class HsvCutDetector(ShotDetector):
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "tuning": asdict(self.tuning)}
 
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         return detect_decoded(self, video, progress, spool)
 
     def frame_format(self) -> dict[str, Any]:

@@ -65,8 +65,8 @@ class _PySceneDetectShotDetector(ShotDetector):
         """``options.min_scene_len`` in frames, at least 1, so PySceneDetect can filter flashes."""
         return max(1, round(self.options.min_scene_len * fps))
 
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         return detect_decoded(self, video, progress, spool)
 
     def frame_format(self) -> dict[str, Any]:

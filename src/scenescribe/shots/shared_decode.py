@@ -136,14 +136,17 @@ def run_segment(detector: Any, path: str, fps: float, segment: Segment, threads:
 class SharedDecode:
     """The frames of one video for TransNetV2 (``frames``) and, when ``hsv`` is given, the cuts
     ``hsv`` finds in the same decode (``cuts``, once ``frames`` is exhausted); ``spool`` gets the
-    frames a later stage picks from the same decode, sealed once ``frames`` is exhausted. Use as
-    a context manager: leaving it stops the workers and removes their files."""
+    frames a later stage picks from the same decode. In segments, once the last decoder is done
+    (while the network may still be reading the frames) ``on_decoded`` is called and the spool
+    sealed (if every decoder succeeded); in one pass, at its end. Use as a context manager:
+    leaving it stops the workers and removes their files."""
 
     def __init__(self, hsv: Any, video: VideoInfo, advance: Callable[[float], None],
                  threads: int = 0, workers: int = 0,
-                 segments: list[Segment] | None = None, spool: FrameSpool | None = None) -> None:
+                 segments: list[Segment] | None = None, spool: FrameSpool | None = None,
+                 on_decoded: Callable[[], None] | None = None) -> None:
         self.hsv, self.video, self.advance, self.threads = hsv, video, advance, threads
-        self.spool = spool
+        self.spool, self.on_decoded = spool, on_decoded
         self.segments = segments or plan_segments(video.duration, workers or auto_workers())
         self.parallel = len(self.segments) > 1 and constant_rate(video)
         self._futures: list[Future[list[Cut]]] = []
@@ -176,23 +179,27 @@ class SharedDecode:
             self._futures.append(self._pool.submit(
                 _run_worker, {**job, "start": seg.start, "end": seg.end, "small": small,
                               "spool": spool}, self.advance))
-        if self.spool is not None:
-            # Sealed as soon as the last decoder is done, while the network may still be
-            # reading the earlier segments' frames: the spool's reader need not wait for it.
-            left = [len(self._futures)]
-            lock = threading.Lock()
+        left = [len(self._futures)]
+        lock = threading.Lock()
 
-            def one_done(future: Future[list[Cut]]) -> None:
-                with lock:
-                    left[0] -= 1
-                    last = left[0] == 0
-                if last and self.spool is not None and all(
-                        f.done() and not f.cancelled() and f.exception() is None
-                        for f in self._futures):
-                    self.spool.seal(len(self._futures))
+        def one_done(future: Future[list[Cut]]) -> None:
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            self._decoded(all(not f.cancelled() and f.exception() is None
+                              for f in self._futures))
 
-            for future in self._futures:
-                future.add_done_callback(one_done)
+        for future in self._futures:
+            future.add_done_callback(one_done)
+
+    def _decoded(self, whole: bool) -> None:
+        """Every decoder is done (``whole``: each wrote its part): the spool's reader and the
+        next video's decode need not wait for the network to read the frames."""
+        if whole and self.spool is not None:
+            self.spool.seal(len(self._futures) if self.parallel else 1)
+        if self.on_decoded is not None:
+            self.on_decoded()
 
     def frames(self) -> Iterator[Small]:
         """(time, 48x27 RGB) of every frame, in time order, as one pass decodes them."""
@@ -238,10 +245,10 @@ class SharedDecode:
                 if pending >= _PROGRESS_STEP:
                     self.advance(pending)
                     pending = 0
-            if tap is not None and self.spool is not None:
+            if tap is not None:
                 tap.close()
-                self.spool.seal(1)
                 tap = None
+            self._decoded(True)
         finally:
             if tap is not None:
                 tap.abandon()

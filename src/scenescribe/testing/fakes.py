@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from scenescribe.captions.base import Captioner, CaptionRequest
 from scenescribe.media.spool import FrameSpool
@@ -44,8 +44,8 @@ class _Loads:
 class FakeShots(_Loads, ShotDetector):
     """A cut every second."""
 
-    def detect(self, video: VideoInfo, progress: Progress,
-               spool: FrameSpool | None = None) -> list[Cut]:
+    def detect(self, video: VideoInfo, progress: Progress, spool: FrameSpool | None = None,
+               decoded: Callable[[], None] | None = None) -> list[Cut]:
         CALLS[self.name] += 1
         fps = video.fps or 25.0
         return [Cut(round(t * fps), float(t)) for t in range(1, int(video.duration))]
