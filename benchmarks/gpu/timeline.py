@@ -37,6 +37,10 @@ def show(path: Path) -> None:
         if "speech_audio_read_s" in video:  # the pooled speech stream's reader
             print(f"  {'':14s} speech audio read {video['speech_audio_read_s']:6.2f} s, "
                   f"then waited {video.get('speech_model_wait_s', 0.0):6.2f} s for the model")
+    imports = {k[:-len("_load_imports_s")]: v for k, v in (data.get("stage1") or [{}])[0].items()
+               if k.endswith("_load_imports_s")}
+    if imports:  # of each load, its imports (their wait for the import lock included)
+        print("  loads' imports: " + "  ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
     cpu = job.get("cpu") or {}
     if cpu.get("busy"):  # the share of all cores busy, averaged over 5 s windows
         per = max(1, round(5.0 / cpu["interval_s"]))

@@ -108,7 +108,13 @@ class LazyLoad:
         self.seconds = elapsed - self.wait_seconds
 
     def timing(self) -> dict[str, float]:
-        return {"load_s": self.seconds, "load_wait_s": self.wait_seconds}
+        """The load's own seconds and its wait for other loads; and where the backend timed
+        them, the seconds from its start to its imports' end (any wait for the import lock
+        included): how much of a long load was imports."""
+        imports = getattr(self.backend, "load_timing", {}).get("imports_s")
+        return {"load_s": self.seconds, "load_wait_s": self.wait_seconds,
+                **({} if imports is None or not self.seconds else
+                   {"load_imports_s": float(imports)})}
 
 
 def _named(ctx: RunContext, task: Task) -> Progress:
