@@ -6,7 +6,7 @@
 #   [SPY=40] bash benchmarks/gpu/job_variants.sh OUT waves [stagemajor] [nostream] [nice0] [stage1]
 #     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
 #     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch]
-#     [nospool] [stage1nospool]
+#     [nospool] [stage1nospool] [yolopredict] [stage1yolopredict]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
@@ -24,6 +24,8 @@
 # 2026-12-04n); stage1wide: with 16 and 4 (the defaults before): does speech wait for the CPU?
 # nospool / stage1nospool: the object detector decodes each video itself (SCENESCRIBE_SPOOL_GB=0)
 # instead of reading the frames the shot detector's decode kept (media/spool.py).
+# yolopredict / stage1yolopredict: YOLO through ultralytics' predict (SCENESCRIBE_YOLO_PREDICT=1)
+# instead of the batched path on the device (objects/yolo_batch.py).
 # SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s after its bench process starts, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -57,6 +59,8 @@ for variant in "$@"; do
     stage1wide) model= env=(SCENESCRIBE_FRAME_WORKERS=16 SCENESCRIBE_DECODE_WORKERS=4) ;;
     stage1nospool) model= env=(SCENESCRIBE_SPOOL_GB=0) ;;
     nospool) env=(SCENESCRIBE_SPOOL_GB=0) ;;
+    yolopredict) env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
+    stage1yolopredict) model= env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
     stage1trace) model= env=(TRACE_OUT=/tmp/trace)
       rm -rf /tmp/trace
       printf 'import sys\nsys.path.insert(0, "%s")\nimport cuda_window\ncuda_window.arm()\n' \

@@ -1,7 +1,8 @@
 """YOLO detection with ByteTrack tracking through ultralytics, summarised per scene.
 
 ``detect_frames``: frames sampled at ``sample_fps`` (the first frame at or after each tick),
-decoded on a background thread, are detected in batches of ``batch_size`` frames per model call;
+decoded on a background thread, are detected in batches of ``batch_size`` frames per model call
+(``yolo_batch``: padding, model and suppression batched on the model's device, predict's boxes);
 it needs no scenes, so the ``detections`` stage runs it over the whole video, keyed on the
 probe alone. ``track_detected`` then feeds each scene's stored boxes to a fresh ByteTrack, one
 frame at a time, in order, so the records are those of a frame-by-frame run and track ids and
@@ -118,6 +119,7 @@ class YoloTracker(ObjectTracker):
 
     _batch = 0  # 0: by device; set to override (tests, benchmarks)
     _predict_lock = threading.Lock()  # ultralytics' predictor keeps per-call state on the model
+    _set_up: Any = None  # the predictor this tracker's own predict call set up (or reused)
     # Videos side by side: model calls take turns under the lock, while each video's decoding
     # and tracking (its own ByteTrack per scene) overlap the other's calls. On the H200 the
     # tracker's videos ran one after another beside the caption stage, each call waiting on
@@ -224,12 +226,11 @@ class YoloTracker(ObjectTracker):
         """Each ``(tick, frame)``'s boxes, from one model call."""
         if not frames:
             return
-        results = self.detect([f.image for _, f in frames])
-        for (tick, frame), result in zip(frames, results, strict=True):
+        found = self.detect([f.image for _, f in frames])
+        for (tick, frame), boxes in zip(frames, found, strict=True):
             warp = None if motion is None else motion.apply(
-                np.ascontiguousarray(frame.image[..., ::-1]), result.boxes.xyxy.cpu().numpy())
-            yield FrameBoxes.create(tick, frame.time, result.boxes.data.cpu().numpy(),
-                                    result.orig_shape, warp)
+                np.ascontiguousarray(frame.image[..., ::-1]), np.ascontiguousarray(boxes[:, :4]))
+            yield FrameBoxes.create(tick, frame.time, boxes, frame.image.shape[:2], warp)
 
     def track_detected(self, video: VideoInfo, scenes: Sequence[Scene],
                        detected: VideoDetections,
@@ -273,22 +274,54 @@ class YoloTracker(ObjectTracker):
         long_side, short_side = max(video.width, video.height), min(video.width, video.height)
         return max(2, round(self.options.imgsz * short_side / long_side))
 
-    def detect(self, images: list[np.ndarray]) -> list[Any]:
-        """Untracked detections (ultralytics ``Results``) of RGB frames, in one model call.
+    def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Untracked detections of RGB frames, in one model call: per frame (N, 6) float32 rows
+        (x1, y1, x2, y2 in the frame's pixels, confidence, class id), as ultralytics' ``predict``
+        finds them.
 
-        Ultralytics letterboxes each frame as it would one at a time (same shapes: the same
-        minimal padding), stacks them and runs the model once."""
+        Same-shaped frames (the decoded ones) take ``yolo_batch``: letterbox, model and
+        suppression batched on the model's device, one copy back. Anything it does not cover
+        (mixed shapes, a frame needing a resize, the very first call, which sets ultralytics'
+        predictor up) goes through ``predict``, as does every call with
+        ``SCENESCRIBE_YOLO_PREDICT=1``; both give the same boxes. On the H200 a batch of 64
+        640x360 frames took 18 ms instead of 150-200 (``benchmarks/bench_yolo_batch.py``); on a
+        2-core CPU, batches of 8, 295 ms instead of 333 (the model is most of it there), so the
+        CPU takes it too."""
         # ultralytics' select_device sets torch's thread count for training: put back what the
         # thread had, read under the lock (outside it, a second tracker's call could see the
         # count another call's predict had just lowered, and "restore" that). No build beside
-        # the call: it would change the dtype of the tensors ultralytics makes.
-        with (self._predict_lock, builds_held_off(), launching(), torch_threads_kept(),
-              timing_without_syncs()):
+        # the call: it would change the dtype of the tensors made without one.
+        from scenescribe.objects.yolo_batch import detect_batch
+
+        with self._predict_lock, builds_held_off(), launching(), torch_threads_kept():
+            found, predictor = None, self.model.predictor
+            if self._batched and predictor is not None and predictor is self._set_up:
+                found = detect_batch(predictor, images, self.options.confidence,
+                                     self.options.imgsz)
+            if found is None:
+                found = self._predicted(images)
+        return found
+
+    @property
+    def _batched(self) -> bool:
+        """Whether ``detect`` may take the batched path (``SCENESCRIBE_YOLO_PREDICT=1``: never)."""
+        return not env_count("SCENESCRIBE_YOLO_PREDICT")
+
+    def _predicted(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """``detect`` through ultralytics' ``predict`` (which also sets its predictor up for
+        this tracker's device and precision: the batched path reuses that fused model)."""
+        with timing_without_syncs():
             results = self.model.predict(
                 [np.ascontiguousarray(im[..., ::-1]) for im in images],  # ultralytics: BGR
                 conf=self.options.confidence, imgsz=self.options.imgsz, device=self.device,
                 half=self.device.startswith("cuda"), verbose=False)
-        return list(results)
+        self._set_up = self.model.predictor
+        if not results:
+            return []
+        import torch
+
+        data = torch.cat([r.boxes.data for r in results])  # one copy back, as the batched path
+        return np.split(data.cpu().numpy(), np.cumsum([len(r.boxes) for r in results])[:-1])
 
     def _tracker_settings(self) -> dict[str, Any]:
         """The ``tracker`` option's yaml, read once (a fresh tracker starts every scene)."""
