@@ -3,6 +3,7 @@ threads at once keeping the dtype each asked for (see backend.py)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import warnings
@@ -93,7 +94,13 @@ def test_side_by_side_loads_overlap_but_imports_and_exclusive_sections_do_not() 
         timing = backend.load_timing
         assert timing["load_s"] >= LOAD_S
         assert timing["exclusive_s"] >= 0.1  # the imports' hold and the section's
-        assert set(timing) == {"imports_s", "wait_s", "exclusive_s", "load_s"}
+        phases = {f"{p}_{k}" for p in ("imports", "device") for k in ("s", "cpu_s", "blocked",
+                                                                       "preempted")}
+        assert set(timing) == {"wait_s", "exclusive_s", "load_s", *phases}
+        # The imports (a sleep here) waited: their thread used little CPU and gave it up.
+        assert timing["imports_s"] >= 0.05 and timing["imports_cpu_s"] < timing["imports_s"] / 2
+        if sys.platform == "linux":
+            assert timing["imports_blocked"] >= 1
 
 
 def test_other_backends_load_whole_under_the_lock() -> None:
@@ -192,9 +199,10 @@ def test_a_stage_is_charged_its_own_load_and_the_wait_for_another_apart() -> Non
     assert second.wait_seconds >= 0.25
     assert own - 0.01 <= second.seconds <= own + 0.15
     timing = second.timing()
-    assert timing == {"load_s": second.seconds, "load_wait_s": second.wait_seconds,
-                      "load_imports_s": timing["load_imports_s"]}
-    assert 0.05 <= timing["load_imports_s"] < second.seconds + second.wait_seconds
+    assert (timing["load_s"], timing["load_wait_s"]) == (second.seconds, second.wait_seconds)
+    assert {k for k in timing if k.startswith("load_imports")} == {
+        "load_imports_s", "load_imports_cpu_s", "load_imports_blocked", "load_imports_preempted"}
+    assert 0.05 <= timing["load_imports_s"] < second.seconds  # the lock's wait is not in it
     assert first.wait_seconds < 0.05 and first.seconds >= own
 
 

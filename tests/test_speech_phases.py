@@ -1,4 +1,4 @@
-"""``speech.phases.PhaseClock``: seconds, CPU seconds and context switches per phase."""
+"""``phases.PhaseClock``: seconds, CPU seconds and context switches per phase."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from scenescribe.speech.phases import PhaseClock
+from scenescribe.phases import PhaseClock
 
 
 def test_waiting_and_working_phases_are_told_apart() -> None:

@@ -56,7 +56,7 @@ def arm() -> None:
     out = Path(os.environ.get("TRACE_OUT", "trace-out"))
     import contextlib
 
-    from scenescribe.speech import phases
+    from scenescribe import phases
 
     plain = phases.PhaseClock.phase
 

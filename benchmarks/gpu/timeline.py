@@ -37,10 +37,19 @@ def show(path: Path) -> None:
         if "speech_audio_read_s" in video:  # the pooled speech stream's reader
             print(f"  {'':14s} speech audio read {video['speech_audio_read_s']:6.2f} s, "
                   f"then waited {video.get('speech_model_wait_s', 0.0):6.2f} s for the model")
-    imports = {k[:-len("_load_imports_s")]: v for k, v in (data.get("stage1") or [{}])[0].items()
-               if k.endswith("_load_imports_s")}
-    if imports:  # of each load, its imports (their wait for the import lock included)
-        print("  loads' imports: " + "  ".join(f"{k} {v:.2f} s" for k, v in imports.items()))
+    first = (data.get("stage1") or [{}])[0]
+    imports = [k[:-len("_load_imports_s")] for k in first if k.endswith("_load_imports_s")]
+    if imports:  # each load's imports: seconds, CPU seconds, times blocked and preempted
+        print("  loads' imports: " + "  ".join(
+            f"{k} {first[f'{k}_load_imports_s']:.2f} s"
+            + (f" (cpu {first[f'{k}_load_imports_cpu_s']:.2f} s, blocked "
+               f"{first.get(f'{k}_load_imports_blocked', 0):.0f}, preempted "
+               f"{first.get(f'{k}_load_imports_preempted', 0):.0f})"
+               if f"{k}_load_imports_cpu_s" in first else "") for k in imports))
+        device = {k: first[f"{k}_load_device_s"] for k in imports if f"{k}_load_device_s" in first}
+        if device:
+            print("  loads' device start-up: "
+                  + "  ".join(f"{k} {v:.2f} s" for k, v in device.items()))
     cpu = job.get("cpu") or {}
     if cpu.get("busy"):  # the share of all cores busy, averaged over 5 s windows
         per = max(1, round(5.0 / cpu["interval_s"]))

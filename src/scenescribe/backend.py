@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from scenescribe.phases import PhaseClock
 from scenescribe.registry import ModelEntry, resolve_weights
 
 log = logging.getLogger("scenescribe.backend")
@@ -226,32 +227,39 @@ class Backend:
                 return
             start = time.perf_counter()
             self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
+            clock = PhaseClock()  # the device's start-up and the imports, each apart
             if not self.lazy_imports:
-                self._load_without_lazy_imports(start)
+                self._load_without_lazy_imports(start, clock)
                 return
             # The imports under the import lock alone: a build of a backend that imports
             # nothing lazily (the shot network) goes on beside transformers' import.
             with self.importing():
-                if self.side_by_side:
-                    warm_device(self.device)
-                self._imports()
-            self.load_timing["imports_s"] = time.perf_counter() - start
+                self._warm_and_import(clock)
             with (contextlib.nullcontext() if self.side_by_side else self.exclusive()), \
                     torch_threads_kept():
                 self.model = self._load()
             self.load_timing["load_s"] = time.perf_counter() - start
 
-    def _load_without_lazy_imports(self, start: float) -> None:
+    def _load_without_lazy_imports(self, start: float, clock: PhaseClock) -> None:
         """``load`` for a backend whose imports need no lock: they run beside other loads'
         imports; a build that is not ``side_by_side`` holds the build lock alone."""
-        if self.side_by_side:
-            warm_device(self.device)
-        self._imports()
-        self.load_timing["imports_s"] = time.perf_counter() - start
+        self._warm_and_import(clock)
         with (contextlib.nullcontext() if self.side_by_side else self.building()), \
                 torch_threads_kept():
             self.model = self._load()
         self.load_timing["load_s"] = time.perf_counter() - start
+
+    def _warm_and_import(self, clock: PhaseClock) -> None:
+        """The device's start-up (``side_by_side`` loads) and ``_imports``, each timed with its
+        thread's CPU seconds and context switches into ``load_timing`` (``device_*``,
+        ``imports_*``): an import that takes many times its CPU seconds waited for the cores
+        or the interpreter lock (on a slow H200 host Whisper's took 24-28 s, ``-04-x/b``)."""
+        if self.side_by_side:
+            with clock.phase("device"):
+                warm_device(self.device)
+        with clock.phase("imports"):
+            self._imports()
+        self.load_timing.update(clock.seconds())
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         """Hold both process-wide load locks (see ``_IMPORT_LOCK``); the outermost hold adds

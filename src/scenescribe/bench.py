@@ -254,7 +254,7 @@ def bench(videos: Sequence[str | Path], out: str | Path, options: RunOptions | N
 # Parts of a stage's compute some stages report per video (summed like ``compute_s``): the
 # caption engine's waits for preprocessing and its model calls, the speech reader's seconds
 # and the speech model's phases (``SpeechRecognizer.phase_seconds``; with the thread's CPU
-# seconds and context switches in each, ``speech.phases``).
+# seconds and context switches in each, ``phases``).
 SPEECH_PHASES = ("encode", "decode", "align", "dtw", "words")
 SPLIT_DETAILS = ("prepare_wait_s", "generate_s", "audio_read_s",
                  *(f"{phase}{part}" for phase in SPEECH_PHASES

@@ -54,8 +54,8 @@ def stage1_rows(folders: Sequence[Path], reference_speech: dict[str, float]) -> 
             t = timings.get(stage, {})
             row[f"{stage}_s"] = float(t.get("compute_s", 0.0))
             row[f"{stage}_load_s"] = float(t.get("load_s", 0.0))
-            if "load_imports_s" in t:  # of the load, its imports
-                row[f"{stage}_load_imports_s"] = float(t["load_imports_s"])
+            for key in (k for k in t if k.startswith(("load_imports_", "load_device_"))):
+                row[f"{stage}_{key}"] = float(t[key])  # the load's imports and device start-up
         for wait in ("decode_wait_s", "write_wait_s"):  # where the frames' thread waited
             if wait in timings.get("frames", {}):
                 row[f"frames_{wait}"] = float(timings["frames"][wait])

@@ -109,12 +109,11 @@ class LazyLoad:
 
     def timing(self) -> dict[str, float]:
         """The load's own seconds and its wait for other loads; and where the backend timed
-        them, the seconds from its start to its imports' end (any wait for the import lock
-        included): how much of a long load was imports."""
-        imports = getattr(self.backend, "load_timing", {}).get("imports_s")
-        return {"load_s": self.seconds, "load_wait_s": self.wait_seconds,
-                **({} if imports is None or not self.seconds else
-                   {"load_imports_s": float(imports)})}
+        them (``Backend.load``), its imports' and its device start-up's seconds, CPU seconds
+        and context switches (``load_imports_s``, ``load_imports_cpu_s``, ...)."""
+        phases = {f"load_{k}": float(v) for k, v in getattr(self.backend, "load_timing", {}).items()
+                  if k.startswith(("imports_", "device_"))} if self.seconds else {}
+        return {"load_s": self.seconds, "load_wait_s": self.wait_seconds, **phases}
 
 
 def _named(ctx: RunContext, task: Task) -> Progress:

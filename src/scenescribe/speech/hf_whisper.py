@@ -51,6 +51,7 @@ from scenescribe.gpu_share import exclusive, launching, stream_for_loaded_model
 from scenescribe.knobs import env_flag
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.media.audio_child import ChildReader, audio_readers
+from scenescribe.phases import PhaseClock
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 from scenescribe.speech.alignment import align_words
@@ -58,7 +59,6 @@ from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
 from scenescribe.speech.chunking import speech_chunks
 from scenescribe.speech.dtw_child import token_frames_apart
 from scenescribe.speech.log_mel import LogMel
-from scenescribe.speech.phases import PhaseClock
 from scenescribe.speech.pool import transcribe_pooled
 from scenescribe.speech.static_decode import Decoding, StaticDecoder
 from scenescribe.speech.token_scores import (

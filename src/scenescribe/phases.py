@@ -1,8 +1,10 @@
-"""Where a speech model's batches spend their time: seconds per phase, and how the thread fared.
+"""Where a thread's work spends its time: seconds per phase, and how the thread fared.
 
-Inside Stage 1 Whisper's phases took several times their work alone, and by amounts that
-varied from run to run (``benchmarks/results/h200-2026-12-03-m``): the encoder pass 1.0-9.8 s,
-the alignment's few hundred calls 4-12 s against 26 ms of GPU work. Besides the seconds, each
+Used for a speech model's batches and for each model load's imports. Inside Stage 1 Whisper's
+phases took several times their work alone, and by amounts that varied from run to run
+(``benchmarks/results/h200-2026-12-03-m``): the encoder pass 1.0-9.8 s, the alignment's few
+hundred calls 4-12 s against 26 ms of GPU work; and its load's imports took 24-28 s on a slow
+host (``-04-x/b``). Besides the seconds, each
 phase therefore records the calling thread's CPU seconds and its context switches (Linux):
 ``<phase>_blocked`` counts the times it gave the CPU up to wait (for the interpreter lock, a
 stream, a child), ``<phase>_preempted`` the times the kernel took the CPU from it for other
