@@ -7,6 +7,7 @@
 #     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
 #     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch]
 #     [nospool] [stage1nospool] [yolopredict] [stage1yolopredict] [stage1nice10]
+#     [stage1loadswitch0] [stage1loadswitch100]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
@@ -28,6 +29,8 @@
 # instead of the batched path on the device (objects/yolo_batch.py).
 # stage1nice10: the shot segment workers at nice 10 instead of 5 (SCENESCRIBE_SHOT_NICE=10): do
 # the loads' imports (Whisper's 24-28 s on a slow host, -04-x/b) wait for the cores?
+# stage1loadswitch0 / stage1loadswitch100: the switch interval during model loads left at 5 ms
+# (SCENESCRIBE_LOAD_SWITCH_US=0, as before 2026-12-04x) / 100 us instead of the default 500 us.
 # SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s after its bench process starts, for SPY seconds at SPY_RATE (50) Hz, into
 # OUT/spy.txt (raw stacks per thread, idle ones too).
@@ -64,6 +67,8 @@ for variant in "$@"; do
     yolopredict) env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
     stage1yolopredict) model= env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
     stage1nice10) model= env=(SCENESCRIBE_SHOT_NICE=10) ;;
+    stage1loadswitch0) model= env=(SCENESCRIBE_LOAD_SWITCH_US=0) ;;
+    stage1loadswitch100) model= env=(SCENESCRIBE_LOAD_SWITCH_US=100) ;;
     stage1trace) model= env=(TRACE_OUT=/tmp/trace)
       rm -rf /tmp/trace
       printf 'import sys\nsys.path.insert(0, "%s")\nimport cuda_window\ncuda_window.arm()\n' \

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from scenescribe.phases import PhaseClock
 from scenescribe.registry import ModelEntry, resolve_weights
+from scenescribe.switch_interval import short_switches
 
 log = logging.getLogger("scenescribe.backend")
 
@@ -225,20 +226,26 @@ class Backend:
         with self.__dict__.setdefault("_own_load_lock", threading.Lock()):
             if self.model is not None:
                 return
-            start = time.perf_counter()
-            self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
-            clock = PhaseClock()  # the device's start-up and the imports, each apart
-            if not self.lazy_imports:
-                self._load_without_lazy_imports(start, clock)
-                return
-            # The imports under the import lock alone: a build of a backend that imports
-            # nothing lazily (the shot network) goes on beside transformers' import.
-            with self.importing():
-                self._warm_and_import(clock)
-            with (contextlib.nullcontext() if self.side_by_side else self.exclusive()), \
-                    torch_threads_kept():
-                self.model = self._load()
-            self.load_timing["load_s"] = time.perf_counter() - start
+            # Imports and from_pretrained give the interpreter lock up at every read: beside a
+            # busy thread each such wait lasts a switch interval (``switch_interval``).
+            with short_switches():
+                self._timed_load()
+
+    def _timed_load(self) -> None:
+        start = time.perf_counter()
+        self.load_timing = {"wait_s": 0.0, "exclusive_s": 0.0}
+        clock = PhaseClock()  # the device's start-up and the imports, each apart
+        if not self.lazy_imports:
+            self._load_without_lazy_imports(start, clock)
+            return
+        # The imports under the import lock alone: a build of a backend that imports
+        # nothing lazily (the shot network) goes on beside transformers' import.
+        with self.importing():
+            self._warm_and_import(clock)
+        with (contextlib.nullcontext() if self.side_by_side else self.exclusive()), \
+                torch_threads_kept():
+            self.model = self._load()
+        self.load_timing["load_s"] = time.perf_counter() - start
 
     def _load_without_lazy_imports(self, start: float, clock: PhaseClock) -> None:
         """``load`` for a backend whose imports need no lock: they run beside other loads'
