@@ -9,7 +9,8 @@ lock), 17.1 s with a 0.5 ms interval; ``from_pretrained`` of tiny.en 0.11, 2.31 
 slow H200 host Whisper's imports took 24-28 s inside Stage 1
 (``benchmarks/results/h200-2026-12-04-x/b``). So while any load runs, the process's
 interval is ``SCENESCRIBE_LOAD_SWITCH_US`` (default 500 us; 0 leaves it alone), and put back
-when the last one ends. Threads that only compute lose little: a hand-off costs microseconds.
+when the last one ends (an interval another caller sets meanwhile is overwritten then).
+Threads that only compute lose little: a hand-off costs microseconds.
 """
 
 from __future__ import annotations
