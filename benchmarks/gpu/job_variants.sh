@@ -7,7 +7,7 @@
 #     [switch] [onevideo] [stage1onevideo] [twovideos] [stage1twovideos] [speechexclusive]
 #     [stage1speechexclusive] [speechshared] [stage1speechshared] [stage1switch]
 #     [nospool] [stage1nospool] [yolopredict] [stage1yolopredict] [stage1nice10]
-#     [stage1loadswitch0] [stage1loadswitch100]
+#     [stage1loadswitch0] [stage1loadswitch100] [stage1nice19] [stage1noaudiospool]
 # Variants: waves (the default schedule), stagemajor (SCENESCRIBE_WAVES=0: every stage waits
 # for all videos), nostream (SCENESCRIBE_CAPTION_STREAM=0: the caption stage launches on the
 # default CUDA stream), nice0 (SCENESCRIBE_SHOT_NICE=0: the shot workers at the parent's
@@ -28,12 +28,16 @@
 # yolopredict / stage1yolopredict: YOLO through ultralytics' predict (SCENESCRIBE_YOLO_PREDICT=1)
 # instead of the batched path on the device (objects/yolo_batch.py).
 # stage1nice10: the shot segment workers at nice 10 instead of 5 (SCENESCRIBE_SHOT_NICE=10): do
-# the loads' imports (Whisper's 24-28 s on a slow host, -04-x/b) wait for the cores?
+# the loads' imports (Whisper's 24-28 s on a slow host, -04-x/b) wait for the cores? stage1nice19:
+# the same at nice 19 (the weight a nice-0 thread has over them: 3x at 5, 9x at 10, 68x at 19).
 # stage1loadswitch0 / stage1loadswitch100: the switch interval during model loads left at 5 ms
 # (SCENESCRIBE_LOAD_SWITCH_US=0, as before 2026-12-04x) / 100 us instead of the default 500 us.
+# stage1noaudiospool: the sound tagger decodes the audio again instead of reading the speech
+# stage's spool (SCENESCRIBE_AUDIO_SPOOL=0, as before 2026-12-04y).
 # SPY: py-spy (a wheel in .carry/pyspy) samples
 # the first variant's job from SPY_AT (35) s after its bench process starts, for SPY seconds at SPY_RATE (50) Hz, into
-# OUT/spy.txt (raw stacks per thread, idle ones too).
+# OUT/spy.txt (raw stacks per thread, idle ones too; SPY_FLAGS="--threads --gil": only the
+# thread holding the interpreter lock at each sample).
 set -uo pipefail
 out=${1:?output folder}; shift
 mkdir -p "$out"
@@ -67,6 +71,8 @@ for variant in "$@"; do
     yolopredict) env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
     stage1yolopredict) model= env=(SCENESCRIBE_YOLO_PREDICT=1) ;;
     stage1nice10) model= env=(SCENESCRIBE_SHOT_NICE=10) ;;
+    stage1nice19) model= env=(SCENESCRIBE_SHOT_NICE=19) ;;
+    stage1noaudiospool) model= env=(SCENESCRIBE_AUDIO_SPOOL=0) ;;
     stage1loadswitch0) model= env=(SCENESCRIBE_LOAD_SWITCH_US=0) ;;
     stage1loadswitch100) model= env=(SCENESCRIBE_LOAD_SWITCH_US=100) ;;
     stage1trace) model= env=(TRACE_OUT=/tmp/trace)
@@ -89,7 +95,9 @@ for variant in "$@"; do
       sleep 0.1
     done
     sleep "${SPY_AT:-35}"
-    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate "${SPY_RATE:-50}" --format raw --threads --idle \
+    # SPY_FLAGS="--threads --gil": only the thread holding the interpreter lock is sampled.
+    # shellcheck disable=SC2086
+    /tmp/spy/bin/py-spy record --pid "$pid" --duration "$SPY" --rate "${SPY_RATE:-50}" --format raw ${SPY_FLAGS:---threads --idle} \
       --nonblocking -o "$out/spy.txt" > "$out/spy.log" 2>&1 || echo "py-spy failed: $(tail -2 "$out/spy.log")"
   fi
   wait "$job"
