@@ -69,6 +69,27 @@ def block_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         pytest.fail(f"test attempted network access: {attempts}")
 
 
+def make_tiny_ast(folder: Path, labels: list[str] | None = None) -> Path:
+    """A two-layer random AST checkpoint (float32) in ``folder``: AST's real architecture and
+    feature extractor, 3 classes or ``labels``."""
+    import warnings
+
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    named = {} if labels is None else {"id2label": dict(enumerate(labels)),
+                                       "label2id": {name: i for i, name in enumerate(labels)}}
+    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_length=1024, num_mel_bins=128,
+                       **(named or {"num_labels": 3}))
+    torch.manual_seed(0)
+    ASTForAudioClassification(config).save_pretrained(folder)
+    with warnings.catch_warnings():  # AST's lowest Kaldi mel filters are empty: expected
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero")
+        ASTFeatureExtractor(max_length=1024, num_mel_bins=128).save_pretrained(folder)
+    return folder
+
+
 def media(rel: str) -> Path:
     path = MEDIA / rel
     if not path.exists():  # fail, never skip: CI always has ../shared beside the checkout

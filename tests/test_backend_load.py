@@ -6,13 +6,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import MODELS
+from conftest import MODELS, make_tiny_ast
 from scenescribe import registry
 from scenescribe.backend import _BUILD_LOCK, _IMPORT_LOCK, Backend
 from scenescribe.options import SoundOptions, SpeechOptions
@@ -215,18 +214,7 @@ ROUNDS = 6
 @pytest.fixture(scope="module")
 def tiny_ast(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-layer random AST folder (float32 weights)."""
-    import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, max_length=1024, num_mel_bins=128, num_labels=3)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-ast")
-    ASTForAudioClassification(config).save_pretrained(path)
-    with warnings.catch_warnings():  # AST's lowest Kaldi mel filters are empty: expected
-        warnings.filterwarnings("ignore", message="At least one mel filter has all zero")
-        ASTFeatureExtractor(max_length=1024, num_mel_bins=128).save_pretrained(path)
-    return path
+    return make_tiny_ast(tmp_path_factory.mktemp("tiny-ast"))
 
 
 def _whisper(compute_type: str) -> Any:

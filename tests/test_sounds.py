@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import warnings
 import wave
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MODELS, ground_truth, media
+from conftest import MODELS, ground_truth, make_tiny_ast, media
 from scenescribe import registry
 from scenescribe.errors import InputError
 from scenescribe.media import probe
@@ -315,22 +314,9 @@ def _audioset_labels() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tiny_ast(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
     labels = _audioset_labels()
     assert len(labels) == 527
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, max_length=1024, num_mel_bins=128,
-                       id2label=dict(enumerate(labels)),
-                       label2id={name: i for i, name in enumerate(labels)})
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-ast")
-    ASTForAudioClassification(config).save_pretrained(path)
-    with warnings.catch_warnings():  # AST's lowest Kaldi mel filters are empty: expected
-        warnings.filterwarnings("ignore", message="At least one mel filter has all zero")
-        ASTFeatureExtractor(max_length=1024, num_mel_bins=128).save_pretrained(path)
-    return path
+    return make_tiny_ast(tmp_path_factory.mktemp("tiny-ast"), labels)
 
 
 def _ast(weights: Path, **overrides: object) -> object:

@@ -37,6 +37,7 @@ from scenescribe.graph import (
     failure,
 )
 from scenescribe.media import probe
+from scenescribe.media.audio_spool import discard_audio_spools
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.objects_stages import DetectionsStage
 from scenescribe.options import RunOptions, ShotOptions, check_output_folder, validate
@@ -44,6 +45,8 @@ from scenescribe.progress import NullProgress, Progress
 from scenescribe.records import Scene
 from scenescribe.shots import cuts_to_scenes
 from scenescribe.shots.base import ShotDetector
+from scenescribe.sounds.base import SoundTagger
+from scenescribe.sounds_stages import SoundsStage
 from scenescribe.speech.base import SpeechRecognizer
 from scenescribe.speech_stages import SpeechStage, TranscriptStage
 from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
@@ -157,7 +160,11 @@ def run(
         ctx = RunContext(progress or NullProgress())
         with claimed(jobs, force):
             graph = plan(options, backends, specs, device, model_dir, ctx)
-            results = executor.run_graph(graph, jobs, ctx, _side_by_side(options, device))
+            try:
+                results = executor.run_graph(graph, jobs, ctx, _side_by_side(options, device))
+            finally:  # audio the sound tagger did not read (cached, failed, stopped); the spools'
+                for job in jobs:  # folder once empty
+                    discard_audio_spools(job.folder.work)
             done = _finish(jobs, results, options, ctx)
             done.executor = {"name": executor.name, "gpus": executor.gpus()}
             done.spans = dict(ctx.spans)
@@ -185,12 +192,18 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
     shots = ShotsStage(detector)
     stages: list[Node] = [ProbeStage(), shots]
     components: list[Stage] = []
+    speech: SpeechStage | None = None
     for name in options.stages:
         backend = backends[name]
         if name == "speech":  # the model beside shots; the join onto scenes after them
             assert isinstance(backend, SpeechRecognizer)
-            stages.append(SpeechStage(backend))
+            speech = SpeechStage(backend)
+            stages.append(speech)
             components.append(TranscriptStage())
+            continue
+        if name == "sounds":  # its audio from the speech stage's reading, where there is one
+            assert isinstance(backend, SoundTagger)
+            components.append(SoundsStage(backend))
             continue
         if name == "objects":  # the detector after shots, on frames of their decode; tracking
             assert isinstance(backend, ObjectTracker)  # within scenes after both
@@ -198,6 +211,8 @@ def plan(options: RunOptions, backends: dict[str, Backend], specs: Sequence[Mode
             shots.spool_consumer = detections
             stages.append(detections)
         components.append(ComponentStage(name, backend))
+    if speech is not None:
+        speech.audio_consumer = next((c for c in components if isinstance(c, SoundsStage)), None)
     grounded = ([COMPONENTS[n].lines_stage(n) for n in options.stages if n in GROUNDING_INPUTS]
                 if options.captions.grounding else [])
     for component in components:

@@ -13,7 +13,7 @@ import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scenescribe.graph import (
     Failure,
@@ -26,6 +26,7 @@ from scenescribe.graph import (
     each,
     guarded,
 )
+from scenescribe.media.audio_spool import AudioSpool
 from scenescribe.progress import PrefixedProgress
 from scenescribe.records import Scene, Word
 from scenescribe.speech.base import AudioReads, SpeechRecognizer, SpeechResult
@@ -34,6 +35,10 @@ from scenescribe.stages import LazyLoad, _finish, _resume
 from scenescribe.store import atomic_write_json, read_json
 
 TRANSCRIPT_VERSION = 1  # bump when the join's output changes
+
+
+class AudioConsumer(Protocol):
+    def audio_spool_for(self, task: Task) -> AudioSpool | None: ...
 
 
 class SpeechStage(Stage):
@@ -46,6 +51,9 @@ class SpeechStage(Stage):
     def __init__(self, backend: SpeechRecognizer) -> None:
         self.backend = backend
         self.load = LazyLoad(backend)
+        # A later stage that reads the same audio (the sound tagger): its
+        # ``audio_spool_for(task)`` gives a spool the reader fills, or None.
+        self.audio_consumer: AudioConsumer | None = None
 
     def identity(self) -> dict[str, Any]:
         return dict(self.backend.cache_key())
@@ -78,7 +86,7 @@ class SpeechStage(Stage):
                                                   functools.partial(_raise, exc))
                                        for i in pending}}
         jobs = [(tasks[i].info, PrefixedProgress(ctx.progress, tasks[i].name)) for i in pending]
-        reads = AudioReads()
+        reads = AudioReads(spools=self._spools([tasks[i] for i in pending]))
         last = time.perf_counter()
         phases = self.backend.phase_seconds()
         try:
@@ -101,11 +109,27 @@ class SpeechStage(Stage):
         finally:
             if loading is not None:
                 loading.join()
+            for spool in reads.spools.values():
+                spool.abandon()  # those never filled whole (a stopped stream, a failed read)
         for i in pending:  # a recognizer that skipped a video is a bug, reported on that video
             if i not in outcomes:
                 outcomes[i] = Failure(self.name, f"{tasks[i].video.source}: {self.name}: "
                                                  "no result from the recognizer")
         return outcomes
+
+    def _spools(self, tasks: Sequence[Task]) -> dict[str, AudioSpool]:
+        """Spools for the videos' audio by path, where the consumer wants them and the backend
+        fills them."""
+        spools: dict[str, AudioSpool] = {}
+        if self.audio_consumer is None or not self.backend.fills_audio_spools:
+            return spools
+        for task in tasks:
+            path = str(task.info.path)
+            if path not in spools:
+                spool = self.audio_consumer.audio_spool_for(task)
+                if spool is not None:
+                    spools[path] = spool
+        return spools
 
     def _file(self, task: Task) -> Path:
         return task.video.folder.stage_file(self.name, task.key, "json")

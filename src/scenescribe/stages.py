@@ -437,11 +437,16 @@ class ComponentStage(ModelStage):
                 self.load()  # before the clock: load time is reported apart
             start = time.perf_counter()
             if todo:
-                produce = self.component.produce
-                assert produce is not None  # checked in __init__
-                for line in produce(self.backend, task, todo, _named(ctx, task)):
+                for line in self._lines(task, todo, _named(ctx, task)):
                     ckpt.append(line)
             return self.output(task, ckpt, todo, time.perf_counter() - start)
+
+    def _lines(self, task: Task, todo: list[Scene], progress: Progress
+               ) -> Iterator[dict[str, Any]]:
+        """The checkpoint lines of ``todo``'s scenes: the component's ``produce``."""
+        produce = self.component.produce
+        assert produce is not None  # checked in __init__
+        return produce(self.backend, task, todo, progress)
 
     def output(self, task: Task, ckpt: JsonlCheckpoint, todo: list[Scene],
                seconds: float) -> StageOutput:
@@ -463,7 +468,11 @@ class ComponentStage(ModelStage):
 def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
                    progress: Progress) -> Iterator[dict[str, Any]]:
     for index, tags in backend.tag_scenes(task.info, todo, progress):
-        yield {"index": index, "sounds": [t.to_dict() for t in tags]}
+        yield sounds_line(index, tags)
+
+
+def sounds_line(index: int, tags: Sequence[SoundTag]) -> dict[str, Any]:
+    return {"index": index, "sounds": [t.to_dict() for t in tags]}
 
 
 def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],

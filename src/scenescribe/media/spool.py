@@ -247,7 +247,12 @@ def fits(folder: Path, spec: TickSpec, width: int, height: int) -> bool:
         return False
     short = spec.short_side or min(width, height)
     scale = min(1.0, short / min(width, height))
-    need = spec.count * 3 * math.ceil(width * scale) * math.ceil(height * scale)
+    return fits_bytes(folder, spec.count * 3 * math.ceil(width * scale) * math.ceil(height * scale))
+
+
+def fits_bytes(folder: Path, need: int) -> bool:
+    """Whether a spool of ``need`` bytes fits the budget (``SCENESCRIBE_SPOOL_GB`` per video; 0:
+    no spools) and half the disk's free space where ``folder`` will be."""
     base = folder
     while not base.exists() and base != base.parent:
         base = base.parent
@@ -264,10 +269,16 @@ def spool_folder(work: Path, stage: str, key: str) -> Path:
 
 
 def discard(folder: Path) -> None:
-    """Remove a spool folder, and the folder of spools once it is empty."""
+    """Remove a spool folder. The folder of spools stays: another stage may be creating its
+    own spool in it at this moment (the speech stage's audio spool and the shot detector's
+    frame spool start together); ``tidy`` removes it once the run is over."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def tidy(work: Path) -> None:
+    """Remove the folder of spools in ``work`` if it is empty (the run is over)."""
     with contextlib.suppress(OSError):  # not empty, or gone
-        folder.parent.rmdir()
+        (work / SPOOLS).rmdir()
 
 
 def remove_others(work: Path, stage: str, keep: Path) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from scenescribe.media import iter_audio_blocks
 from scenescribe.media.audio_child import ChildReader, audio_readers
+from scenescribe.media.audio_spool import AudioSpool
 from scenescribe.progress import Progress
 from scenescribe.records import Scene, SoundTag, VideoInfo
 from scenescribe.sounds.base import SoundTagger
@@ -273,8 +274,8 @@ class WindowedTagger(SoundTagger):
     def score_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Scores in [0, 1], shape ``(len(windows), len(labels))``."""
 
-    def tag_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
-                   progress: Progress) -> Iterator[tuple[int, list[SoundTag]]]:
+    def tag_scenes(self, video: VideoInfo, scenes: Sequence[Scene], progress: Progress,
+                   audio: AudioSpool | None = None) -> Iterator[tuple[int, list[SoundTag]]]:
         task = progress.task(f"sounds ({self.name})", total=len(scenes))
         try:
             if not video.has_audio:
@@ -283,13 +284,13 @@ class WindowedTagger(SoundTagger):
                     yield scene.index, []
                 return
             self.load()
-            for item in self._tag(video, scenes):
+            for item in self._tag(video, scenes, audio):
                 task.advance()
                 yield item
         finally:
             task.close()
 
-    def _tag(self, video: VideoInfo, scenes: Sequence[Scene]
+    def _tag(self, video: VideoInfo, scenes: Sequence[Scene], audio: AudioSpool | None = None,
              ) -> Iterator[tuple[int, list[SoundTag]]]:
         spec, opts = self.spec, self.options
         per_scene = plan(scenes, video.duration, spec, opts.min_context)
@@ -302,7 +303,7 @@ class WindowedTagger(SoundTagger):
         acc = {pos: SceneScores(len(set(wins))) for pos, wins in enumerate(per_scene)}
         threshold = float(getattr(opts, "redundant_correlation", REDUNDANT_CORRELATION))
         next_pos = 0
-        for batch, scores in self._scored(video.path, order):
+        for batch, scores in self._scored(video.path, order, audio):
             rows: dict[int, list[int]] = {}
             for row, window in enumerate(batch):
                 for pos in users.pop(window):
@@ -315,12 +316,16 @@ class WindowedTagger(SoundTagger):
                                                         opts.min_score, threshold)
                 next_pos += 1
 
-    def _scored(self, path: str, order: Sequence[Window]
+    def _scored(self, path: str, order: Sequence[Window], spool: AudioSpool | None = None,
                 ) -> Iterator[tuple[list[Window], np.ndarray]]:
+        rate = self.spec.sample_rate
+        if spool is not None and spool.sealed and spool.sample_rate == rate:
+            found = spool.windows(order)  # the speech stage's decode, the same samples
+        else:
+            found = read_windows(path, order, rate)
         batch: list[Window] = []
         audio: list[np.ndarray] = []
-        for window, samples in zip(order, read_windows(path, order, self.spec.sample_rate),
-                                   strict=True):
+        for window, samples in zip(order, found, strict=True):
             batch.append(window)
             audio.append(samples)
             if len(batch) >= self.batch_size:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scenescribe.backend import Backend
+from scenescribe.media.audio_spool import AudioSpool
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
 
@@ -24,10 +25,13 @@ class SpeechResult:
 @dataclass(slots=True)
 class AudioReads:
     """What a pooled stream's audio reader did: the seconds it spent on each video (by position
-    in the call; a wait for a full queue included) and when it finished the last one."""
+    in the call; a wait for a full queue included) and when it finished the last one; and, given
+    by the caller, the spools a backend that ``fills_audio_spools`` writes each video's whole
+    audio into (by the video's path; ``media.audio_spool.teeing``)."""
 
     seconds: dict[int, float] = field(default_factory=dict)
     finished_at: float | None = None  # time.perf_counter()
+    spools: dict[str, AudioSpool] = field(default_factory=dict)
 
 
 class SpeechRecognizer(Backend):
@@ -36,6 +40,9 @@ class SpeechRecognizer(Backend):
     # ``transcribe_many`` starts reading the audio at once and loads the model only when its
     # first batch is ready, so ``SpeechStage`` may load it on another thread meanwhile.
     reads_while_loading = False
+    # ``transcribe_many`` writes each video's 16 kHz mono audio into ``reads.spools`` (the sound
+    # tagger reads it there instead of decoding it again).
+    fills_audio_spools = False
 
     def phase_seconds(self) -> dict[str, float]:
         """Seconds spent so far in each phase of the model's work (``encode_s``, ``decode_s``,

@@ -51,6 +51,7 @@ from scenescribe.gpu_share import exclusive, launching, stream_for_loaded_model
 from scenescribe.knobs import env_flag
 from scenescribe.media import SAMPLE_RATE
 from scenescribe.media.audio_child import ChildReader, audio_readers
+from scenescribe.media.audio_spool import teeing
 from scenescribe.phases import PhaseClock
 from scenescribe.progress import Progress, Task
 from scenescribe.records import VideoInfo, Word
@@ -108,6 +109,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                     "transformers:WhisperTokenizer", "transformers:WhisperTokenizerFast")
     side_by_side = True
     reads_while_loading = True
+    fills_audio_spools = True
     _clock: PhaseClock | None = None
 
     def phase_seconds(self) -> dict[str, float]:
@@ -248,16 +250,21 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         The audio is read from the start, in child processes (``audio_child``: a thread here
         waits for the GIL) unless ``SCENESCRIBE_AUDIO_READERS=0``; ``decode`` loads the model
         for the first batch."""
+        reads = reads if reads is not None else AudioReads()
         readers = audio_readers()
         if readers == 0:
-            yield from transcribe_pooled(videos, self._chunks, self.decode, Decoded.keep,
-                                         speech_result, self.options.batch_size, reads)
+            source = teeing(lambda path: speech_chunks(path, **self._chunking()), reads.spools)
+            yield from transcribe_pooled(videos, functools.partial(self._chunks, source=source),
+                                         self.decode, Decoded.keep, speech_result,
+                                         self.options.batch_size, reads)
             return
         paths = [str(video.path) for video, _ in videos if video.has_audio]
         with ChildReader(paths, readers, **self._chunking()) as children:
             yield from transcribe_pooled(
-                videos, functools.partial(self._chunks, source=children.chunks), self.decode,
-                Decoded.keep, speech_result, self.options.batch_size, reads, cancel=children.close)
+                videos, functools.partial(self._chunks,
+                                          source=teeing(children.chunks, reads.spools)),
+                self.decode, Decoded.keep, speech_result, self.options.batch_size, reads,
+                cancel=children.close)
 
     def _chunking(self) -> dict[str, float]:
         """``speech_chunks``' arguments after the path."""
@@ -425,4 +432,5 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                               w.probability))
         return Decoded(words, tokenizer.decode(text), language[0], language[1], no_speech,
                        float(token_lp.sum() / len(token_lp)), truncated)
+
 

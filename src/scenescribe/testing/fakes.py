@@ -64,8 +64,8 @@ class FakeSpeech(_Loads, SpeechRecognizer):
 
 
 class FakeSounds(_Loads, SoundTagger):
-    def tag_scenes(self, video: VideoInfo, scenes: Sequence[Scene],
-                   progress: Progress) -> Iterator[tuple[int, list[SoundTag]]]:
+    def tag_scenes(self, video: VideoInfo, scenes: Sequence[Scene], progress: Progress,
+                   audio: object = None) -> Iterator[tuple[int, list[SoundTag]]]:
         for scene in scenes:
             CALLS[self.name] += 1
             yield scene.index, [SoundTag(f"{self.name} hum", 0.9)]
