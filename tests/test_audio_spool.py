@@ -121,8 +121,9 @@ def test_only_a_whole_sealed_spool_at_the_rate_is_read_and_a_sealed_one_is_kept(
     (folder / DATA).write_bytes(b"\0" * 40)  # a killed run's unsealed leftovers: replaced
     again = AudioSpool.create(folder, SAMPLE_RATE)
     assert again is not None and not (folder / DATA).exists()
-    (folder / SEALED).write_text(json.dumps({"version": 1, "samples": "x", "sample_rate": 16000}))
-    assert AudioSpool.open(folder, SAMPLE_RATE) is None
+    for hostile in ({"version": 1, "samples": "x", "sample_rate": 16000}, [1, 2], None, 7):
+        (folder / SEALED).write_text(json.dumps(hostile))
+        assert AudioSpool.open(folder, SAMPLE_RATE) is None
 
 
 def test_the_budget_and_the_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -105,6 +105,8 @@ class AudioSpool:
             return None
         try:
             meta = read_json(seal)
+            if not isinstance(meta, dict):
+                return None
             samples = int(meta["samples"])
             ok = (meta.get("version") == VERSION and int(meta["sample_rate"]) == sample_rate
                   and samples >= 0
@@ -144,7 +146,7 @@ class AudioSpool:
         first = int(round(offset * self.sample_rate))
         data = np.ascontiguousarray(samples, dtype="<f4")
         out.seek(first * SAMPLE_BYTES)  # a gap (none expected: chunks tile) reads as zeros
-        out.write(memoryview(data).cast("B"))
+        out.write(data.data)
         return first + len(data)
 
     def _seal(self, samples: int) -> None:
