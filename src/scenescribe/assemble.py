@@ -28,7 +28,7 @@ def caption_model(stage: str) -> str | None:
 def build_record(scene: Scene, outputs: Mapping[str, Outcome],
                  captions: Mapping[str, Caption] | None = None) -> SceneRecord:
     """A scene's record from whichever Stage 1 outputs are present (the rest keep defaults)."""
-    from scenescribe.stages import COMPONENTS
+    from scenescribe.component_stages import COMPONENTS
 
     i = scene.index
     fields: dict[str, Any] = {}

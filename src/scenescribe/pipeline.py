@@ -23,6 +23,7 @@ from typing import Any
 from scenescribe import locks, registry
 from scenescribe.assemble import caption_model, stage_status, write_outputs
 from scenescribe.backend import Backend, resolve_device
+from scenescribe.component_stages import COMPONENTS, ComponentStage
 from scenescribe.errors import InputError, ScenescribeError
 from scenescribe.executors import open_executor
 from scenescribe.graph import (
@@ -50,7 +51,7 @@ from scenescribe.sounds_stages import SoundsStage
 from scenescribe.speech.base import SpeechRecognizer
 from scenescribe.speech_stages import SpeechStage, TranscriptStage
 from scenescribe.stage2 import GROUNDING_INPUTS, CaptionStage, ModelSpec, make_captioner, model_specs
-from scenescribe.stages import COMPONENTS, ComponentStage, FramesStage, ProbeStage, ShotsStage
+from scenescribe.stages import FramesStage, ProbeStage, ShotsStage
 from scenescribe.workspace import WORK_DIR, WorkFolder, output_folders
 
 log = logging.getLogger("scenescribe.pipeline")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from scenescribe.component_stages import ComponentStage, sounds_line
 from scenescribe.graph import Task
 from scenescribe.knobs import env_count
 from scenescribe.media import SAMPLE_RATE
@@ -24,7 +25,6 @@ from scenescribe.media.spool import discard
 from scenescribe.progress import Progress
 from scenescribe.records import Scene
 from scenescribe.sounds.base import SoundTagger
-from scenescribe.stages import ComponentStage, sounds_line
 
 NO_SPOOL = "SCENESCRIBE_AUDIO_SPOOL"  # knob: 0 decodes the audio again (for A/B measurements)
 
