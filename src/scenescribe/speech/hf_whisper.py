@@ -432,5 +432,3 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                               w.probability))
         return Decoded(words, tokenizer.decode(text), language[0], language[1], no_speech,
                        float(token_lp.sum() / len(token_lp)), truncated)
-
-
