@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from scenescribe.backend import Backend
 from scenescribe.errors import ConfigError
 from scenescribe.graph import RunContext, StageFailed, StageOutput, Task
+from scenescribe.media.audio_spool import AudioSpool
 from scenescribe.objects.base import ObjectTracker
 from scenescribe.progress import Progress
 from scenescribe.records import ObjectSummary, Scene, SoundTag, Transcript
@@ -103,14 +104,11 @@ class ComponentStage(ModelStage):
         self.backend.unload()
 
 
-def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene],
-                   progress: Progress) -> Iterator[dict[str, Any]]:
-    for index, tags in backend.tag_scenes(task.info, todo, progress):
-        yield sounds_line(index, tags)
-
-
-def sounds_line(index: int, tags: Sequence[SoundTag]) -> dict[str, Any]:
-    return {"index": index, "sounds": [t.to_dict() for t in tags]}
+def produce_sounds(backend: SoundTagger, task: Task, todo: list[Scene], progress: Progress,
+                   audio: AudioSpool | None = None) -> Iterator[dict[str, Any]]:
+    """``audio``: the video's audio as another stage decoded it (``sounds_stages``)."""
+    for index, tags in backend.tag_scenes(task.info, todo, progress, audio=audio):
+        yield {"index": index, "sounds": [t.to_dict() for t in tags]}
 
 
 def produce_objects(backend: ObjectTracker, task: Task, todo: list[Scene],

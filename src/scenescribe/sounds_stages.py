@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from scenescribe.component_stages import ComponentStage, sounds_line
+from scenescribe.component_stages import ComponentStage, produce_sounds
 from scenescribe.graph import Task
 from scenescribe.knobs import env_count
 from scenescribe.media import SAMPLE_RATE
@@ -52,7 +52,6 @@ class SoundsStage(ComponentStage):
                ) -> Iterator[dict[str, Any]]:
         where = audio_spool_folder(task.video.folder.work, task.inputs["probe"].key)
         audio = AudioSpool.open(where, SAMPLE_RATE)
-        for index, tags in self.tagger.tag_scenes(task.info, todo, progress, audio=audio):
-            yield sounds_line(index, tags)
+        yield from produce_sounds(self.tagger, task, todo, progress, audio)
         if audio is not None:
             discard(where)  # every scene tagged: no one reads it again
